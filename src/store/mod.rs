@@ -1,0 +1,1 @@
+//! The embedded sled store: offsets, committed tracking-ID batches, dead letters.
