@@ -1,1 +1,11 @@
-//! config
+//! Configuration: TOML on disk (`raw`) → validated `Settings`.
+//!
+//! Unknown keys are errors that name the key; durations are written like
+//! `"30s"`; every default lives in `settings.rs`.
+
+mod error;
+mod raw;
+mod settings;
+
+pub use error::ConfigError;
+pub use settings::*;

@@ -1,0 +1,87 @@
+//! The config file as written: serde structs that reject unknown keys.
+//!
+//! Everything here is "as typed by the operator"; `settings.rs` turns it
+//! into validated, defaulted `Settings`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub kafka: RawKafka,
+    pub store: RawStore,
+    #[serde(default)]
+    pub assignment: Option<RawAssignment>,
+    #[serde(default)]
+    pub pipeline: Option<RawPipeline>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub sinks: RawSinks,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    pub brokers: Vec<String>,
+    pub client_id: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub fetch_max_bytes: Option<i64>,
+    pub fetch_max_wait: Option<String>,
+    pub metadata_refresh: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub path: String,
+    pub cache_capacity_mb: Option<u64>,
+    pub retention: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssignment {
+    pub mode: String,
+    pub member: Option<u32>,
+    pub members: Option<u32>,
+    pub partitions: Option<BTreeMap<String, Vec<i32>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPipeline {
+    pub max_batch_records: Option<usize>,
+    pub prefetch_batches: Option<usize>,
+    pub retry_initial: Option<String>,
+    pub retry_max: Option<String>,
+    pub drain_timeout: Option<String>,
+    pub commit_group_max: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: String,
+    pub topics: Vec<String>,
+    pub format: String,
+    pub dedupe: Option<String>,
+    pub sink: String,
+    pub start: Option<String>,
+    pub on_out_of_range: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSinks {
+    pub file: Option<RawFileSink>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileSink {
+    pub path: String,
+}

@@ -1,0 +1,658 @@
+//! Validated settings with every default filled in.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::error::ConfigError;
+use super::raw::{RawAssignment, RawConfig, RawPipeline, RawRoute};
+
+/// Environment variable that overrides `kafka.brokers` (comma-separated),
+/// so scripts can point a checked-in config at a broker on a random port.
+pub const BROKERS_ENV: &str = "TALLY_BROKERS";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub store: StoreSettings,
+    pub assignment: Assignment,
+    pub pipeline: PipelineSettings,
+    pub routes: Vec<Route>,
+    pub sinks: SinkSettings,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KafkaSettings {
+    pub brokers: Vec<String>,
+    pub client_id: String,
+    #[serde(with = "human_duration")]
+    pub connect_timeout: Duration,
+    #[serde(with = "human_duration")]
+    pub request_timeout: Duration,
+    pub fetch_max_bytes: i32,
+    #[serde(with = "human_duration")]
+    pub fetch_max_wait: Duration,
+    #[serde(with = "human_duration")]
+    pub metadata_refresh: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+    pub cache_capacity_mb: u64,
+    #[serde(with = "human_duration_opt")]
+    pub retention: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Assignment {
+    /// Partition `p` of every routed topic belongs to member `p % members`.
+    Static { member: u32, members: u32 },
+    /// Explicit partition lists per topic.
+    Explicit {
+        partitions: BTreeMap<String, Vec<i32>>,
+    },
+}
+
+impl Assignment {
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        match self {
+            Assignment::Static { member, members } => {
+                partition >= 0 && (partition as u32) % members == *member
+            }
+            Assignment::Explicit { partitions } => partitions
+                .get(topic)
+                .is_some_and(|list| list.contains(&partition)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineSettings {
+    /// Upper bound of records handed to a sink at once per partition.
+    pub max_batch_records: usize,
+    /// Fetched batches buffered ahead of delivery per partition (the in-flight window).
+    pub prefetch_batches: usize,
+    #[serde(with = "human_duration")]
+    pub retry_initial: Duration,
+    #[serde(with = "human_duration")]
+    pub retry_max: Duration,
+    #[serde(with = "human_duration")]
+    pub drain_timeout: Duration,
+    /// Most partition batches written in one store transaction (group commit).
+    pub commit_group_max: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FormatKind {
+    KillbillUsage,
+    Json,
+}
+
+/// Where a `json` route takes its dedupe key from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DedupeSource {
+    /// Fixed by the format (killbill-usage: tenantId/subscriptionExternalKey/trackingId).
+    Format,
+    Pointer(String),
+    KafkaKey,
+    /// No dedupe: delivery is at-least-once.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartPosition {
+    Earliest,
+    Latest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutOfRangePolicy {
+    Earliest,
+    Latest,
+    Fail,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    File,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Route {
+    pub name: String,
+    pub topics: Vec<String>,
+    pub format: FormatKind,
+    pub dedupe: DedupeSource,
+    pub sink: SinkKind,
+    pub start: StartPosition,
+    pub on_out_of_range: OutOfRangePolicy,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SinkSettings {
+    pub file: Option<FileSinkSettings>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSinkSettings {
+    pub path: PathBuf,
+}
+
+impl Settings {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let brokers_override = std::env::var(BROKERS_ENV).ok();
+        Settings::from_toml(&text, path, brokers_override.as_deref())
+    }
+
+    pub fn from_toml(
+        text: &str,
+        path: &Path,
+        brokers_override: Option<&str>,
+    ) -> Result<Settings, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Settings::validate(raw, brokers_override)
+    }
+
+    /// The topic → route lookup used by the pipeline.
+    pub fn route_for_topic(&self, topic: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| r.topics.iter().any(|t| t == topic))
+    }
+
+    pub fn all_topics(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .flat_map(|r| r.topics.iter().cloned())
+            .collect()
+    }
+
+    fn validate(raw: RawConfig, brokers_override: Option<&str>) -> Result<Settings, ConfigError> {
+        let kafka = validate_kafka(raw.kafka, brokers_override)?;
+        let store = StoreSettings {
+            path: non_empty_path("store.path", &raw.store.path)?,
+            cache_capacity_mb: positive(
+                "store.cache_capacity_mb",
+                raw.store.cache_capacity_mb,
+                64,
+            )?,
+            retention: raw
+                .store
+                .retention
+                .as_deref()
+                .map(|s| duration("store.retention", s))
+                .transpose()?,
+        };
+        let assignment = validate_assignment(raw.assignment)?;
+        let pipeline = validate_pipeline(raw.pipeline)?;
+        let sinks = SinkSettings {
+            file: raw
+                .sinks
+                .file
+                .map(|f| -> Result<_, ConfigError> {
+                    Ok(FileSinkSettings {
+                        path: non_empty_path("sinks.file.path", &f.path)?,
+                    })
+                })
+                .transpose()?,
+        };
+        let routes = validate_routes(raw.routes, &sinks)?;
+        if let Assignment::Explicit { partitions } = &assignment {
+            for topic in partitions.keys() {
+                if !routes.iter().any(|r| r.topics.contains(topic)) {
+                    return Err(ConfigError::invalid(
+                        format!("assignment.partitions.{topic}"),
+                        "names a topic that no route consumes; add it to a route's `topics` or remove it",
+                    ));
+                }
+            }
+        }
+        Ok(Settings {
+            kafka,
+            store,
+            assignment,
+            pipeline,
+            routes,
+            sinks,
+        })
+    }
+}
+
+fn validate_kafka(
+    raw: super::raw::RawKafka,
+    brokers_override: Option<&str>,
+) -> Result<KafkaSettings, ConfigError> {
+    let brokers: Vec<String> = match brokers_override {
+        Some(list) => list
+            .split(',')
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty())
+            .collect(),
+        None => raw.brokers,
+    };
+    if brokers.is_empty() {
+        return Err(ConfigError::invalid(
+            "kafka.brokers",
+            "needs at least one \"host:port\"",
+        ));
+    }
+    for b in &brokers {
+        let ok = b
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            return Err(ConfigError::invalid(
+                "kafka.brokers",
+                format!("`{b}` is not \"host:port\""),
+            ));
+        }
+    }
+    let fetch_max_bytes = raw.fetch_max_bytes.unwrap_or(1 << 20);
+    if !(1024..=(256 << 20)).contains(&fetch_max_bytes) {
+        return Err(ConfigError::invalid(
+            "kafka.fetch_max_bytes",
+            "must be between 1024 and 268435456",
+        ));
+    }
+    Ok(KafkaSettings {
+        brokers,
+        client_id: raw.client_id.unwrap_or_else(|| "tally".to_string()),
+        connect_timeout: duration_or("kafka.connect_timeout", raw.connect_timeout, "10s")?,
+        request_timeout: duration_or("kafka.request_timeout", raw.request_timeout, "30s")?,
+        fetch_max_bytes: fetch_max_bytes as i32,
+        fetch_max_wait: duration_or("kafka.fetch_max_wait", raw.fetch_max_wait, "500ms")?,
+        metadata_refresh: duration_or("kafka.metadata_refresh", raw.metadata_refresh, "30s")?,
+    })
+}
+
+fn validate_assignment(raw: Option<RawAssignment>) -> Result<Assignment, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Assignment::Static {
+            member: 0,
+            members: 1,
+        });
+    };
+    match raw.mode.as_str() {
+        "static" => {
+            if let Some(partitions) = raw.partitions {
+                if raw.member.is_some() || raw.members.is_some() {
+                    return Err(ConfigError::invalid(
+                        "assignment.partitions",
+                        "use either `partitions` or `member`/`members`, not both",
+                    ));
+                }
+                for (topic, list) in &partitions {
+                    if list.iter().any(|p| *p < 0) {
+                        return Err(ConfigError::invalid(
+                            format!("assignment.partitions.{topic}"),
+                            "partition numbers are >= 0",
+                        ));
+                    }
+                }
+                return Ok(Assignment::Explicit { partitions });
+            }
+            let members = raw.members.unwrap_or(1);
+            let member = raw.member.unwrap_or(0);
+            if members == 0 {
+                return Err(ConfigError::invalid("assignment.members", "must be >= 1"));
+            }
+            if member >= members {
+                return Err(ConfigError::invalid(
+                    "assignment.member",
+                    format!(
+                        "is {member} but must be below members ({members}); members count from 0"
+                    ),
+                ));
+            }
+            Ok(Assignment::Static { member, members })
+        }
+        "group" => Err(ConfigError::invalid(
+            "assignment.mode",
+            "\"group\" is not available in this build yet; use mode = \"static\"",
+        )),
+        other => Err(ConfigError::invalid(
+            "assignment.mode",
+            format!("unknown mode \"{other}\"; expected \"static\""),
+        )),
+    }
+}
+
+fn validate_pipeline(raw: Option<RawPipeline>) -> Result<PipelineSettings, ConfigError> {
+    let raw = raw.unwrap_or(RawPipeline {
+        max_batch_records: None,
+        prefetch_batches: None,
+        retry_initial: None,
+        retry_max: None,
+        drain_timeout: None,
+        commit_group_max: None,
+    });
+    let retry_initial = duration_or("pipeline.retry_initial", raw.retry_initial, "200ms")?;
+    let retry_max = duration_or("pipeline.retry_max", raw.retry_max, "30s")?;
+    if retry_max < retry_initial {
+        return Err(ConfigError::invalid(
+            "pipeline.retry_max",
+            "must be at least pipeline.retry_initial",
+        ));
+    }
+    Ok(PipelineSettings {
+        max_batch_records: positive_usize(
+            "pipeline.max_batch_records",
+            raw.max_batch_records,
+            5000,
+        )?,
+        prefetch_batches: positive_usize("pipeline.prefetch_batches", raw.prefetch_batches, 2)?,
+        retry_initial,
+        retry_max,
+        drain_timeout: duration_or("pipeline.drain_timeout", raw.drain_timeout, "30s")?,
+        commit_group_max: positive_usize("pipeline.commit_group_max", raw.commit_group_max, 64)?,
+    })
+}
+
+fn validate_routes(raw: Vec<RawRoute>, sinks: &SinkSettings) -> Result<Vec<Route>, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::invalid(
+            "routes",
+            "no [[routes]] configured; add one with name, topics, format and sink",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut topics_seen = BTreeMap::new();
+    let mut routes = Vec::with_capacity(raw.len());
+    for (i, r) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("routes[{i}].{field}");
+        if r.name.trim().is_empty() {
+            return Err(ConfigError::invalid(key("name"), "must not be empty"));
+        }
+        if !names.insert(r.name.clone()) {
+            return Err(ConfigError::invalid(
+                key("name"),
+                format!(
+                    "route name \"{}\" is used twice; names must be unique",
+                    r.name
+                ),
+            ));
+        }
+        if r.topics.is_empty() {
+            return Err(ConfigError::invalid(
+                key("topics"),
+                "needs at least one topic",
+            ));
+        }
+        for t in &r.topics {
+            if t.is_empty() {
+                return Err(ConfigError::invalid(
+                    key("topics"),
+                    "topic names must not be empty",
+                ));
+            }
+            if let Some(other) = topics_seen.insert(t.clone(), r.name.clone()) {
+                return Err(ConfigError::invalid(
+                    key("topics"),
+                    format!(
+                        "topic \"{t}\" is already consumed by route \"{other}\"; a topic belongs to one route (offsets are kept per topic)"
+                    ),
+                ));
+            }
+        }
+        let format = match r.format.as_str() {
+            "killbill-usage" => FormatKind::KillbillUsage,
+            "json" => FormatKind::Json,
+            other => {
+                return Err(ConfigError::invalid(
+                    key("format"),
+                    format!("unknown format \"{other}\"; expected \"killbill-usage\" or \"json\""),
+                ));
+            }
+        };
+        let dedupe = match (format, r.dedupe.as_deref()) {
+            (FormatKind::KillbillUsage, None) => DedupeSource::Format,
+            (FormatKind::KillbillUsage, Some(_)) => {
+                return Err(ConfigError::invalid(
+                    key("dedupe"),
+                    "killbill-usage always dedupes by tenantId/subscriptionExternalKey/trackingId; remove `dedupe`",
+                ));
+            }
+            (FormatKind::Json, None) => {
+                return Err(ConfigError::invalid(
+                    key("dedupe"),
+                    "a json route needs `dedupe`: a JSON pointer like \"/id\", \"kafka-key\", or \"none\" (at-least-once)",
+                ));
+            }
+            (FormatKind::Json, Some("kafka-key")) => DedupeSource::KafkaKey,
+            (FormatKind::Json, Some("none")) => DedupeSource::None,
+            (FormatKind::Json, Some(p)) if p.starts_with('/') => {
+                DedupeSource::Pointer(p.to_string())
+            }
+            (FormatKind::Json, Some(other)) => {
+                return Err(ConfigError::invalid(
+                    key("dedupe"),
+                    format!(
+                        "\"{other}\" is not a JSON pointer (starts with '/'), \"kafka-key\" or \"none\""
+                    ),
+                ));
+            }
+        };
+        let sink = match r.sink.as_str() {
+            "file" => {
+                if sinks.file.is_none() {
+                    return Err(ConfigError::invalid(
+                        key("sink"),
+                        "sink \"file\" is used but [sinks.file] is not configured; add it with a `path`",
+                    ));
+                }
+                SinkKind::File
+            }
+            "killbill" | "http" | "amqp" => {
+                return Err(ConfigError::invalid(
+                    key("sink"),
+                    format!(
+                        "sink \"{}\" is not available in this build yet; use \"file\"",
+                        r.sink
+                    ),
+                ));
+            }
+            other => {
+                return Err(ConfigError::invalid(
+                    key("sink"),
+                    format!("unknown sink \"{other}\"; expected \"file\""),
+                ));
+            }
+        };
+        let start = match r.start.as_deref().unwrap_or("earliest") {
+            "earliest" => StartPosition::Earliest,
+            "latest" => StartPosition::Latest,
+            other => {
+                return Err(ConfigError::invalid(
+                    key("start"),
+                    format!("unknown start \"{other}\"; expected \"earliest\" or \"latest\""),
+                ));
+            }
+        };
+        let on_out_of_range = match r.on_out_of_range.as_deref().unwrap_or("earliest") {
+            "earliest" => OutOfRangePolicy::Earliest,
+            "latest" => OutOfRangePolicy::Latest,
+            "fail" => OutOfRangePolicy::Fail,
+            other => {
+                return Err(ConfigError::invalid(
+                    key("on_out_of_range"),
+                    format!(
+                        "unknown policy \"{other}\"; expected \"earliest\", \"latest\" or \"fail\""
+                    ),
+                ));
+            }
+        };
+        routes.push(Route {
+            name: r.name,
+            topics: r.topics,
+            format,
+            dedupe,
+            sink,
+            start,
+            on_out_of_range,
+        });
+    }
+    Ok(routes)
+}
+
+fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|e| {
+        ConfigError::invalid(
+            key,
+            format!("\"{text}\" is not a duration ({e}); write e.g. \"500ms\", \"30s\", \"5m\""),
+        )
+    })
+}
+
+fn duration_or(key: &str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+    duration(key, value.as_deref().unwrap_or(default))
+}
+
+fn positive(key: &str, value: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(ConfigError::invalid(key, "must be greater than 0")),
+        v => Ok(v),
+    }
+}
+
+fn positive_usize(key: &str, value: Option<usize>, default: usize) -> Result<usize, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(ConfigError::invalid(key, "must be greater than 0")),
+        v => Ok(v),
+    }
+}
+
+fn non_empty_path(key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+    if value.trim().is_empty() {
+        return Err(ConfigError::invalid(key, "must not be empty"));
+    }
+    Ok(PathBuf::from(value))
+}
+
+mod human_duration {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+mod human_duration_opt {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[kafka]
+brokers = ["127.0.0.1:9092"]
+[store]
+path = "./state"
+[[routes]]
+name = "usage"
+topics = ["stream.usagemetrics"]
+format = "killbill-usage"
+sink = "file"
+[sinks.file]
+path = "./out.jsonl"
+"#;
+
+    fn load(text: &str) -> Result<Settings, ConfigError> {
+        Settings::from_toml(text, Path::new("t.toml"), None)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let s = load(MINIMAL).unwrap();
+        assert_eq!(s.kafka.fetch_max_wait, Duration::from_millis(500));
+        assert!(matches!(
+            s.assignment,
+            Assignment::Static {
+                member: 0,
+                members: 1
+            }
+        ));
+        assert_eq!(s.routes[0].dedupe, DedupeSource::Format);
+        assert_eq!(s.routes[0].start, StartPosition::Earliest);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("[store]", "[store]\npaht = \"x\"");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("paht"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_key() {
+        let text = MINIMAL.replace("[kafka]", "[kafka]\nrequest_timeout = \"soon\"");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("kafka.request_timeout"), "{err}");
+    }
+
+    #[test]
+    fn json_route_requires_dedupe() {
+        let text = MINIMAL.replace("killbill-usage", "json");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("routes[0].dedupe"), "{err}");
+    }
+
+    #[test]
+    fn static_member_must_be_below_members() {
+        let text = format!("{MINIMAL}\n[assignment]\nmode = \"static\"\nmember = 2\nmembers = 2\n");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("assignment.member"), "{err}");
+    }
+
+    #[test]
+    fn static_assignment_splits_partitions() {
+        let a = Assignment::Static {
+            member: 1,
+            members: 3,
+        };
+        let owned: Vec<i32> = (0..7).filter(|p| a.owns("t", *p)).collect();
+        assert_eq!(owned, vec![1, 4]);
+    }
+
+    #[test]
+    fn brokers_env_override_wins() {
+        let s = Settings::from_toml(MINIMAL, Path::new("t"), Some("a:1, b:2")).unwrap();
+        assert_eq!(s.kafka.brokers, vec!["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn topic_in_two_routes_is_refused() {
+        let text = format!(
+            "{MINIMAL}\n[[routes]]\nname = \"b\"\ntopics = [\"stream.usagemetrics\"]\nformat = \"json\"\ndedupe = \"/id\"\nsink = \"file\"\n"
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("already consumed"), "{err}");
+    }
+}
