@@ -1,4 +1,97 @@
-//! Command line interface.
-pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+//! Command line interface: one file per subcommand; `anyhow` lives here only.
+
+mod check;
+mod offsets;
+mod produce;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, Settings};
+use crate::store::StoreError;
+
+#[derive(Debug, Parser)]
+#[command(name = "tally", version, about = "Consume events from Kafka and deliver each exactly once")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon: consume owned partitions, deliver, commit. SIGINT/SIGTERM drain and exit 0.
+    Run(ConfigArg),
+    /// Validate the config and print it resolved (secrets redacted).
+    Check(ConfigArg),
+    /// Publish JSON lines from stdin to a topic.
+    Produce(produce::ProduceArgs),
+    /// Show committed offsets per partition, with the broker's log end and lag when reachable.
+    Offsets(offsets::OffsetsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConfigArg {
+    /// Path to the TOML config file.
+    #[arg(long, short = 'c', env = "TALLY_CONFIG")]
+    pub config: PathBuf,
+}
+
+/// Exit codes, so scripts and supervisors can tell failures apart.
+pub mod exit {
+    /// Bad command line or config.
+    pub const CONFIG: u8 = 2;
+    /// The store is locked by another process.
+    pub const STORE_LOCKED: u8 = 3;
+    /// Any other failure.
+    pub const FAILURE: u8 = 1;
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Run(a) => run::run(&a),
+        Command::Check(a) => check::check(&a),
+        Command::Produce(a) => produce::produce(&a),
+        Command::Offsets(a) => offsets::offsets(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code_for(&e))
+        }
+    }
+}
+
+fn exit_code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.downcast_ref::<ConfigError>().is_some() {
+            return exit::CONFIG;
+        }
+        if let Some(StoreError::Locked { .. }) = cause.downcast_ref::<StoreError>() {
+            return exit::STORE_LOCKED;
+        }
+    }
+    exit::FAILURE
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub(crate) fn load(config: &std::path::Path) -> anyhow::Result<Settings> {
+    Ok(Settings::load(config)?)
+}
+
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }

@@ -1,1 +1,260 @@
-//! pipeline
+//! The consume → deliver → commit pipeline.
+//!
+//! `run` opens the store, builds the sinks, then keeps the set of owned
+//! partitions up to date from broker metadata, one worker task per partition.
+//! On shutdown (the token), workers stop taking new batches, finish what is
+//! in hand within `drain_timeout`, the committer writes what was
+//! acknowledged, and the store is flushed.
+
+mod backoff;
+pub mod classify;
+mod committer;
+mod fetcher;
+mod inflight;
+mod worker;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use backoff::Backoff;
+use committer::Committer;
+use inflight::InFlight;
+use worker::PartitionWorker;
+
+use crate::config::{KafkaSettings, PipelineSettings, Route, Settings};
+use crate::format::Decoder;
+use crate::kafka::{ClusterClient, KafkaConfig};
+use crate::sink::{Sink, SinkSetupError, Sinks};
+use crate::store::{Store, StoreConfig, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sink(#[from] SinkSetupError),
+}
+
+/// Counters per route, logged periodically and at exit.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub delivered: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+pub(crate) struct RouteCtx {
+    pub name: Arc<str>,
+    pub route: Route,
+    pub decoder: Decoder,
+    pub sink: Arc<Sink>,
+    pub stats: RouteStats,
+    /// Set while the sink answers with a halt-class failure.
+    pub halted: AtomicBool,
+}
+
+/// What every partition worker shares.
+pub(crate) struct Shared {
+    pub store: Arc<Store>,
+    pub committer: Committer,
+    pub inflight: InFlight,
+    pub client: ClusterClient,
+    pub pipeline: PipelineSettings,
+    pub kafka: KafkaSettings,
+    pub cancel: CancellationToken,
+    failed_partitions: AtomicU64,
+}
+
+impl Shared {
+    pub fn failed_partition(&self) {
+        self.failed_partitions.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What `run` reports when it returns.
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub dead_lettered: u64,
+    pub failed_partitions: u64,
+}
+
+pub fn store_config(settings: &Settings) -> StoreConfig {
+    StoreConfig {
+        path: settings.store.path.clone(),
+        cache_capacity_bytes: settings.store.cache_capacity_mb * 1024 * 1024,
+    }
+}
+
+pub fn kafka_config(kafka: &KafkaSettings) -> KafkaConfig {
+    KafkaConfig {
+        brokers: kafka.brokers.clone(),
+        client_id: kafka.client_id.clone(),
+        connect_timeout: kafka.connect_timeout,
+        request_timeout: kafka.request_timeout,
+    }
+}
+
+/// Run until `cancel` fires. Opening the store and the sinks happens first,
+/// so a locked store or an unwritable sink fails fast with its own error.
+pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<RunSummary, PipelineError> {
+    let store_cfg = store_config(&settings);
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_cfg))
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+    let store = Arc::new(store);
+    tracing::info!(path = %settings.store.path.display(), ids = store.id_count(), "store open");
+    let sinks = Sinks::build(&settings)?;
+
+    let (committer, commit_task) = Committer::spawn(Arc::clone(&store), settings.pipeline.commit_group_max);
+    let shared = Arc::new(Shared {
+        store: Arc::clone(&store),
+        committer,
+        inflight: InFlight::default(),
+        client: ClusterClient::new(kafka_config(&settings.kafka)),
+        pipeline: settings.pipeline.clone(),
+        kafka: settings.kafka.clone(),
+        cancel: cancel.clone(),
+        failed_partitions: AtomicU64::new(0),
+    });
+    let mut routes = BTreeMap::new();
+    for route in &settings.routes {
+        let sink = sinks.get(route.sink).ok_or(SinkSetupError::NotConfigured("route sink"))?;
+        let ctx = Arc::new(RouteCtx {
+            name: Arc::from(route.name.as_str()),
+            route: route.clone(),
+            decoder: Decoder::for_route(route),
+            sink,
+            stats: RouteStats::default(),
+            halted: AtomicBool::new(false),
+        });
+        for topic in &route.topics {
+            routes.insert(topic.clone(), Arc::clone(&ctx));
+        }
+    }
+
+    let mut workers = JoinSet::new();
+    assign_loop(&settings, &shared, &routes, &mut workers).await;
+
+    // Drain: workers finish the batch in hand, then stop.
+    let drain = tokio::time::timeout(settings.pipeline.drain_timeout, async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
+    if drain.is_err() {
+        tracing::warn!(
+            timeout = ?settings.pipeline.drain_timeout,
+            "drain timeout: abandoning deliveries still in progress (they are re-sent on the next start)"
+        );
+        workers.abort_all();
+        while workers.join_next().await.is_some() {}
+    }
+    let failed_partitions = shared.failed_partitions.load(Ordering::Relaxed);
+    drop(shared); // last committer handle goes with it
+    let _ = commit_task.await;
+    tokio::task::spawn_blocking(move || store.flush())
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))??;
+
+    let mut summary = RunSummary {
+        failed_partitions,
+        ..RunSummary::default()
+    };
+    let unique: BTreeMap<&str, &Arc<RouteCtx>> = routes.values().map(|r| (&*r.name, r)).collect();
+    for ctx in unique.values() {
+        let s = &ctx.stats;
+        summary.delivered += s.delivered.load(Ordering::Relaxed);
+        summary.duplicates += s.duplicates.load(Ordering::Relaxed);
+        summary.dead_lettered += s.dead_lettered.load(Ordering::Relaxed);
+        log_stats(ctx);
+    }
+    Ok(summary)
+}
+
+/// Keep one worker per owned partition, refreshing metadata periodically so
+/// new partitions are picked up. Returns when `cancel` fires.
+async fn assign_loop(
+    settings: &Settings,
+    shared: &Arc<Shared>,
+    routes: &BTreeMap<String, Arc<RouteCtx>>,
+    workers: &mut JoinSet<(String, i32)>,
+) {
+    let topics = settings.all_topics();
+    let mut running: BTreeSet<(String, i32)> = BTreeSet::new();
+    let mut backoff = Backoff::new(settings.pipeline.retry_initial, settings.kafka.metadata_refresh);
+    let mut last_stats = tokio::time::Instant::now();
+    loop {
+        let next_refresh = match shared.client.metadata(&topics).await {
+            Ok(md) => {
+                backoff.reset();
+                for topic in &topics {
+                    let Some(ctx) = routes.get(topic) else { continue };
+                    match md.topics.get(topic) {
+                        Some(tm) if tm.error.is_none() => {
+                            for &partition in tm.partitions.keys() {
+                                let key = (topic.clone(), partition);
+                                if !settings.assignment.owns(topic, partition) || running.contains(&key) {
+                                    continue;
+                                }
+                                running.insert(key.clone());
+                                let worker = PartitionWorker {
+                                    shared: Arc::clone(shared),
+                                    route: Arc::clone(ctx),
+                                    topic: Arc::from(topic.as_str()),
+                                    partition,
+                                };
+                                workers.spawn(async move {
+                                    worker.run().await;
+                                    key
+                                });
+                            }
+                        }
+                        Some(tm) => tracing::warn!(topic, "topic metadata error: {:?}; retrying", tm.error),
+                        None => tracing::warn!(topic, "topic not found on the broker; retrying at the next metadata refresh"),
+                    }
+                }
+                settings.kafka.metadata_refresh
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(retry_in = ?delay, "cannot fetch metadata: {e}");
+                delay
+            }
+        };
+        // Reap workers that ended on their own (e.g. a failed partition); they
+        // are not restarted until the next process start.
+        while let Some(done) = workers.try_join_next() {
+            if let Err(e) = done {
+                tracing::error!("partition worker crashed: {e}");
+            }
+        }
+        if last_stats.elapsed() >= Duration::from_secs(30) {
+            last_stats = tokio::time::Instant::now();
+            let unique: BTreeMap<&str, &Arc<RouteCtx>> = routes.values().map(|r| (&*r.name, r)).collect();
+            unique.values().for_each(|ctx| log_stats(ctx));
+        }
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tokio::time::sleep(next_refresh.min(Duration::from_secs(30))) => {}
+        }
+    }
+}
+
+fn log_stats(ctx: &RouteCtx) {
+    let s = &ctx.stats;
+    tracing::info!(
+        route = %ctx.name,
+        delivered = s.delivered.load(Ordering::Relaxed),
+        duplicates = s.duplicates.load(Ordering::Relaxed),
+        dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
+        retries = s.retries.load(Ordering::Relaxed),
+        "route totals"
+    );
+}

@@ -1,0 +1,153 @@
+//! Per-partition fetch-ahead: keeps up to `prefetch_batches` fetched batches
+//! queued for the worker, so delivery and fetching overlap. The bounded
+//! channel is the in-flight window: a slow sink stops the fetcher.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::Shared;
+use super::backoff::Backoff;
+use crate::config::{OutOfRangePolicy, StartPosition};
+use crate::kafka::{ConsumedRecord, KafkaError, OffsetSpec, PartitionConsumer};
+
+/// A fetched batch: every offset in `[first_offset, next_offset)` is either
+/// in `records` or was stepped over (control batch, aborted transaction).
+#[derive(Debug)]
+pub(super) struct Fetched {
+    pub first_offset: i64,
+    pub next_offset: i64,
+    pub high_watermark: i64,
+    pub records: Vec<ConsumedRecord>,
+}
+
+pub(super) struct Fetcher {
+    pub shared: Arc<Shared>,
+    pub consumer: PartitionConsumer,
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub on_out_of_range: OutOfRangePolicy,
+}
+
+impl Fetcher {
+    pub async fn run(mut self, mut offset: i64, tx: mpsc::Sender<Fetched>) {
+        let cancel = self.shared.cancel.clone();
+        let kafka = self.shared.kafka.clone();
+        let mut backoff = Backoff::new(self.shared.pipeline.retry_initial, self.shared.pipeline.retry_max);
+        loop {
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.consumer.fetch(offset, kafka.fetch_max_bytes, kafka.fetch_max_wait) => r,
+            };
+            match result {
+                Ok(f) => {
+                    backoff.reset();
+                    if f.next_offset <= offset && f.records.is_empty() {
+                        continue; // long poll came back empty
+                    }
+                    let next = f.next_offset.max(offset);
+                    let batch = Fetched {
+                        first_offset: offset,
+                        next_offset: next,
+                        high_watermark: f.high_watermark,
+                        records: f.records,
+                    };
+                    offset = next;
+                    if tx.send(batch).await.is_err() {
+                        return; // worker gone
+                    }
+                }
+                Err(e) if e.is_offset_out_of_range() => {
+                    match self.on_out_of_range(offset, &e).await {
+                        Some(new_offset) => offset = new_offset,
+                        None => return,
+                    }
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        topic = %self.topic, partition = self.partition, offset,
+                        attempt = backoff.attempts(), retry_in = ?delay,
+                        "fetch failed: {e}"
+                    );
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_out_of_range(&mut self, offset: i64, e: &KafkaError) -> Option<i64> {
+        let spec = match self.on_out_of_range {
+            OutOfRangePolicy::Fail => {
+                tracing::error!(
+                    topic = %self.topic, partition = self.partition, offset,
+                    "offset out of range ({e}); on_out_of_range = \"fail\": this partition stops. \
+                     Use `tally reset-offsets` to choose where to resume, then restart"
+                );
+                self.shared.failed_partition();
+                return None;
+            }
+            OutOfRangePolicy::Earliest => StartPosition::Earliest,
+            OutOfRangePolicy::Latest => StartPosition::Latest,
+        };
+        let new_offset = resolve_position(&self.shared, &mut self.consumer, spec, &self.topic, self.partition).await?;
+        tracing::warn!(
+            topic = %self.topic, partition = self.partition, offset, resumed_at = new_offset,
+            "OFFSET OUT OF RANGE: records between {offset} and {new_offset} are no longer on the broker \
+             (retention?) and cannot be delivered; resuming at the {:?} offset per on_out_of_range",
+            spec
+        );
+        Some(new_offset)
+    }
+}
+
+/// Resolve `earliest`/`latest` to an offset, retrying until it works or
+/// shutdown. `latest` is the last stable offset from a fetch response: the
+/// broker's ListOffsets "latest" is unreliable on the test broker, and a
+/// fetch's watermark is what the consumer would see anyway.
+pub(super) async fn resolve_position(
+    shared: &Shared,
+    consumer: &mut PartitionConsumer,
+    spec: StartPosition,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let mut backoff = Backoff::new(shared.pipeline.retry_initial, shared.pipeline.retry_max);
+    loop {
+        let attempt = async {
+            let earliest = consumer.list_offset(OffsetSpec::Earliest).await?;
+            match spec {
+                StartPosition::Earliest => Ok::<i64, KafkaError>(earliest),
+                StartPosition::Latest => {
+                    let f = consumer
+                        .fetch(earliest, 1024, std::time::Duration::from_millis(0))
+                        .await?;
+                    let end = if f.last_stable_offset >= 0 {
+                        f.last_stable_offset.min(f.high_watermark.max(f.last_stable_offset))
+                    } else {
+                        f.high_watermark
+                    };
+                    Ok(end.max(earliest))
+                }
+            }
+        };
+        let result = tokio::select! {
+            _ = shared.cancel.cancelled() => return None,
+            r = attempt => r,
+        };
+        match result {
+            Ok(o) => return Some(o),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(topic, partition, retry_in = ?delay, "cannot resolve {spec:?} offset: {e}");
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The partition worker: decode → dedupe → deliver → commit, in offset order.
+//!
+//! Each fetched batch is resolved in rounds. A round sends every record whose
+//! key is new and not held by another delivery, waits for the sink, then
+//! commits the delivered keys, the dead letters, and the offset up to the
+//! first record still unresolved — in one store transaction, after the ack.
+//! Records held back (same key earlier in the batch, or in flight on another
+//! partition) go to the next round, where the index tells whether they are
+//! now duplicates.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use super::backoff::Backoff;
+use super::classify::{FailureClass, classify_decode, classify_sink};
+use super::fetcher::{Fetched, Fetcher, resolve_position};
+use super::{RouteCtx, Shared};
+use crate::kafka::ConsumedRecord;
+use crate::sink::Outgoing;
+use crate::store::{CommitBatch, DeadLetter, digest};
+
+pub(super) struct PartitionWorker {
+    pub shared: Arc<Shared>,
+    pub route: Arc<RouteCtx>,
+    pub topic: Arc<str>,
+    pub partition: i32,
+}
+
+/// A decoded record waiting to be resolved.
+struct Pending {
+    out: Outgoing,
+    digest: Option<u128>,
+    record: ConsumedRecord,
+}
+
+enum Delivery {
+    Done,
+    /// Shutdown while the sink was failing: nothing of this round is committed;
+    /// the records are fetched and sent again on the next start.
+    Abandoned,
+}
+
+impl PartitionWorker {
+    pub async fn run(self) {
+        let shared = Arc::clone(&self.shared);
+        let mut consumer = shared.client.partition_consumer(&self.topic, self.partition);
+        let Some(start) = self.start_offset(&mut consumer).await else {
+            return;
+        };
+        tracing::info!(route = %self.route.name, topic = %self.topic, partition = self.partition, offset = start, "partition assigned");
+        let (tx, mut rx) = mpsc::channel(shared.pipeline.prefetch_batches);
+        let fetcher = Fetcher {
+            shared: Arc::clone(&shared),
+            consumer,
+            topic: Arc::clone(&self.topic),
+            partition: self.partition,
+            on_out_of_range: self.route.route.on_out_of_range,
+        };
+        let fetch_task = tokio::spawn(fetcher.run(start, tx));
+        loop {
+            let batch = tokio::select! {
+                biased;
+                _ = shared.cancel.cancelled() => break,
+                b = rx.recv() => match b { Some(b) => b, None => break },
+            };
+            if let Delivery::Abandoned = self.resolve_batch(batch).await {
+                break;
+            }
+        }
+        fetch_task.abort();
+    }
+
+    /// The committed offset, or the route's start position — persisted at
+    /// once, so that a crash before the first delivery cannot move `latest`.
+    async fn start_offset(&self, consumer: &mut crate::kafka::PartitionConsumer) -> Option<i64> {
+        let store = Arc::clone(&self.shared.store);
+        let (topic, partition) = (self.topic.to_string(), self.partition);
+        let stored = tokio::task::spawn_blocking(move || store.offset(&topic, partition)).await;
+        match stored {
+            Ok(Ok(Some(entry))) => return Some(entry.next_offset),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(topic = %self.topic, partition = self.partition, "cannot read committed offset: {e}");
+                self.shared.failed_partition();
+                return None;
+            }
+            Err(e) => {
+                tracing::error!("offset lookup task failed: {e}");
+                return None;
+            }
+        }
+        let offset = resolve_position(&self.shared, consumer, self.route.route.start, &self.topic, self.partition).await?;
+        let batch = self.commit_batch(offset, offset, Vec::new(), Vec::new());
+        self.commit_until_done(batch).await.then_some(offset)
+    }
+
+    async fn resolve_batch(&self, batch: Fetched) -> Delivery {
+        let mut rest = batch.records;
+        let mut first = batch.first_offset;
+        let max = self.shared.pipeline.max_batch_records;
+        while !rest.is_empty() {
+            let tail = if rest.len() > max { rest.split_off(max) } else { Vec::new() };
+            let next = tail.first().map_or(batch.next_offset, |r| r.offset);
+            if let Delivery::Abandoned = self.resolve_chunk(rest, first, next).await {
+                return Delivery::Abandoned;
+            }
+            rest = tail;
+            first = next;
+        }
+        if first < batch.next_offset {
+            // Only control records or aborted transactions remained: still move the offset.
+            let commit = self.commit_batch(first, batch.next_offset, Vec::new(), Vec::new());
+            if !self.commit_until_done(commit).await {
+                return Delivery::Abandoned;
+            }
+        }
+        Delivery::Done
+    }
+
+    async fn resolve_chunk(&self, records: Vec<ConsumedRecord>, first_offset: i64, next_offset: i64) -> Delivery {
+        let stats = &self.route.stats;
+        let now = Utc::now();
+        let mut dead = Vec::new();
+        let mut pending = Vec::with_capacity(records.len());
+        for record in records {
+            match self.route.decoder.decode(record.key.as_ref(), record.value.as_ref()) {
+                Ok(decoded) => {
+                    let digest = decoded.dedupe_key.as_deref().map(|k| digest(&self.route.name, k));
+                    let out = Outgoing {
+                        route: Arc::clone(&self.route.name),
+                        topic: Arc::clone(&self.topic),
+                        partition: self.partition,
+                        offset: record.offset,
+                        key: record.key.clone(),
+                        dedupe_key: decoded.dedupe_key,
+                        event: decoded.event,
+                        usage: decoded.usage,
+                        received_at: now,
+                    };
+                    pending.push(Pending { out, digest, record });
+                }
+                Err(e) => {
+                    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        route = %self.route.name, topic = %self.topic, partition = self.partition,
+                        offset = record.offset, class = classify_decode(&e).as_str(),
+                        "undecodable record skipped (kept in dead letters): {e}"
+                    );
+                    dead.push(self.dead_letter(&record, e.to_string(), "decode", 1));
+                }
+            }
+        }
+
+        let mut round_first = first_offset;
+        loop {
+            // Pick what this round sends.
+            let mut send = Vec::new();
+            let mut held = Vec::new();
+            let mut reserved: HashSet<u128> = HashSet::new();
+            for p in pending {
+                match p.digest {
+                    None => send.push(p),
+                    Some(d) if self.shared.store.contains(d) => {
+                        stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(d) if reserved.contains(&d) => held.push(p),
+                    Some(d) if self.shared.inflight.try_reserve(d) => {
+                        reserved.insert(d);
+                        send.push(p);
+                    }
+                    Some(_) => held.push(p),
+                }
+            }
+
+            let delivered = match self.deliver(&send, &mut dead).await {
+                Some(d) => d,
+                None => {
+                    self.shared.inflight.release(reserved);
+                    return Delivery::Abandoned;
+                }
+            };
+            let commit_to = held.first().map_or(next_offset, |p| p.out.offset);
+            let (keys, digests) = delivered
+                .iter()
+                .filter_map(|&i| {
+                    let p = &send[i];
+                    Some((p.out.dedupe_key.clone()?, p.digest?))
+                })
+                .unzip();
+            let batch = self.commit_batch(round_first, commit_to, keys, digests);
+            let batch = CommitBatch {
+                dead_letters: std::mem::take(&mut dead),
+                ..batch
+            };
+            let committed = self.commit_until_done(batch).await;
+            self.shared.inflight.release(reserved);
+            if !committed {
+                return Delivery::Abandoned;
+            }
+            stats.delivered.fetch_add(delivered.len() as u64, Ordering::Relaxed);
+            if held.is_empty() {
+                return Delivery::Done;
+            }
+            round_first = commit_to;
+            pending = held;
+            // Let the other holder of a contended key finish its commit.
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Send until every record is delivered or permanently failed. Returns the
+    /// indices delivered; permanent failures are appended to `dead`.
+    async fn deliver(&self, send: &[Pending], dead: &mut Vec<DeadLetter>) -> Option<Vec<usize>> {
+        let mut remaining: Vec<usize> = (0..send.len()).collect();
+        let mut delivered = Vec::with_capacity(send.len());
+        let mut backoff = Backoff::new(self.shared.pipeline.retry_initial, self.shared.pipeline.retry_max);
+        let mut attempts = 0u32;
+        while !remaining.is_empty() {
+            attempts += 1;
+            let batch: Vec<&Outgoing> = remaining.iter().map(|&i| &send[i].out).collect();
+            let results = self.route.sink.deliver(&batch).await;
+            let mut retry = Vec::new();
+            let mut worst: Option<(FailureClass, String)> = None;
+            for (&i, result) in remaining.iter().zip(results) {
+                match result {
+                    Ok(()) => delivered.push(i),
+                    Err(e) => match classify_sink(&e) {
+                        FailureClass::Permanent => {
+                            self.route.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                route = %self.route.name, topic = %self.topic, partition = self.partition,
+                                offset = send[i].out.offset, "sink rejected record permanently (kept in dead letters): {e}"
+                            );
+                            dead.push(self.dead_letter(&send[i].record, e.to_string(), "permanent", attempts));
+                        }
+                        class => {
+                            if worst.as_ref().is_none_or(|(c, _)| *c != FailureClass::Halt) {
+                                worst = Some((class, e.to_string()));
+                            }
+                            retry.push(i);
+                        }
+                    },
+                }
+            }
+            remaining = retry;
+            if let Some((class, reason)) = worst {
+                self.route.stats.retries.fetch_add(remaining.len() as u64, Ordering::Relaxed);
+                let delay = match class {
+                    FailureClass::Halt => {
+                        self.route.halted.store(true, Ordering::Relaxed);
+                        self.shared.pipeline.retry_max
+                    }
+                    _ => backoff.next_delay(),
+                };
+                tracing::warn!(
+                    route = %self.route.name, sink = self.route.sink.name(), topic = %self.topic,
+                    partition = self.partition, records = remaining.len(), class = class.as_str(),
+                    attempt = attempts, retry_in = ?delay, "delivery failed: {reason}"
+                );
+                if self.shared.cancel.is_cancelled() {
+                    return None;
+                }
+                tokio::select! {
+                    _ = self.shared.cancel.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+        self.route.halted.store(false, Ordering::Relaxed);
+        Some(delivered)
+    }
+
+    /// Commit, retrying while the store fails (e.g. disk full): the sink has
+    /// the records, so progress must not go on until they are recorded.
+    async fn commit_until_done(&self, batch: CommitBatch) -> bool {
+        let mut backoff = Backoff::new(self.shared.pipeline.retry_initial, self.shared.pipeline.retry_max);
+        loop {
+            match self.shared.committer.commit(batch.clone()).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::error!(
+                        topic = %self.topic, partition = self.partition, retry_in = ?delay,
+                        "{e}; progress halted until the store accepts writes"
+                    );
+                    tokio::select! {
+                        _ = self.shared.cancel.cancelled() => return false,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn commit_batch(&self, first_offset: i64, next_offset: i64, keys: Vec<String>, digests: Vec<u128>) -> CommitBatch {
+        CommitBatch {
+            route: self.route.name.to_string(),
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            first_offset,
+            next_offset,
+            keys,
+            digests,
+            dead_letters: Vec::new(),
+        }
+    }
+
+    fn dead_letter(&self, record: &ConsumedRecord, reason: String, class: &str, attempts: u32) -> DeadLetter {
+        let now = Utc::now().timestamp_millis();
+        DeadLetter {
+            route: self.route.name.to_string(),
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: record.offset,
+            timestamp_ms: record.timestamp_ms,
+            key: record.key.as_ref().map(|k| k.to_vec()),
+            headers: record
+                .headers
+                .iter()
+                .map(|h| (h.key.clone(), h.value.as_ref().map(|v| v.to_vec())))
+                .collect(),
+            payload: record.value.as_ref().map(|v| v.to_vec()),
+            reason,
+            class: class.to_string(),
+            attempts,
+            first_seen_ms: now,
+            last_seen_ms: now,
+        }
+    }
+}
