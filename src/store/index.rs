@@ -13,7 +13,7 @@ const MAX_LOAD: f64 = 0.85;
 const TARGET_LOAD: f64 = 0.65;
 
 #[derive(Default)]
-pub(crate) struct DigestIndex {
+pub struct DigestIndex {
     slots: Vec<u128>,
     len: usize,
     has_zero: bool,

@@ -21,6 +21,8 @@ pub use api::{CommitBatch, CommitStats, IdLocation, PruneStats, Store, StoreConf
 pub use batch::BatchInfo;
 pub use dead_letter::DeadLetter;
 pub use error::StoreError;
+#[doc(hidden)] // exposed for examples/store_bench.rs only
+pub use index::DigestIndex;
 pub use keys::OffsetEntry;
 pub use schema::SCHEMA_VERSION;
 
