@@ -30,10 +30,6 @@ impl Reader {
         self.buf.len() - self.pos
     }
 
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
     fn take(&mut self, n: usize, what: &str) -> WireResult<&[u8]> {
         if self.remaining() < n {
             return Err(short(what));
@@ -159,6 +155,8 @@ pub struct Writer {
     pub buf: Vec<u8>,
 }
 
+// Some encoders are only used by tests today (and by SASL/group APIs later).
+#[cfg_attr(not(test), allow(dead_code))]
 impl Writer {
     pub fn new() -> Self {
         Writer { buf: Vec::with_capacity(128) }
