@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::conn::{BrokerConn, Connector, MAX_FRAME, TcpConnector};
+use super::conn::{BrokerConn, Connector, TcpConnector};
 use super::error::{self, ErrorKind, KafkaError, Location};
-use super::fetch::{self, FetchParams, Fetched};
+use super::fetch::{self, FetchParams, Fetched, PartitionData, Seen, Undecided};
 use super::list_offsets::{self, OffsetSpec};
 use super::metadata::{self, ClusterMetadata};
 
@@ -229,34 +229,49 @@ impl PartitionConsumer {
 
     /// Committed records from `offset` on (read_committed).
     pub async fn fetch(&mut self, offset: i64, max_bytes: i32, max_wait: Duration) -> Result<Fetched, KafkaError> {
-        let max_bytes = max_bytes.clamp(1, MAX_FRAME as i32 / 2);
-        let (fetched, tail) = self.fetch_once(offset, max_bytes, max_wait).await?;
-        if fetched.next_offset > offset {
-            return Ok(fetched);
-        }
-        // Nothing complete came back but a batch was cut off: it alone is
-        // larger than max_bytes. Ask once more with room for it.
-        match tail.and_then(|t| t.declared_size) {
-            Some(size) if size > max_bytes as usize => {
-                if size > MAX_BATCH_FETCH as usize {
-                    let at = self.location(offset);
-                    return Err(KafkaError::Corrupt {
-                        at,
-                        reason: format!("batch of {size} bytes exceeds the {MAX_BATCH_FETCH}-byte limit"),
-                    });
-                }
-                Ok(self.fetch_once(offset, size as i32, max_wait).await?.0)
+        let mut max_bytes = max_bytes.clamp(1, MAX_BATCH_FETCH);
+        loop {
+            let data = self.fetch_raw(offset, max_bytes, max_wait).await?;
+            let (fetched, seen) = self.assemble(offset, data.clone(), Undecided::Stop)?;
+            if fetched.next_offset > offset {
+                return Ok(fetched);
             }
-            _ => Ok(fetched),
+            // No progress. Either the first batch alone is larger than
+            // max_bytes, or the first batch is transactional and its marker
+            // lies beyond this response: ask again with more room.
+            let limit = if fetched.last_stable_offset >= 0 { fetched.last_stable_offset } else { fetched.high_watermark };
+            let grow = match (seen.truncated.and_then(|t| t.declared_size), seen.undecided_at) {
+                (Some(size), _) if size > max_bytes as usize => Some(size.min(i32::MAX as usize) as i32),
+                (_, Some(_)) if seen.end_offset < limit || seen.truncated.is_some() => Some(max_bytes.saturating_mul(2)),
+                // Nothing there yet, or an open transaction: the caller polls again.
+                _ => None,
+            };
+            let Some(want) = grow else { return Ok(fetched) };
+            if max_bytes >= MAX_BATCH_FETCH {
+                if seen.undecided_at.is_some() {
+                    // A transaction bigger than we will buffer: decide it by
+                    // the broker's aborted list, as the Java consumer does.
+                    tracing::warn!(topic = %self.topic, partition = self.partition, offset,
+                        "transaction marker beyond {MAX_BATCH_FETCH} bytes; trusting the broker's aborted-transactions list");
+                    return Ok(self.assemble(offset, data, Undecided::TrustBroker)?.0);
+                }
+                return Err(KafkaError::Corrupt {
+                    at: self.location(offset),
+                    reason: format!("batch larger than the {MAX_BATCH_FETCH}-byte fetch limit"),
+                });
+            }
+            max_bytes = want.clamp(max_bytes.saturating_add(1), MAX_BATCH_FETCH);
         }
     }
 
-    async fn fetch_once(
-        &mut self,
-        offset: i64,
-        max_bytes: i32,
-        max_wait: Duration,
-    ) -> Result<(Fetched, Option<super::record_batch::TruncatedTail>), KafkaError> {
+    fn assemble(&self, offset: i64, data: PartitionData, undecided: Undecided) -> Result<(Fetched, Seen), KafkaError> {
+        fetch::assemble(offset, data, undecided).map_err(|e| KafkaError::Corrupt {
+            at: Location::partition(self.broker(), &self.topic, self.partition).with_offset(e.offset.unwrap_or(offset)),
+            reason: e.reason,
+        })
+    }
+
+    async fn fetch_raw(&mut self, offset: i64, max_bytes: i32, max_wait: Duration) -> Result<PartitionData, KafkaError> {
         let topic = self.topic.clone();
         let params = FetchParams {
             topic: &topic,
@@ -279,13 +294,9 @@ impl PartitionConsumer {
             parsed.partition.as_ref().map_or(3, |p| p.error_code)
         };
         self.check(conn, at.clone(), "Fetch", code)?;
-        let Some(data) = parsed.partition else {
-            return Err(KafkaError::Protocol { at, reason: "Fetch response lacks the partition".into() });
-        };
-        fetch::assemble(offset, data).map_err(|e| KafkaError::Corrupt {
-            at: Location { offset: e.offset.or(Some(offset)), ..at },
-            reason: e.reason,
-        })
+        parsed
+            .partition
+            .ok_or_else(|| KafkaError::Protocol { at, reason: "Fetch response lacks the partition".into() })
     }
 
     /// An offset by spec, read_committed. For a timestamp past the last

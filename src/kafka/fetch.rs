@@ -1,9 +1,11 @@
 //! Fetch (api key 1, v4..=11, non-flexible): request encoding, response
 //! parsing, and turning one partition's response into committed records.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 
-use super::record_batch::{Batches, BatchHeader, ConsumedRecord, DecodeError, TruncatedTail};
+use super::record_batch::{BatchHeader, Batches, ConsumedRecord, ControlType, DecodeError, TruncatedTail};
 use super::transactions::{AbortedFilter, AbortedTxn, Verdict};
 use super::wire::{Reader, WireResult, Writer};
 
@@ -124,41 +126,124 @@ pub fn parse_response(version: i16, body: Bytes, topic: &str, partition: i32) ->
     Ok(Response { error_code, partition: found })
 }
 
-/// Decodes and filters one partition's records. A decode error after some
-/// complete batches returns those batches (the next fetch starts at the bad
-/// one and reports it with its exact offset).
-pub fn assemble(offset: i64, data: PartitionData) -> Result<(Fetched, Option<TruncatedTail>), DecodeError> {
+/// How to decide a transactional data batch whose marker is not in the response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undecided {
+    /// Stop before it: wait for (or fetch further to reach) its marker.
+    Stop,
+    /// Trust the broker's aborted-transactions list (Java consumer semantics).
+    TrustBroker,
+}
+
+/// What `assemble` saw beyond the records it returns.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub truncated: Option<TruncatedTail>,
+    /// Base offset of the transactional batch we stopped at, undecided.
+    pub undecided_at: Option<i64>,
+    /// One past the last complete batch in the response.
+    pub end_offset: i64,
+}
+
+/// Decodes and filters one partition's records.
+///
+/// A transactional data batch is decided by the next COMMIT/ABORT marker of
+/// its producer in the same response; this works on every broker (Tansu
+/// writes markers but sends no aborted-transactions list). Without a
+/// marker, the broker's aborted list can only say "aborted"; otherwise
+/// `undecided` chooses. A decode error after some complete batches returns
+/// those (the next fetch starts at the bad batch and reports its offset).
+pub fn assemble(offset: i64, data: PartitionData, undecided: Undecided) -> Result<(Fetched, Seen), DecodeError> {
     let mut out = Fetched {
         next_offset: offset,
         high_watermark: data.high_watermark,
         last_stable_offset: data.last_stable_offset,
         ..Default::default()
     };
-    let mut filter = AbortedFilter::new(data.aborted);
-    let mut batches = Batches::new(data.records);
-    for item in &mut batches {
-        let step = item.and_then(|batch| {
-            let h = &batch.header;
-            // Batches before `offset` still go through the filter: their
-            // markers change which producers are aborted later on.
-            let control = if h.is_control() { Some(batch.control_type()?) } else { None };
-            match filter.classify(h, control) {
-                Verdict::Deliver => out.records.extend(batch.records(offset)?),
-                Verdict::SkipControl => out.control_records_skipped += count_from(h, offset),
-                Verdict::SkipAborted => out.aborted_records_skipped += count_from(h, offset),
-            }
-            Ok(h.last_offset())
+    let mut seen = Seen { end_offset: offset, ..Default::default() };
+
+    // Frame everything first: deciding a batch needs the batches after it.
+    let mut batches = Vec::new();
+    let mut controls = Vec::new();
+    let mut failure = None;
+    let mut framing = Batches::new(data.records);
+    for item in &mut framing {
+        let framed = item.and_then(|b| {
+            let ctl = if b.header.is_control() { Some(b.control_type()?) } else { None };
+            Ok((b, ctl))
         });
-        match step {
-            Ok(last) => out.next_offset = out.next_offset.max(last.saturating_add(1)),
-            Err(e) if out.next_offset > offset => {
-                tracing::debug!(offset = ?e.offset, reason = %e.reason, "stopping fetch at undecodable batch");
-                return Ok((out, None));
+        match framed {
+            Ok((b, ctl)) => {
+                seen.end_offset = seen.end_offset.max(b.header.last_offset().saturating_add(1));
+                batches.push(b);
+                controls.push(ctl);
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
         }
     }
-    Ok((out, batches.truncated))
+    seen.truncated = framing.truncated;
+
+    // Backwards: the next transaction marker of each producer after each batch.
+    let mut fate: Vec<Option<ControlType>> = vec![None; batches.len()];
+    let mut next_marker: HashMap<i64, ControlType> = HashMap::new();
+    for i in (0..batches.len()).rev() {
+        let h = &batches[i].header;
+        match controls[i] {
+            Some(t @ (ControlType::Abort | ControlType::Commit)) => {
+                next_marker.insert(h.producer_id, t);
+            }
+            Some(ControlType::Other(_)) => {}
+            None if h.is_transactional() => fate[i] = next_marker.get(&h.producer_id).copied(),
+            None => {}
+        }
+    }
+
+    let mut filter = AbortedFilter::new(data.aborted);
+    for (i, batch) in batches.iter().enumerate() {
+        let h = &batch.header;
+        // Batches before `offset` still go through the filter: their
+        // markers change which producers are aborted later on.
+        let broker_verdict = filter.classify(h, controls[i]);
+        let verdict = match (broker_verdict, fate[i]) {
+            (Verdict::SkipControl, _) => Verdict::SkipControl,
+            (_, Some(ControlType::Abort)) => Verdict::SkipAborted,
+            (_, Some(_)) => Verdict::Deliver,
+            (Verdict::SkipAborted, None) => Verdict::SkipAborted,
+            (Verdict::Deliver, None) if !h.is_transactional() || undecided == Undecided::TrustBroker => Verdict::Deliver,
+            (Verdict::Deliver, None) => {
+                if h.last_offset() >= offset {
+                    seen.undecided_at = Some(h.base_offset);
+                    return Ok((out, seen));
+                }
+                Verdict::Deliver // wholly before `offset`: nothing of it is returned anyway
+            }
+        };
+        let step = match verdict {
+            Verdict::Deliver => batch.records(offset).map(|r| out.records.extend(r)),
+            Verdict::SkipControl => Ok(out.control_records_skipped += count_from(h, offset)),
+            Verdict::SkipAborted => Ok(out.aborted_records_skipped += count_from(h, offset)),
+        };
+        if let Err(e) = step {
+            return fail(out, seen, e, offset);
+        }
+        out.next_offset = out.next_offset.max(h.last_offset().saturating_add(1));
+    }
+    match failure {
+        Some(e) => fail(out, seen, e, offset),
+        None => Ok((out, seen)),
+    }
+}
+
+fn fail(out: Fetched, seen: Seen, e: DecodeError, offset: i64) -> Result<(Fetched, Seen), DecodeError> {
+    if out.next_offset > offset {
+        tracing::debug!(offset = ?e.offset, reason = %e.reason, "stopping fetch at undecodable batch");
+        Ok((out, Seen { truncated: None, ..seen }))
+    } else {
+        Err(e)
+    }
 }
 
 /// Records of a skipped batch at or after `offset`.
@@ -204,8 +289,8 @@ mod tests {
             BatchSpec::control(7, 7, Marker::Abort).encode(),
             BatchSpec::control(8, 8, Marker::Commit).encode(),
         ];
-        let (f, tail) = assemble(0, data(batches, vec![AbortedTxn { producer_id: 7, first_offset: 2 }])).unwrap();
-        assert!(tail.is_none());
+        let (f, tail) = assemble(0, data(batches, vec![AbortedTxn { producer_id: 7, first_offset: 2 }]), Undecided::Stop).unwrap();
+        assert!(tail.truncated.is_none() && tail.undecided_at.is_none());
         assert_eq!(vals(&f), vec![(0, "v0".into()), (1, "v1".into()), (5, "v5".into()), (6, "v6".into())]);
         assert_eq!(f.aborted_records_skipped, 3);
         assert_eq!(f.control_records_skipped, 2);
@@ -216,7 +301,7 @@ mod tests {
     #[test]
     fn requested_offset_inside_a_batch() {
         let batches = vec![BatchSpec::data(10, recs(10, 5)).encode(), BatchSpec::data(15, recs(15, 1)).encode()];
-        let (f, _) = assemble(13, data(batches, vec![])).unwrap();
+        let (f, _) = assemble(13, data(batches, vec![]), Undecided::Stop).unwrap();
         assert_eq!(f.records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![13, 14, 15]);
         assert_eq!(f.next_offset, 16);
     }
@@ -230,7 +315,7 @@ mod tests {
             BatchSpec::data(2, recs(2, 1)).transactional(3).encode(),
             BatchSpec::control(3, 3, Marker::Commit).encode(),
         ];
-        let (f, _) = assemble(2, data(batches, vec![AbortedTxn { producer_id: 3, first_offset: 0 }])).unwrap();
+        let (f, _) = assemble(2, data(batches, vec![AbortedTxn { producer_id: 3, first_offset: 0 }]), Undecided::Stop).unwrap();
         assert_eq!(vals(&f), vec![(2, "v2".into())]);
         assert_eq!(f.aborted_records_skipped, 0, "skipped records below the requested offset are not counted");
         assert_eq!(f.control_records_skipped, 1);
@@ -243,14 +328,14 @@ mod tests {
         let b = BatchSpec::data(2, recs(2, 2)).encode();
         let mut blob = a.clone();
         blob.extend_from_slice(&b[..b.len() / 2]);
-        let (f, tail) = assemble(0, data(vec![blob], vec![])).unwrap();
+        let (f, tail) = assemble(0, data(vec![blob], vec![]), Undecided::Stop).unwrap();
         assert_eq!(f.next_offset, 2);
         assert_eq!(f.records.len(), 2);
-        assert_eq!(tail.unwrap().declared_size, Some(b.len()));
+        assert_eq!(tail.truncated.unwrap().declared_size, Some(b.len()));
         // Only a partial batch: nothing complete, offset unchanged.
-        let (f, tail) = assemble(2, data(vec![b[..b.len() / 2].to_vec()], vec![])).unwrap();
+        let (f, tail) = assemble(2, data(vec![b[..b.len() / 2].to_vec()], vec![]), Undecided::Stop).unwrap();
         assert_eq!((f.next_offset, f.records.len()), (2, 0));
-        assert!(tail.is_some());
+        assert!(tail.truncated.is_some());
     }
 
     #[test]
@@ -259,10 +344,48 @@ mod tests {
         let mut b = BatchSpec::data(2, recs(2, 2)).encode();
         let n = b.len();
         b[n - 1] ^= 0xff;
-        let (f, _) = assemble(0, data(vec![a, b.clone()], vec![])).unwrap();
+        let (f, _) = assemble(0, data(vec![a, b.clone()], vec![]), Undecided::Stop).unwrap();
         assert_eq!((f.next_offset, f.records.len()), (2, 2));
-        let err = assemble(2, data(vec![b], vec![])).unwrap_err();
+        let err = assemble(2, data(vec![b], vec![]), Undecided::Stop).unwrap_err();
         assert_eq!(err.offset, Some(2));
+    }
+
+    #[test]
+    fn markers_decide_without_an_aborted_list() {
+        // Tansu: markers in the log, empty aborted_transactions.
+        let batches = vec![
+            BatchSpec::data(0, recs(0, 2)).transactional(1).encode(),
+            BatchSpec::data(2, recs(2, 2)).transactional(2).encode(),
+            BatchSpec::data(4, recs(4, 1)).encode(),
+            BatchSpec::control(5, 1, Marker::Abort).encode(),
+            BatchSpec::control(6, 2, Marker::Commit).encode(),
+        ];
+        let (f, seen) = assemble(0, data(batches, vec![]), Undecided::Stop).unwrap();
+        assert_eq!(vals(&f), vec![(2, "v2".into()), (3, "v3".into()), (4, "v4".into())]);
+        assert_eq!((f.aborted_records_skipped, f.control_records_skipped, f.next_offset), (2, 2, 7));
+        assert_eq!(seen.undecided_at, None);
+    }
+
+    #[test]
+    fn undecided_transaction_stops_delivery_before_it() {
+        let batches = vec![
+            BatchSpec::data(0, recs(0, 2)).encode(),
+            BatchSpec::data(2, recs(2, 2)).transactional(9).encode(),
+            BatchSpec::data(4, recs(4, 1)).encode(),
+        ];
+        let (f, seen) = assemble(0, data(batches.clone(), vec![]), Undecided::Stop).unwrap();
+        assert_eq!(vals(&f), vec![(0, "v0".into()), (1, "v1".into())]);
+        assert_eq!((f.next_offset, seen.undecided_at, seen.end_offset), (2, Some(2), 5));
+        // From the undecided batch itself: nothing, offset unchanged.
+        let (f, seen) = assemble(2, data(batches[1..].to_vec(), vec![]), Undecided::Stop).unwrap();
+        assert_eq!((f.records.len(), f.next_offset, seen.undecided_at), (0, 2, Some(2)));
+        // The broker's list is trusted only when asked to.
+        let (f, _) = assemble(2, data(batches[1..].to_vec(), vec![]), Undecided::TrustBroker).unwrap();
+        assert_eq!((f.records.len(), f.next_offset), (3, 5));
+        let aborted = vec![AbortedTxn { producer_id: 9, first_offset: 2 }];
+        let (f, seen) = assemble(2, data(batches[1..].to_vec(), aborted), Undecided::Stop).unwrap();
+        assert_eq!((f.records.len(), f.aborted_records_skipped, f.next_offset), (1, 2, 5));
+        assert_eq!(seen.undecided_at, None, "the broker's abort list decides without a marker");
     }
 
     #[test]

@@ -19,6 +19,8 @@ mod versions;
 mod wire;
 
 #[cfg(test)]
+mod broker_tests;
+#[cfg(test)]
 mod test_encoder;
 
 pub use client::{ClusterClient, KafkaConfig, MAX_BATCH_FETCH, PartitionConsumer};

@@ -1,7 +1,7 @@
 """Writes the broker test's fixture with confluent-kafka (librdkafka), an
 independent producer, so interop is tested rather than assumed.
 
-usage: produce.py BOOTSTRAP TOPIC [bulk N SIZE]
+usage: produce.py BOOTSTRAP TOPIC [bulk N SIZE | keyed PARTITIONS]
 
 Default mode creates TOPIC (1 partition) and writes, in order: plain records
 (one with a null header value, one tombstone, one null key), a committed
@@ -9,7 +9,9 @@ transaction, an aborted transaction, one batch per codec, and another
 committed transaction. Prints JSON {"committed": [values in offset order],
 "aborted": [...], "null_header_value": "..."} on stdout.
 
-bulk mode writes N records of about SIZE bytes (for throughput checks).
+bulk mode writes N records of about SIZE bytes (for throughput checks);
+keyed mode writes 100 keyed records with librdkafka's Java-compatible
+partitioner and prints which partition each key went to.
 """
 import json
 import sys
@@ -116,8 +118,26 @@ def bulk(bootstrap, topic, n, size):
     print(json.dumps({"produced": n}))
 
 
+def keyed(bootstrap, topic, partitions):
+    """Java-compatible partitioning (murmur2_random): key -> partition chosen."""
+    create_topic(bootstrap, topic, partitions)
+    p = producer(bootstrap, partitioner="murmur2_random")
+    chosen = {}
+
+    def record(err, msg):
+        check(err, msg)
+        chosen[msg.key().decode()] = msg.partition()
+
+    for i in range(100):
+        p.produce(topic, key=f"key-{i}", value=b"v", on_delivery=record)
+    flush(p)
+    print(json.dumps({"partitions": chosen}))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) >= 5 and sys.argv[3] == "bulk":
+    if len(sys.argv) >= 5 and sys.argv[3] == "keyed":
+        keyed(sys.argv[1], sys.argv[2], int(sys.argv[4]))
+    elif len(sys.argv) >= 5 and sys.argv[3] == "bulk":
         bulk(sys.argv[1], sys.argv[2], int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 300)
     else:
         fixture(sys.argv[1], sys.argv[2])
