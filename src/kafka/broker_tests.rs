@@ -190,6 +190,40 @@ async fn observe_raw(broker: &str, topic: &str) {
 }
 
 #[tokio::test]
+async fn open_transaction_is_held_back_until_committed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let broker = env("TALLY_TEST_BROKER");
+    let topic = topic_name("open");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/src/kafka/testdata/produce.py");
+    let mut child = Command::new(env("TALLY_TEST_PYTHON"))
+        .args([script, &broker, &topic, "open"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run python producer");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "open");
+
+    let client = client(&broker);
+    let mut pc = client.partition_consumer(&topic, 0);
+    let f = pc.fetch(0, 1 << 20, Duration::from_millis(100)).await.unwrap();
+    eprintln!("observed open txn: hw {} lso {}", f.high_watermark, f.last_stable_offset);
+    let got: Vec<String> = f.records.iter().filter_map(value).collect();
+    assert_eq!(got, vec!["before-0", "before-1", "before-2"]);
+    assert_eq!(f.next_offset, 3, "stops before the open transaction");
+    let again = pc.fetch(3, 1 << 20, Duration::from_millis(100)).await.unwrap();
+    assert_eq!((again.records.len(), again.next_offset), (0, 3));
+
+    drop(child.stdin.take()); // commit
+    assert_eq!(lines.next().unwrap().unwrap(), "committed");
+    assert!(child.wait().unwrap().success());
+    let d = drain(&mut pc, 3, 1 << 20).await;
+    let got: Vec<String> = d.records.iter().filter_map(value).collect();
+    assert_eq!(got, vec!["open-0", "open-1"]);
+}
+
+#[tokio::test]
 async fn producer_roundtrip_and_java_compatible_partitioning() {
     let broker = env("TALLY_TEST_BROKER");
     let cfg = KafkaConfig::new(vec![broker.clone()]);

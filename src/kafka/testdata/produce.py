@@ -1,7 +1,7 @@
 """Writes the broker test's fixture with confluent-kafka (librdkafka), an
 independent producer, so interop is tested rather than assumed.
 
-usage: produce.py BOOTSTRAP TOPIC [bulk N SIZE | keyed PARTITIONS]
+usage: produce.py BOOTSTRAP TOPIC [bulk N SIZE | keyed PARTITIONS | open]
 
 Default mode creates TOPIC (1 partition) and writes, in order: plain records
 (one with a null header value, one tombstone, one null key), a committed
@@ -11,7 +11,8 @@ committed transaction. Prints JSON {"committed": [values in offset order],
 
 bulk mode writes N records of about SIZE bytes (for throughput checks);
 keyed mode writes 100 keyed records with librdkafka's Java-compatible
-partitioner and prints which partition each key went to.
+partitioner and prints which partition each key went to; open mode leaves
+a transaction open until stdin closes, then commits it.
 """
 import json
 import sys
@@ -134,8 +135,29 @@ def keyed(bootstrap, topic, partitions):
     print(json.dumps({"partitions": chosen}))
 
 
+def open_txn(bootstrap, topic):
+    """3 plain records, then a transaction left open until stdin closes, then committed."""
+    create_topic(bootstrap, topic)
+    p = producer(bootstrap)
+    for i in range(3):
+        p.produce(topic, value=f"before-{i}", partition=0, on_delivery=check)
+    flush(p)
+    tx = producer(bootstrap, **{"transactional.id": f"{topic}-open", "transaction.timeout.ms": 60000})
+    tx.init_transactions(30)
+    tx.begin_transaction()
+    for i in range(2):
+        tx.produce(topic, value=f"open-{i}", partition=0)
+    tx.flush(30)
+    print("open", flush=True)
+    sys.stdin.read()
+    tx.commit_transaction(30)
+    print("committed", flush=True)
+
+
 if __name__ == "__main__":
-    if len(sys.argv) >= 5 and sys.argv[3] == "keyed":
+    if len(sys.argv) >= 4 and sys.argv[3] == "open":
+        open_txn(sys.argv[1], sys.argv[2])
+    elif len(sys.argv) >= 5 and sys.argv[3] == "keyed":
         keyed(sys.argv[1], sys.argv[2], int(sys.argv[4]))
     elif len(sys.argv) >= 5 and sys.argv[3] == "bulk":
         bulk(sys.argv[1], sys.argv[2], int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 300)
