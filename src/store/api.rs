@@ -1,0 +1,827 @@
+//! `Store`: open (lock, schema, index rebuild), group commit, offsets,
+//! lookup, prune, dead letters.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{IVec, Transactional};
+
+use super::batch::{self, BatchInfo};
+use super::dead_letter::{self, DeadLetter};
+use super::error::StoreError;
+use super::index::DigestIndex;
+use super::keys::{self, Counters, OffsetEntry};
+use super::lock::{self, DirLock};
+use super::schema;
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub path: PathBuf,
+    /// sled page cache size; set explicitly (sled's default is 1 GiB).
+    pub cache_capacity_bytes: u64,
+}
+
+impl StoreConfig {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            path: path.into(),
+            cache_capacity_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The dedupe digest of a key: xxh3-128 over `route`, a 0 byte, `dedupe_key`.
+/// Scope is per route, so two routes never suppress each other's records.
+pub fn digest(route: &str, dedupe_key: &str) -> u128 {
+    let n = route.len() + 1 + dedupe_key.len();
+    let mut stack = [0u8; 256];
+    let mut heap;
+    let buf: &mut [u8] = if n <= stack.len() {
+        &mut stack[..n]
+    } else {
+        heap = vec![0u8; n];
+        &mut heap
+    };
+    buf[..route.len()].copy_from_slice(route.as_bytes());
+    buf[route.len()] = 0;
+    buf[route.len() + 1..].copy_from_slice(dedupe_key.as_bytes());
+    xxhash_rust::xxh3::xxh3_128(buf)
+}
+
+/// Everything one partition resolved since its last commit.
+#[derive(Debug, Clone, Default)]
+pub struct CommitBatch {
+    pub route: String,
+    pub topic: String,
+    pub partition: i32,
+    pub first_offset: i64,
+    /// The partition's new committed offset (first unresolved offset).
+    pub next_offset: i64,
+    /// Dedupe keys of the delivered records, aligned with `digests`.
+    pub keys: Vec<String>,
+    /// `digest(route, key)` for each key.
+    pub digests: Vec<u128>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    pub batches: usize,
+    /// Digests written (after dropping ones already committed).
+    pub ids_written: usize,
+    /// Digests already in the index (or repeated within this commit): not stored twice,
+    /// so each digest lives in exactly one batch and prune stays exact.
+    pub duplicates_skipped: usize,
+    pub dead_letters: usize,
+    /// Value bytes handed to sled.
+    pub bytes_written: usize,
+    /// Wall time of the transaction and of the flush.
+    pub txn_time: Duration,
+    pub flush_time: Duration,
+}
+
+/// Where a committed dedupe key was recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdLocation {
+    pub seq: u64,
+    pub route: String,
+    pub topic: String,
+    pub partition: i32,
+    /// The committed batch covered offsets `first_offset..next_offset`.
+    pub first_offset: i64,
+    pub next_offset: i64,
+    pub committed_at_ms: i64,
+    /// Position of the key within the batch.
+    pub position: u32,
+    /// The stored original key (None if the batch's keys are missing).
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneStats {
+    pub batches: usize,
+    pub ids: usize,
+    pub cutoff_ms: i64,
+}
+
+struct Trees {
+    meta: sled::Tree,
+    offsets: sled::Tree,
+    id_batches: sled::Tree,
+    id_keys: sled::Tree,
+    dead_letters: sled::Tree,
+}
+
+pub struct Store {
+    path: PathBuf,
+    db: sled::Db,
+    trees: Trees,
+    index: RwLock<DigestIndex>,
+    /// Serialises writers (commit, set_offset, prune) and holds the
+    /// sequence/digest counters they advance.
+    writer: Mutex<Counters>,
+    /// Set when a flush failed: after a failed fsync nothing later is trustworthy.
+    failed: AtomicBool,
+    created_at_ms: i64,
+    rebuild_time: Duration,
+    // Declared last so it is dropped after sled has closed its files.
+    _lock: DirLock,
+}
+
+/// A batch's digests and keys minus those already committed.
+type Fresh<'a> = (Cow<'a, [u128]>, Cow<'a, [String]>);
+
+/// Batches whose prune runs in one transaction + flush, bounding how long
+/// the index write lock is held.
+const PRUNE_CHUNK: usize = 128;
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("ids", &self.id_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let path = cfg.path.clone();
+        let state = schema::prepare_dir(&path)?;
+        let dir_lock = DirLock::acquire(&path)?;
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(cfg.cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            // Durability comes from our flush per commit, not a timer.
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| map_open_error(&path, e))?;
+        let meta = schema::check_or_init(&path, &db, state)?;
+        let p = &path;
+        let sled_err = |op: &'static str| {
+            move |source| StoreError::Sled {
+                path: p.clone(),
+                op,
+                source,
+            }
+        };
+        let tree = |name: &str| db.open_tree(name).map_err(sled_err("open tree"));
+        let trees = Trees {
+            meta: tree(keys::TREE_META)?,
+            offsets: tree(keys::TREE_OFFSETS)?,
+            id_batches: tree(keys::TREE_ID_BATCHES)?,
+            id_keys: tree(keys::TREE_ID_KEYS)?,
+            dead_letters: tree(keys::TREE_DEAD_LETTERS)?,
+        };
+
+        let started = Instant::now();
+        let mut index = DigestIndex::with_expected(meta.counters.digest_count as usize);
+        let mut next_seq = meta.counters.next_seq;
+        let mut stored = 0u64;
+        for item in trees.id_batches.iter() {
+            let (k, v) = item.map_err(sled_err("read id_batches"))?;
+            let seq = keys::decode_seq_key(&k)
+                .map_err(|d| corrupt(&path, keys::TREE_ID_BATCHES, &k, d))?;
+            let view = batch::decode_batch(seq, &v)
+                .map_err(|d| corrupt(&path, keys::TREE_ID_BATCHES, &k, d))?;
+            index.reserve(view.info.count as usize);
+            for d in view.digests() {
+                index.insert(d);
+            }
+            stored += view.info.count as u64;
+            next_seq = next_seq.max(seq + 1);
+        }
+        if let Some((k, _)) = trees
+            .dead_letters
+            .last()
+            .map_err(sled_err("read dead_letters"))?
+        {
+            let seq = keys::decode_seq_key(&k)
+                .map_err(|d| corrupt(&path, keys::TREE_DEAD_LETTERS, &k, d))?;
+            next_seq = next_seq.max(seq + 1);
+        }
+        let rebuild_time = started.elapsed();
+        tracing::info!(
+            path = %path.display(),
+            ids = index.len(),
+            index_mb = index.heap_bytes() >> 20,
+            rebuild_ms = rebuild_time.as_millis() as u64,
+            "opened tally store"
+        );
+        Ok(Store {
+            path,
+            db,
+            trees,
+            index: RwLock::new(index),
+            writer: Mutex::new(Counters {
+                next_seq,
+                digest_count: stored,
+            }),
+            failed: AtomicBool::new(false),
+            created_at_ms: meta.created_at_ms,
+            rebuild_time,
+            _lock: dir_lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn created_at_ms(&self) -> i64 {
+        self.created_at_ms
+    }
+
+    /// How long the digest index took to rebuild at open.
+    pub fn rebuild_time(&self) -> Duration {
+        self.rebuild_time
+    }
+
+    /// Bytes held by the in-memory digest index.
+    pub fn index_bytes(&self) -> usize {
+        self.read_index().heap_bytes()
+    }
+
+    /// Has this digest been committed (exact on all 128 bits)?
+    pub fn contains(&self, digest: u128) -> bool {
+        self.read_index().contains(digest)
+    }
+
+    /// Number of distinct digests in the index.
+    pub fn id_count(&self) -> usize {
+        self.read_index().len()
+    }
+
+    /// Commit resolved work for one or more partitions: offsets, digests,
+    /// keys and dead letters in ONE sled transaction, then ONE flush; only
+    /// then are the digests added to the index (never mark before durable).
+    /// Refuses the whole commit if any offset would move backwards.
+    pub fn commit(&self, batches: &[CommitBatch]) -> Result<CommitStats, StoreError> {
+        for b in batches {
+            validate(b)?;
+        }
+        let mut counters = self.lock_writer()?;
+        let mut stats = CommitStats {
+            batches: batches.len(),
+            ..CommitStats::default()
+        };
+
+        // Drop digests already committed (or repeated within this commit).
+        let mut filtered: Vec<Fresh<'_>> = Vec::with_capacity(batches.len());
+        {
+            let index = self.read_index();
+            let mut in_commit =
+                DigestIndex::with_expected(batches.iter().map(|b| b.digests.len()).sum());
+            for b in batches {
+                let fresh: Vec<bool> = b
+                    .digests
+                    .iter()
+                    .map(|d| !index.contains(*d) && in_commit.insert(*d))
+                    .collect();
+                if fresh.iter().all(|f| *f) {
+                    filtered.push((Cow::Borrowed(&b.digests[..]), Cow::Borrowed(&b.keys[..])));
+                } else {
+                    let pick = |i: &usize| fresh[*i];
+                    let ds = (0..b.digests.len())
+                        .filter(pick)
+                        .map(|i| b.digests[i])
+                        .collect();
+                    let ks = (0..b.keys.len())
+                        .filter(pick)
+                        .map(|i| b.keys[i].clone())
+                        .collect();
+                    stats.duplicates_skipped +=
+                        b.digests.len() - fresh.iter().filter(|f| **f).count();
+                    filtered.push((Cow::Owned(ds), Cow::Owned(ks)));
+                }
+            }
+        }
+
+        // Encode everything up front: the transaction closure may be retried.
+        struct Prepared<'a> {
+            b: &'a CommitBatch,
+            offset_key: IVec,
+            batch: Option<(IVec, IVec, IVec)>,
+            dls: Vec<(IVec, IVec)>,
+        }
+        let now = super::now_ms();
+        let mut next = *counters;
+        let mut prepared = Vec::with_capacity(batches.len());
+        for (b, (ds, ks)) in batches.iter().zip(&filtered) {
+            let batch = if ds.is_empty() {
+                None
+            } else {
+                let seq = next.next_seq;
+                next.next_seq += 1;
+                next.digest_count += ds.len() as u64;
+                let info = BatchInfo {
+                    seq,
+                    route: b.route.clone(),
+                    topic: b.topic.clone(),
+                    partition: b.partition,
+                    first_offset: b.first_offset,
+                    next_offset: b.next_offset,
+                    committed_at_ms: now,
+                    count: ds.len() as u32,
+                };
+                let v = batch::encode_batch(&info, ds);
+                let kv = batch::encode_keys(ks);
+                stats.ids_written += ds.len();
+                stats.bytes_written += v.len() + kv.len();
+                Some((
+                    IVec::from(&keys::seq_key(seq)[..]),
+                    IVec::from(v),
+                    IVec::from(kv),
+                ))
+            };
+            let dls = b
+                .dead_letters
+                .iter()
+                .map(|d| {
+                    let seq = next.next_seq;
+                    next.next_seq += 1;
+                    let v = dead_letter::encode_dead_letter(d);
+                    stats.bytes_written += v.len();
+                    (IVec::from(&keys::seq_key(seq)[..]), IVec::from(v))
+                })
+                .collect();
+            stats.dead_letters += b.dead_letters.len();
+            prepared.push(Prepared {
+                b,
+                offset_key: IVec::from(keys::offset_key(&b.topic, b.partition)),
+                batch,
+                dls,
+            });
+        }
+
+        let t = &self.trees;
+        let txn_started = Instant::now();
+        let result = (
+            &t.offsets,
+            &t.id_batches,
+            &t.id_keys,
+            &t.dead_letters,
+            &t.meta,
+        )
+            .transaction(|(offsets, id_batches, id_keys, dead_letters, meta)| {
+                for p in &prepared {
+                    // Reads see this transaction's own writes, so two batches
+                    // for one partition in one commit are checked in order.
+                    if let Some(old) = offsets.get(&p.offset_key)? {
+                        let old = keys::decode_offset_value(&old).map_err(|d| {
+                            ConflictableTransactionError::Abort(corrupt(
+                                &self.path,
+                                keys::TREE_OFFSETS,
+                                &p.offset_key,
+                                d,
+                            ))
+                        })?;
+                        if p.b.next_offset < old.next_offset {
+                            return Err(ConflictableTransactionError::Abort(
+                                StoreError::OffsetRegression {
+                                    topic: p.b.topic.clone(),
+                                    partition: p.b.partition,
+                                    committed: old.next_offset,
+                                    attempted: p.b.next_offset,
+                                },
+                            ));
+                        }
+                    }
+                    let entry = OffsetEntry {
+                        next_offset: p.b.next_offset,
+                        updated_at_ms: now,
+                    };
+                    offsets.insert(p.offset_key.clone(), &keys::encode_offset_value(&entry)[..])?;
+                    if let Some((k, v, kv)) = &p.batch {
+                        id_batches.insert(k.clone(), v.clone())?;
+                        id_keys.insert(k.clone(), kv.clone())?;
+                    }
+                    for (k, v) in &p.dls {
+                        dead_letters.insert(k.clone(), v.clone())?;
+                    }
+                }
+                meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                Ok(())
+            });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(source)) => {
+                return Err(StoreError::Sled {
+                    path: self.path.clone(),
+                    op: "commit transaction",
+                    source,
+                });
+            }
+        }
+        // The transaction is applied in memory: its sequence numbers are used.
+        *counters = next;
+        stats.txn_time = txn_started.elapsed();
+
+        let flush_started = Instant::now();
+        self.flush_locked()?;
+        stats.flush_time = flush_started.elapsed();
+
+        let mut index = self.write_index();
+        index.reserve(stats.ids_written);
+        for (ds, _) in &filtered {
+            for d in ds.iter() {
+                index.insert(*d);
+            }
+        }
+        Ok(stats)
+    }
+
+    pub fn offset(&self, topic: &str, partition: i32) -> Result<Option<OffsetEntry>, StoreError> {
+        check_topic(topic, partition)?;
+        let k = keys::offset_key(topic, partition);
+        match self
+            .trees
+            .offsets
+            .get(&k)
+            .map_err(self.sled_err("read offsets"))?
+        {
+            None => Ok(None),
+            Some(v) => keys::decode_offset_value(&v)
+                .map(Some)
+                .map_err(|d| corrupt(&self.path, keys::TREE_OFFSETS, &k, d)),
+        }
+    }
+
+    /// All committed offsets, ordered by topic (length, then bytes) and partition.
+    pub fn offsets(&self) -> Result<Vec<(String, i32, OffsetEntry)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.trees.offsets.iter() {
+            let (k, v) = item.map_err(self.sled_err("read offsets"))?;
+            let (topic, partition) = keys::decode_offset_key(&k)
+                .map_err(|d| corrupt(&self.path, keys::TREE_OFFSETS, &k, d))?;
+            let e = keys::decode_offset_value(&v)
+                .map_err(|d| corrupt(&self.path, keys::TREE_OFFSETS, &k, d))?;
+            out.push((topic, partition, e));
+        }
+        Ok(out)
+    }
+
+    /// Explicit offset reset (reset-offsets): may move backwards; flushed before returning.
+    pub fn set_offset(
+        &self,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+    ) -> Result<(), StoreError> {
+        check_topic(topic, partition)?;
+        let _w = self.lock_writer()?;
+        let entry = OffsetEntry {
+            next_offset,
+            updated_at_ms: super::now_ms(),
+        };
+        self.trees
+            .offsets
+            .insert(
+                keys::offset_key(topic, partition),
+                &keys::encode_offset_value(&entry)[..],
+            )
+            .map_err(self.sled_err("write offsets"))?;
+        self.flush_locked()?;
+        tracing::info!(topic, partition, next_offset, "offset set explicitly");
+        Ok(())
+    }
+
+    /// Which committed batch recorded `key` for `route`, if any.
+    pub fn lookup(&self, route: &str, key: &str) -> Result<Option<IdLocation>, StoreError> {
+        let d = digest(route, key);
+        if !self.contains(d) {
+            return Ok(None);
+        }
+        // Admin path: scan batches newest first (recent keys are the usual question).
+        for item in self.trees.id_batches.iter().rev() {
+            let (k, v) = item.map_err(self.sled_err("read id_batches"))?;
+            let seq = keys::decode_seq_key(&k)
+                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
+            let view = batch::decode_batch(seq, &v)
+                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
+            let Some(position) = view.digests().position(|x| x == d) else {
+                continue;
+            };
+            let key = self
+                .batch_keys(seq)?
+                .and_then(|ks| ks.into_iter().nth(position));
+            let i = view.info;
+            return Ok(Some(IdLocation {
+                seq,
+                route: i.route,
+                topic: i.topic,
+                partition: i.partition,
+                first_offset: i.first_offset,
+                next_offset: i.next_offset,
+                committed_at_ms: i.committed_at_ms,
+                position: position as u32,
+                key,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Headers of all retained batches, oldest first (for `ids count/export`).
+    pub fn batches(&self) -> Result<Vec<BatchInfo>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.trees.id_batches.iter() {
+            let (k, v) = item.map_err(self.sled_err("read id_batches"))?;
+            let seq = keys::decode_seq_key(&k)
+                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
+            let view = batch::decode_batch(seq, &v)
+                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
+            out.push(view.info);
+        }
+        Ok(out)
+    }
+
+    /// The original dedupe keys of batch `seq`, in commit order.
+    pub fn batch_keys(&self, seq: u64) -> Result<Option<Vec<String>>, StoreError> {
+        let k = keys::seq_key(seq);
+        match self
+            .trees
+            .id_keys
+            .get(k)
+            .map_err(self.sled_err("read id_keys"))?
+        {
+            None => Ok(None),
+            Some(v) => batch::decode_keys(&v)
+                .map(Some)
+                .map_err(|e| corrupt(&self.path, keys::TREE_ID_KEYS, &k, e)),
+        }
+    }
+
+    /// Drop whole batches committed more than `age` ago (and their keys),
+    /// then forget their digests. Stops at the first batch young enough to keep.
+    pub fn prune_older_than(&self, age: Duration) -> Result<PruneStats, StoreError> {
+        let cutoff_ms =
+            super::now_ms().saturating_sub(age.as_millis().min(i64::MAX as u128) as i64);
+        let mut stats = PruneStats {
+            cutoff_ms,
+            ..PruneStats::default()
+        };
+        let mut counters = self.lock_writer()?;
+        let mut start = 0u64;
+        loop {
+            let mut chunk: Vec<(u64, Vec<u128>)> = Vec::new();
+            let mut reached_young = false;
+            for item in self.trees.id_batches.range(keys::seq_key(start)..) {
+                let (k, v) = item.map_err(self.sled_err("read id_batches"))?;
+                let seq = keys::decode_seq_key(&k)
+                    .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
+                let view = batch::decode_batch(seq, &v)
+                    .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
+                if view.info.committed_at_ms >= cutoff_ms {
+                    reached_young = true;
+                    break;
+                }
+                chunk.push((seq, view.digests().collect()));
+                if chunk.len() == PRUNE_CHUNK {
+                    break;
+                }
+            }
+            let Some(&(last, _)) = chunk.last() else {
+                break;
+            };
+            let ids: u64 = chunk.iter().map(|(_, ds)| ds.len() as u64).sum();
+            let mut next = *counters;
+            next.digest_count = next.digest_count.saturating_sub(ids);
+            let t = &self.trees;
+            (&t.id_batches, &t.id_keys, &t.meta)
+                .transaction(|(id_batches, id_keys, meta)| {
+                    for (seq, _) in &chunk {
+                        id_batches.remove(&keys::seq_key(*seq)[..])?;
+                        id_keys.remove(&keys::seq_key(*seq)[..])?;
+                    }
+                    meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                    Ok::<(), ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| match e {
+                    TransactionError::Storage(source) => StoreError::Sled {
+                        path: self.path.clone(),
+                        op: "prune transaction",
+                        source,
+                    },
+                    TransactionError::Abort(()) => StoreError::Failed {
+                        path: self.path.clone(),
+                    },
+                })?;
+            *counters = next;
+            self.flush_locked()?;
+            // Durable first, then forget: a crash in between only keeps digests longer.
+            let mut index = self.write_index();
+            for (_, ds) in &chunk {
+                for d in ds {
+                    index.remove(*d);
+                }
+            }
+            drop(index);
+            stats.batches += chunk.len();
+            stats.ids += ids as usize;
+            start = last + 1;
+            if reached_young {
+                break;
+            }
+        }
+        if stats.batches > 0 {
+            tracing::info!(
+                batches = stats.batches,
+                ids = stats.ids,
+                cutoff_ms,
+                "pruned tracking-ID batches"
+            );
+        }
+        Ok(stats)
+    }
+
+    /// All dead letters, oldest first, with their sequence numbers.
+    pub fn dead_letters(&self) -> Result<Vec<(u64, DeadLetter)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.trees.dead_letters.iter() {
+            let (k, v) = item.map_err(self.sled_err("read dead_letters"))?;
+            let seq = keys::decode_seq_key(&k)
+                .map_err(|e| corrupt(&self.path, keys::TREE_DEAD_LETTERS, &k, e))?;
+            let d = dead_letter::decode_dead_letter(&v)
+                .map_err(|e| corrupt(&self.path, keys::TREE_DEAD_LETTERS, &k, e))?;
+            out.push((seq, d));
+        }
+        Ok(out)
+    }
+
+    pub fn dead_letter(&self, seq: u64) -> Result<Option<DeadLetter>, StoreError> {
+        let k = keys::seq_key(seq);
+        match self
+            .trees
+            .dead_letters
+            .get(k)
+            .map_err(self.sled_err("read dead_letters"))?
+        {
+            None => Ok(None),
+            Some(v) => dead_letter::decode_dead_letter(&v)
+                .map(Some)
+                .map_err(|e| corrupt(&self.path, keys::TREE_DEAD_LETTERS, &k, e)),
+        }
+    }
+
+    /// Remove dead letters by sequence (dlq purge / after replay); returns how many existed.
+    pub fn remove_dead_letters(&self, seqs: &[u64]) -> Result<usize, StoreError> {
+        let _w = self.lock_writer()?;
+        let mut b = sled::Batch::default();
+        let mut n = 0;
+        for seq in seqs {
+            let k = keys::seq_key(*seq);
+            if self
+                .trees
+                .dead_letters
+                .contains_key(k)
+                .map_err(self.sled_err("read dead_letters"))?
+            {
+                n += 1;
+            }
+            b.remove(&k[..]);
+        }
+        self.trees
+            .dead_letters
+            .apply_batch(b)
+            .map_err(self.sled_err("remove dead letters"))?;
+        self.flush_locked()?;
+        Ok(n)
+    }
+
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        self.db
+            .size_on_disk()
+            .map_err(self.sled_err("size_on_disk"))
+    }
+
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let _w = self.lock_writer()?;
+        self.flush_locked()
+    }
+
+    fn flush_locked(&self) -> Result<(), StoreError> {
+        if let Err(source) = self.db.flush() {
+            self.failed.store(true, Ordering::SeqCst);
+            tracing::error!(path = %self.path.display(), error = %source, "store flush failed; refusing further writes");
+            return Err(StoreError::Sled {
+                path: self.path.clone(),
+                op: "flush",
+                source,
+            });
+        }
+        Ok(())
+    }
+
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Counters>, StoreError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(StoreError::Failed {
+                path: self.path.clone(),
+            });
+        }
+        // Counters are only replaced wholesale after a successful transaction,
+        // so a poisoned guard still holds consistent values.
+        Ok(self.writer.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, DigestIndex> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, DigestIndex> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sled_err(&self, op: &'static str) -> impl FnOnce(sled::Error) -> StoreError + '_ {
+        move |source| StoreError::Sled {
+            path: self.path.clone(),
+            op,
+            source,
+        }
+    }
+}
+
+fn corrupt(path: &Path, tree: &'static str, key: &[u8], detail: String) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        tree,
+        key: keys::show_key(key),
+        detail,
+    }
+}
+
+/// sled's own lock (on its `db` file) reports as a generic I/O error; make it
+/// the same `Locked` error ours gives.
+fn map_open_error(path: &Path, e: sled::Error) -> StoreError {
+    if let sled::Error::Io(io) = &e {
+        if io.kind() == std::io::ErrorKind::WouldBlock
+            || io.to_string().contains("could not acquire lock")
+        {
+            return StoreError::Locked {
+                path: path.to_path_buf(),
+                pid: lock::recorded_pid(path),
+            };
+        }
+    }
+    StoreError::Open {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+fn check_topic(topic: &str, partition: i32) -> Result<(), StoreError> {
+    if topic.is_empty() || topic.len() > u16::MAX as usize {
+        return Err(StoreError::InvalidBatch {
+            topic: topic.chars().take(64).collect(),
+            partition,
+            detail: format!("topic length {} is outside 1..=65535", topic.len()),
+        });
+    }
+    Ok(())
+}
+
+fn validate(b: &CommitBatch) -> Result<(), StoreError> {
+    check_topic(&b.topic, b.partition)?;
+    let invalid = |detail: String| StoreError::InvalidBatch {
+        topic: b.topic.clone(),
+        partition: b.partition,
+        detail,
+    };
+    if b.route.len() > u16::MAX as usize {
+        return Err(invalid(format!(
+            "route name is {} bytes, max 65535",
+            b.route.len()
+        )));
+    }
+    if b.keys.len() != b.digests.len() {
+        return Err(invalid(format!(
+            "{} keys but {} digests",
+            b.keys.len(),
+            b.digests.len()
+        )));
+    }
+    if b.digests.len() > u32::MAX as usize {
+        return Err(invalid("more than 2^32 ids in one batch".into()));
+    }
+    if b.first_offset > b.next_offset {
+        return Err(invalid(format!(
+            "first_offset {} is after next_offset {}",
+            b.first_offset, b.next_offset
+        )));
+    }
+    // The caller computes digests for its dedupe lookups; a mismatch would make
+    // lookup/export lie. Checked in debug builds only (cost ~15 ns per key).
+    if cfg!(debug_assertions) {
+        if let Some(i) = (0..b.keys.len()).find(|&i| digest(&b.route, &b.keys[i]) != b.digests[i]) {
+            return Err(invalid(format!(
+                "digest {i} is not digest(route, keys[{i}])"
+            )));
+        }
+    }
+    Ok(())
+}

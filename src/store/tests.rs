@@ -1,0 +1,473 @@
+//! Store behaviour tests: durability across reopen, locking, schema and
+//! corruption refusal, offset monotonicity, prune, dead letters, lookup.
+
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn cfg(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
+        path: dir.to_path_buf(),
+        cache_capacity_bytes: 8 << 20,
+    }
+}
+
+fn batch(
+    route: &str,
+    topic: &str,
+    partition: i32,
+    first: i64,
+    next: i64,
+    keys: &[&str],
+) -> CommitBatch {
+    CommitBatch {
+        route: route.into(),
+        topic: topic.into(),
+        partition,
+        first_offset: first,
+        next_offset: next,
+        keys: keys.iter().map(|k| k.to_string()).collect(),
+        digests: keys.iter().map(|k| digest(route, k)).collect(),
+        dead_letters: vec![],
+    }
+}
+
+fn dl(offset: i64, payload: Vec<u8>) -> DeadLetter {
+    DeadLetter {
+        route: "usage".into(),
+        topic: "t".into(),
+        partition: 0,
+        offset,
+        timestamp_ms: 1_700_000_000_000,
+        key: Some(vec![0xff, 0x00, 0xfe]),
+        headers: vec![("h1".into(), Some(vec![0x80, 0x81])), ("null".into(), None)],
+        payload: Some(payload),
+        reason: "amount is not a decimal".into(),
+        class: "decode".into(),
+        attempts: 1,
+        first_seen_ms: 5,
+        last_seen_ms: 6,
+    }
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn assert<T: Send + Sync>() {}
+    assert::<Store>();
+}
+
+#[test]
+fn digest_is_scoped_by_route() {
+    assert_ne!(digest("a", "k"), digest("b", "k"));
+    // The 0 separator keeps ("ab","c") and ("a","bc") apart.
+    assert_ne!(digest("ab", "c"), digest("a", "bc"));
+    let long = "x".repeat(1000);
+    assert_eq!(
+        digest("r", &long),
+        xxhash_rust::xxh3::xxh3_128(format!("r\0{long}").as_bytes())
+    );
+}
+
+#[test]
+fn missing_directory_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a/b/state");
+    let s = Store::open(&cfg(&dir)).unwrap();
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert_eq!(s.id_count(), 0);
+    assert!(s.offsets().unwrap().is_empty());
+}
+
+#[test]
+fn commit_then_reopen_restores_offsets_and_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(&cfg(tmp.path())).unwrap();
+        let stats = s
+            .commit(&[
+                batch("usage", "t", 0, 0, 3, &["a", "b", "c"]),
+                batch("usage", "t", 1, 10, 12, &["d", "e"]),
+                batch("usage", "u", 0, 0, 5, &[]), // no keys: still advances
+            ])
+            .unwrap();
+        assert_eq!(stats.ids_written, 5);
+        assert_eq!(s.id_count(), 5);
+        assert!(s.contains(digest("usage", "a")));
+    }
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert_eq!(s.id_count(), 5);
+    for k in ["a", "b", "c", "d", "e"] {
+        assert!(s.contains(digest("usage", k)), "{k}");
+    }
+    assert!(!s.contains(digest("usage", "f")));
+    assert!(!s.contains(digest("other-route", "a")));
+    assert_eq!(s.offset("t", 0).unwrap().unwrap().next_offset, 3);
+    assert_eq!(s.offset("t", 1).unwrap().unwrap().next_offset, 12);
+    assert_eq!(s.offset("u", 0).unwrap().unwrap().next_offset, 5);
+    assert_eq!(s.offset("t", 2).unwrap(), None);
+    let all: Vec<_> = s
+        .offsets()
+        .unwrap()
+        .into_iter()
+        .map(|(t, p, e)| (t, p, e.next_offset))
+        .collect();
+    assert_eq!(
+        all,
+        vec![("t".into(), 0, 3), ("t".into(), 1, 12), ("u".into(), 0, 5)]
+    );
+    // Sequences continue after reopen (no overwrite of batch 0/1).
+    s.commit(&[batch("usage", "t", 0, 3, 4, &["f"])]).unwrap();
+    let seqs: Vec<u64> = s.batches().unwrap().iter().map(|b| b.seq).collect();
+    assert_eq!(seqs.len(), 3);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[test]
+fn duplicates_are_stored_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    s.commit(&[batch("r", "t", 0, 0, 2, &["a", "b"])]).unwrap();
+    let st = s
+        .commit(&[batch("r", "t", 0, 2, 5, &["b", "c", "c"])])
+        .unwrap();
+    assert_eq!((st.ids_written, st.duplicates_skipped), (1, 2));
+    assert_eq!(s.id_count(), 3);
+    let b = s.batches().unwrap();
+    assert_eq!(b[1].count, 1);
+    assert_eq!(
+        s.batch_keys(b[1].seq).unwrap().unwrap(),
+        vec!["c".to_string()]
+    );
+}
+
+#[test]
+fn second_open_in_same_process_is_locked_immediately() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _s = Store::open(&cfg(tmp.path())).unwrap();
+    let started = Instant::now();
+    let err = Store::open(&cfg(tmp.path())).expect_err("second open must fail");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    match &err {
+        StoreError::Locked { pid, .. } => assert_eq!(*pid, Some(std::process::id())),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("in use by another tally process"), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    assert!(msg.contains(&tmp.path().display().to_string()), "{msg}");
+}
+
+#[test]
+fn lock_is_released_on_drop() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Store::open(&cfg(tmp.path())).unwrap());
+    Store::open(&cfg(tmp.path())).unwrap();
+}
+
+#[test]
+fn second_process_is_locked() {
+    // flock held by this process must stop another process too: probe with flock(1).
+    let tmp = tempfile::tempdir().unwrap();
+    let _s = Store::open(&cfg(tmp.path())).unwrap();
+    let lock = tmp.path().join("tally.lock");
+    match std::process::Command::new("flock")
+        .arg("-n")
+        .arg(&lock)
+        .arg("true")
+        .status()
+    {
+        Ok(st) => assert!(!st.success(), "another process could take the lock"),
+        Err(_) => eprintln!("flock(1) not available; skipped"),
+    }
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Store::open(&cfg(tmp.path())).unwrap());
+    {
+        let db = sled::open(tmp.path()).unwrap();
+        db.open_tree("meta")
+            .unwrap()
+            .insert("schema_version", &99u32.to_be_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(&cfg(tmp.path())).expect_err("must refuse");
+    assert!(
+        matches!(
+            err,
+            StoreError::NewerSchema {
+                found: 99,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("99") && msg.contains("up to 1"), "{msg}");
+}
+
+#[test]
+fn garbage_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("notes.txt"), "hello").unwrap();
+    let err = Store::open(&cfg(tmp.path())).expect_err("must refuse");
+    assert!(matches!(err, StoreError::NotATallyStore { .. }), "{err:?}");
+    assert!(err.to_string().contains("notes.txt"));
+    // Nothing written into the foreign directory.
+    assert!(!tmp.path().join("db").exists());
+    assert!(!tmp.path().join("tally.lock").exists());
+}
+
+#[test]
+fn foreign_sled_db_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(tmp.path()).unwrap();
+        db.insert("something", "else").unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(&cfg(tmp.path())).expect_err("must refuse");
+    assert!(matches!(err, StoreError::NotATallyStore { .. }), "{err:?}");
+    assert!(err.to_string().contains("no tally schema_version"));
+}
+
+#[test]
+fn corrupt_sled_files_are_refused_not_reset() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(&cfg(tmp.path())).unwrap();
+        s.commit(&[batch("r", "t", 0, 0, 1, &["a"])]).unwrap();
+    }
+    std::fs::write(tmp.path().join("conf"), b"\x00garbage\xff").unwrap();
+    std::fs::write(tmp.path().join("db"), vec![0xabu8; 4096]).unwrap();
+    let err = Store::open(&cfg(tmp.path())).expect_err("must refuse");
+    assert!(
+        matches!(
+            err,
+            StoreError::Open { .. }
+                | StoreError::Corrupt { .. }
+                | StoreError::NotATallyStore { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains(&tmp.path().display().to_string()));
+}
+
+#[test]
+fn undecodable_batch_is_a_typed_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(Store::open(&cfg(tmp.path())).unwrap());
+    {
+        let db = sled::open(tmp.path()).unwrap();
+        db.open_tree("id_batches")
+            .unwrap()
+            .insert(7u64.to_be_bytes(), &b"\x01\x00"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(&cfg(tmp.path())).expect_err("must refuse");
+    match &err {
+        StoreError::Corrupt { tree, key, .. } => {
+            assert_eq!(*tree, "id_batches");
+            assert!(key.contains("07"), "{key}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+#[test]
+fn offsets_never_go_backwards_through_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    s.commit(&[batch("r", "t", 0, 0, 10, &["a"])]).unwrap();
+    // A regression anywhere refuses the whole group commit.
+    let err = s
+        .commit(&[
+            batch("r", "t", 1, 0, 4, &["x"]),
+            batch("r", "t", 0, 5, 9, &["b"]),
+        ])
+        .expect_err("must refuse");
+    assert!(
+        matches!(
+            err,
+            StoreError::OffsetRegression {
+                committed: 10,
+                attempted: 9,
+                partition: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.offset("t", 0).unwrap().unwrap().next_offset, 10);
+    assert_eq!(s.offset("t", 1).unwrap(), None);
+    assert!(!s.contains(digest("r", "b")) && !s.contains(digest("r", "x")));
+    // Two batches for one partition in one commit are checked in order.
+    assert!(
+        s.commit(&[
+            batch("r", "t", 0, 10, 12, &[]),
+            batch("r", "t", 0, 12, 11, &[])
+        ])
+        .is_err()
+    );
+    assert!(
+        s.commit(&[
+            batch("r", "t", 0, 10, 12, &[]),
+            batch("r", "t", 0, 12, 15, &["c"])
+        ])
+        .is_ok()
+    );
+    assert_eq!(s.offset("t", 0).unwrap().unwrap().next_offset, 15);
+    // Equal is fine (nothing new resolved); reset is explicit.
+    s.commit(&[batch("r", "t", 0, 15, 15, &[])]).unwrap();
+    s.set_offset("t", 0, 3).unwrap();
+    assert_eq!(s.offset("t", 0).unwrap().unwrap().next_offset, 3);
+    // Invalid batches are refused before touching anything.
+    let mut bad = batch("r", "t", 0, 5, 4, &[]);
+    assert!(matches!(
+        s.commit(&[bad.clone()]),
+        Err(StoreError::InvalidBatch { .. })
+    ));
+    bad.first_offset = 3;
+    bad.keys.push("k".into());
+    assert!(matches!(
+        s.commit(&[bad]),
+        Err(StoreError::InvalidBatch { .. })
+    ));
+}
+
+#[test]
+fn prune_removes_old_batches_and_their_digests() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(&cfg(tmp.path())).unwrap();
+        for i in 0..300 {
+            let k = format!("old-{i}");
+            s.commit(&[batch("r", "t", 0, i, i + 1, &[&k])]).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        s.commit(&[batch("r", "t", 0, 300, 302, &["new-1", "new-2"])])
+            .unwrap();
+        assert_eq!(
+            s.prune_older_than(Duration::from_secs(3600))
+                .unwrap()
+                .batches,
+            0
+        );
+        let st = s.prune_older_than(Duration::from_millis(20)).unwrap();
+        assert_eq!((st.batches, st.ids), (300, 300));
+        assert_eq!(s.id_count(), 2);
+        assert!(!s.contains(digest("r", "old-0")) && !s.contains(digest("r", "old-299")));
+        assert!(s.contains(digest("r", "new-1")));
+        assert_eq!(s.lookup("r", "old-5").unwrap(), None);
+        // Offsets are untouched by prune.
+        assert_eq!(s.offset("t", 0).unwrap().unwrap().next_offset, 302);
+    }
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert_eq!(s.id_count(), 2);
+    assert_eq!(s.batches().unwrap().len(), 1);
+    assert!(!s.contains(digest("r", "old-7")));
+}
+
+#[test]
+fn dead_letters_round_trip_binary_payloads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let payload: Vec<u8> = (0..=255u8).rev().collect();
+    {
+        let s = Store::open(&cfg(tmp.path())).unwrap();
+        let mut b = batch("usage", "t", 0, 0, 3, &["a"]);
+        b.dead_letters = vec![dl(1, payload.clone()), dl(2, vec![0xc3, 0x28])];
+        let st = s.commit(&[b]).unwrap();
+        assert_eq!(st.dead_letters, 2);
+    }
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    let dls = s.dead_letters().unwrap();
+    assert_eq!(dls.len(), 2);
+    assert_eq!(dls[0].1, dl(1, payload));
+    assert_eq!(dls[1].1.payload.as_deref(), Some(&[0xc3, 0x28][..]));
+    assert_eq!(s.dead_letter(dls[1].0).unwrap().unwrap().offset, 2);
+    // Sequence numbers are shared with batches, never reused after reopen.
+    let st = s.commit(&[CommitBatch {
+        dead_letters: vec![dl(3, vec![])],
+        ..batch("usage", "t", 0, 3, 4, &[])
+    }]);
+    st.unwrap();
+    let seqs: Vec<u64> = s.dead_letters().unwrap().iter().map(|(q, _)| *q).collect();
+    assert_eq!(seqs.len(), 3);
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(s.remove_dead_letters(&[seqs[0], 9999]).unwrap(), 1);
+    assert_eq!(s.dead_letters().unwrap().len(), 2);
+}
+
+#[test]
+fn lookup_finds_the_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    s.commit(&[batch(
+        "usage",
+        "t",
+        4,
+        100,
+        103,
+        &["t1/s1/a", "t1/s1/b", "t1/s1/c"],
+    )])
+    .unwrap();
+    s.commit(&[
+        batch("usage", "t", 5, 7, 9, &["t1/s2/x"]),
+        batch("other", "t", 6, 0, 1, &["t1/s1/b"]),
+    ])
+    .unwrap();
+    let loc = s.lookup("usage", "t1/s1/b").unwrap().expect("found");
+    assert_eq!(
+        (
+            loc.topic.as_str(),
+            loc.partition,
+            loc.first_offset,
+            loc.next_offset
+        ),
+        ("t", 4, 100, 103)
+    );
+    assert_eq!((loc.position, loc.key.as_deref()), (1, Some("t1/s1/b")));
+    assert!(loc.committed_at_ms > 0);
+    let other = s.lookup("other", "t1/s1/b").unwrap().expect("found");
+    assert_eq!((other.route.as_str(), other.partition), ("other", 6));
+    assert_ne!(other.seq, loc.seq);
+    assert_eq!(s.lookup("usage", "nope").unwrap(), None);
+}
+
+#[test]
+fn concurrent_readers_and_group_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(Store::open(&cfg(tmp.path())).unwrap());
+    let writers: Vec<_> = (0..4)
+        .map(|p| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for i in 0..25i64 {
+                    let keys: Vec<String> = (0..20).map(|j| format!("{p}-{i}-{j}")).collect();
+                    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    s.commit(&[batch("r", "t", p, i * 20, i * 20 + 20, &refs)])
+                        .unwrap();
+                    assert!(s.contains(digest("r", &keys[0])));
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(s.id_count(), 4 * 25 * 20);
+    for p in 0..4 {
+        assert_eq!(s.offset("t", p).unwrap().unwrap().next_offset, 500);
+    }
+}
