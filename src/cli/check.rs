@@ -9,6 +9,9 @@ pub fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     // Secrets are only ever references (`*_env`, `*_file`) in Settings, so
     // printing the resolved settings cannot leak one.
     let text = toml::to_string_pretty(&settings)?;
-    println!("# {} is valid; resolved settings:\n{text}", args.config.display());
+    println!(
+        "# {} is valid; resolved settings:\n{text}",
+        args.config.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

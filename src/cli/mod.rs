@@ -14,7 +14,11 @@ use crate::config::{ConfigError, Settings};
 use crate::store::StoreError;
 
 #[derive(Debug, Parser)]
-#[command(name = "tally", version, about = "Consume events from Kafka and deliver each exactly once")]
+#[command(
+    name = "tally",
+    version,
+    about = "Consume events from Kafka and deliver each exactly once"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,7 +85,7 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rskafka=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -93,5 +97,7 @@ pub(crate) fn load(config: &std::path::Path) -> anyhow::Result<Settings> {
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -37,11 +37,15 @@ pub fn offsets(args: &OffsetsArgs) -> anyhow::Result<ExitCode> {
                 // The fetch response's high watermark is the log end the consumer sees.
                 let fetched = tokio::time::timeout(
                     settings.kafka.request_timeout,
-                    consumer.fetch(i64::MAX.min(rows[i].2.next_offset), 1024, Duration::from_millis(0)),
+                    consumer.fetch(rows[i].2.next_offset, 1024, Duration::from_millis(10)),
                 )
                 .await;
-                if let Ok(Ok(f)) = fetched {
-                    log_ends[i] = Some(f.high_watermark);
+                match fetched {
+                    Ok(Ok(f)) => log_ends[i] = Some(f.high_watermark),
+                    Ok(Err(e)) => eprintln!("warning: log end of {topic}/{partition} unknown: {e}"),
+                    Err(_) => {
+                        eprintln!("warning: log end of {topic}/{partition} unknown: timed out")
+                    }
                 }
             }
         });
@@ -63,7 +67,10 @@ pub fn offsets(args: &OffsetsArgs) -> anyhow::Result<ExitCode> {
             .collect();
         println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        println!("{:<40} {:>9} {:>12} {:>12} {:>10}  UPDATED", "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG");
+        println!(
+            "{:<40} {:>9} {:>12} {:>12} {:>10}  UPDATED",
+            "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG"
+        );
         for ((topic, partition, entry), end) in rows.iter().zip(&log_ends) {
             let (end_s, lag_s) = match end {
                 Some(e) => (e.to_string(), (e - entry.next_offset).max(0).to_string()),
@@ -71,7 +78,12 @@ pub fn offsets(args: &OffsetsArgs) -> anyhow::Result<ExitCode> {
             };
             println!(
                 "{:<40} {:>9} {:>12} {:>12} {:>10}  {}",
-                topic, partition, entry.next_offset, end_s, lag_s, fmt_ms(entry.updated_at_ms)
+                topic,
+                partition,
+                entry.next_offset,
+                end_s,
+                lag_s,
+                fmt_ms(entry.updated_at_ms)
             );
         }
     }

@@ -37,15 +37,20 @@ pub fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let key = match &args.key_pointer {
-            Some(pointer) => {
-                let value: serde_json::Value = serde_json::from_str(&line)
-                    .with_context(|| format!("line {}: not valid JSON, cannot take key {pointer}", n + 1))?;
-                match value.pointer(pointer) {
+            Some(pointer) => match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(value) => match value.pointer(pointer) {
                     Some(serde_json::Value::String(s)) => Some(s.clone().into_bytes()),
                     Some(other) => Some(other.to_string().into_bytes()),
                     None => None,
+                },
+                Err(e) => {
+                    eprintln!(
+                        "warning: line {}: not valid JSON ({e}); sent without a key",
+                        n + 1
+                    );
+                    None
                 }
-            }
+            },
             None => None,
         };
         // Lines go out as they are: producing garbage on purpose is how bad input is tested.
@@ -87,8 +92,13 @@ pub fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
         }
         Ok::<_, anyhow::Error>(counts)
     })?;
-    let counts: serde_json::Map<String, serde_json::Value> =
-        per_partition.into_iter().map(|(p, n)| (p.to_string(), n.into())).collect();
-    println!("{}", serde_json::json!({"topic": args.topic, "produced": total, "partitions": counts}));
+    let counts: serde_json::Map<String, serde_json::Value> = per_partition
+        .into_iter()
+        .map(|(p, n)| (p.to_string(), n.into()))
+        .collect();
+    println!(
+        "{}",
+        serde_json::json!({"topic": args.topic, "produced": total, "partitions": counts})
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,11 @@ pub fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         tokio::spawn(wait_for_signal(cancel.clone()));
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), routes = settings.routes.len(), "tally starting");
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            routes = settings.routes.len(),
+            "tally starting"
+        );
         let summary = pipeline::run(settings, cancel).await.context("tally run")?;
         tracing::info!(
             delivered = summary.delivered,
@@ -23,7 +27,10 @@ pub fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {
             "stopped cleanly"
         );
         if summary.failed_partitions > 0 {
-            anyhow::bail!("{} partition(s) stopped on errors; see the log above", summary.failed_partitions);
+            anyhow::bail!(
+                "{} partition(s) stopped on errors; see the log above",
+                summary.failed_partitions
+            );
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -33,10 +40,15 @@ pub fn run(args: &ConfigArg) -> anyhow::Result<ExitCode> {
 /// handler only after the drain deadline, so one Ctrl-C is always clean.
 async fn wait_for_signal(cancel: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut term, mut int) = match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(t), Ok(i)) => (t, i),
         _ => {
-            tracing::error!("cannot install signal handlers; stop tally with SIGKILL only as a last resort");
+            tracing::error!(
+                "cannot install signal handlers; stop tally with SIGKILL only as a last resort"
+            );
             return;
         }
     };

@@ -12,7 +12,11 @@ pub struct Rec {
 
 impl Rec {
     pub fn kv(key: Option<&[u8]>, value: Option<&[u8]>) -> Self {
-        Rec { key: key.map(<[u8]>::to_vec), value: value.map(<[u8]>::to_vec), headers: vec![] }
+        Rec {
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+            headers: vec![],
+        }
     }
     pub fn header(mut self, k: &str, v: Option<&[u8]>) -> Self {
         self.headers.push((k.to_string(), v.map(<[u8]>::to_vec)));
@@ -142,7 +146,9 @@ impl BatchSpec {
         tail.extend_from_slice(&self.attributes.to_be_bytes());
         tail.extend_from_slice(&last_delta.to_be_bytes());
         tail.extend_from_slice(&self.base_timestamp.to_be_bytes());
-        let max_ts = self.max_timestamp.unwrap_or(self.base_timestamp + (n - 1).max(0));
+        let max_ts = self
+            .max_timestamp
+            .unwrap_or(self.base_timestamp + (n - 1).max(0));
         tail.extend_from_slice(&max_ts.to_be_bytes());
         tail.extend_from_slice(&self.producer_id.to_be_bytes());
         tail.extend_from_slice(&0i16.to_be_bytes()); // producer epoch

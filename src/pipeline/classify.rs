@@ -68,7 +68,10 @@ mod tests {
 
     #[test]
     fn disk_full_halts_and_interruptions_retry() {
-        assert_eq!(classify_sink(&io(std::io::ErrorKind::Other, Some(28))), FailureClass::Halt);
+        assert_eq!(
+            classify_sink(&io(std::io::ErrorKind::Other, Some(28))),
+            FailureClass::Halt
+        );
         assert_eq!(
             classify_sink(&io(std::io::ErrorKind::PermissionDenied, Some(13))),
             FailureClass::Halt

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::Shared;
 use super::backoff::Backoff;
 use crate::config::{OutOfRangePolicy, StartPosition};
-use crate::kafka::{ConsumedRecord, KafkaError, OffsetSpec, PartitionConsumer};
+use crate::kafka::{ConsumedRecord, ErrorKind, KafkaError, OffsetSpec, PartitionConsumer};
 
 /// A fetched batch: every offset in `[first_offset, next_offset)` is either
 /// in `records` or was stepped over (control batch, aborted transaction).
@@ -33,7 +33,10 @@ impl Fetcher {
     pub async fn run(mut self, mut offset: i64, tx: mpsc::Sender<Fetched>) {
         let cancel = self.shared.cancel.clone();
         let kafka = self.shared.kafka.clone();
-        let mut backoff = Backoff::new(self.shared.pipeline.retry_initial, self.shared.pipeline.retry_max);
+        let mut backoff = Backoff::new(
+            self.shared.pipeline.retry_initial,
+            self.shared.pipeline.retry_max,
+        );
         loop {
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -57,7 +60,7 @@ impl Fetcher {
                         return; // worker gone
                     }
                 }
-                Err(e) if e.is_offset_out_of_range() => {
+                Err(e) if e.kind() == ErrorKind::OffsetOutOfRange => {
                     match self.on_out_of_range(offset, &e).await {
                         Some(new_offset) => offset = new_offset,
                         None => return,
@@ -93,7 +96,14 @@ impl Fetcher {
             OutOfRangePolicy::Earliest => StartPosition::Earliest,
             OutOfRangePolicy::Latest => StartPosition::Latest,
         };
-        let new_offset = resolve_position(&self.shared, &mut self.consumer, spec, &self.topic, self.partition).await?;
+        let new_offset = resolve_position(
+            &self.shared,
+            &mut self.consumer,
+            spec,
+            &self.topic,
+            self.partition,
+        )
+        .await?;
         tracing::warn!(
             topic = %self.topic, partition = self.partition, offset, resumed_at = new_offset,
             "OFFSET OUT OF RANGE: records between {offset} and {new_offset} are no longer on the broker \
@@ -123,10 +133,11 @@ pub(super) async fn resolve_position(
                 StartPosition::Earliest => Ok::<i64, KafkaError>(earliest),
                 StartPosition::Latest => {
                     let f = consumer
-                        .fetch(earliest, 1024, std::time::Duration::from_millis(0))
+                        .fetch(earliest, 1024, std::time::Duration::from_millis(10))
                         .await?;
                     let end = if f.last_stable_offset >= 0 {
-                        f.last_stable_offset.min(f.high_watermark.max(f.last_stable_offset))
+                        f.last_stable_offset
+                            .min(f.high_watermark.max(f.last_stable_offset))
                     } else {
                         f.high_watermark
                     };

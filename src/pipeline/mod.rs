@@ -38,6 +38,8 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sink(#[from] SinkSetupError),
+    #[error("background task failed: {0}")]
+    Task(String),
 }
 
 /// Counters per route, logged periodically and at exit.
@@ -104,16 +106,20 @@ pub fn kafka_config(kafka: &KafkaSettings) -> KafkaConfig {
 
 /// Run until `cancel` fires. Opening the store and the sinks happens first,
 /// so a locked store or an unwritable sink fails fast with its own error.
-pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<RunSummary, PipelineError> {
+pub async fn run(
+    settings: Settings,
+    cancel: CancellationToken,
+) -> Result<RunSummary, PipelineError> {
     let store_cfg = store_config(&settings);
     let store = tokio::task::spawn_blocking(move || Store::open(&store_cfg))
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+        .map_err(|e| PipelineError::Task(e.to_string()))??;
     let store = Arc::new(store);
     tracing::info!(path = %settings.store.path.display(), ids = store.id_count(), "store open");
     let sinks = Sinks::build(&settings)?;
 
-    let (committer, commit_task) = Committer::spawn(Arc::clone(&store), settings.pipeline.commit_group_max);
+    let (committer, commit_task) =
+        Committer::spawn(Arc::clone(&store), settings.pipeline.commit_group_max);
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
         committer,
@@ -126,7 +132,9 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<RunSum
     });
     let mut routes = BTreeMap::new();
     for route in &settings.routes {
-        let sink = sinks.get(route.sink).ok_or(SinkSetupError::NotConfigured("route sink"))?;
+        let sink = sinks
+            .get(route.sink)
+            .ok_or(SinkSetupError::NotConfigured("route sink"))?;
         let ctx = Arc::new(RouteCtx {
             name: Arc::from(route.name.as_str()),
             route: route.clone(),
@@ -161,7 +169,7 @@ pub async fn run(settings: Settings, cancel: CancellationToken) -> Result<RunSum
     let _ = commit_task.await;
     tokio::task::spawn_blocking(move || store.flush())
         .await
-        .map_err(|e| StoreError::Task(e.to_string()))??;
+        .map_err(|e| PipelineError::Task(e.to_string()))??;
 
     let mut summary = RunSummary {
         failed_partitions,
@@ -188,19 +196,26 @@ async fn assign_loop(
 ) {
     let topics = settings.all_topics();
     let mut running: BTreeSet<(String, i32)> = BTreeSet::new();
-    let mut backoff = Backoff::new(settings.pipeline.retry_initial, settings.kafka.metadata_refresh);
+    let mut backoff = Backoff::new(
+        settings.pipeline.retry_initial,
+        settings.kafka.metadata_refresh,
+    );
     let mut last_stats = tokio::time::Instant::now();
     loop {
         let next_refresh = match shared.client.metadata(&topics).await {
             Ok(md) => {
                 backoff.reset();
                 for topic in &topics {
-                    let Some(ctx) = routes.get(topic) else { continue };
+                    let Some(ctx) = routes.get(topic) else {
+                        continue;
+                    };
                     match md.topics.get(topic) {
                         Some(tm) if tm.error.is_none() => {
                             for &partition in tm.partitions.keys() {
                                 let key = (topic.clone(), partition);
-                                if !settings.assignment.owns(topic, partition) || running.contains(&key) {
+                                if !settings.assignment.owns(topic, partition)
+                                    || running.contains(&key)
+                                {
                                     continue;
                                 }
                                 running.insert(key.clone());
@@ -216,8 +231,13 @@ async fn assign_loop(
                                 });
                             }
                         }
-                        Some(tm) => tracing::warn!(topic, "topic metadata error: {:?}; retrying", tm.error),
-                        None => tracing::warn!(topic, "topic not found on the broker; retrying at the next metadata refresh"),
+                        Some(tm) => {
+                            tracing::warn!(topic, "topic metadata error: {:?}; retrying", tm.error)
+                        }
+                        None => tracing::warn!(
+                            topic,
+                            "topic not found on the broker; retrying at the next metadata refresh"
+                        ),
                     }
                 }
                 settings.kafka.metadata_refresh
@@ -237,7 +257,8 @@ async fn assign_loop(
         }
         if last_stats.elapsed() >= Duration::from_secs(30) {
             last_stats = tokio::time::Instant::now();
-            let unique: BTreeMap<&str, &Arc<RouteCtx>> = routes.values().map(|r| (&*r.name, r)).collect();
+            let unique: BTreeMap<&str, &Arc<RouteCtx>> =
+                routes.values().map(|r| (&*r.name, r)).collect();
             unique.values().for_each(|ctx| log_stats(ctx));
         }
         tokio::select! {

@@ -47,7 +47,9 @@ enum Delivery {
 impl PartitionWorker {
     pub async fn run(self) {
         let shared = Arc::clone(&self.shared);
-        let mut consumer = shared.client.partition_consumer(&self.topic, self.partition);
+        let mut consumer = shared
+            .client
+            .partition_consumer(&self.topic, self.partition);
         let Some(start) = self.start_offset(&mut consumer).await else {
             return;
         };
@@ -93,17 +95,33 @@ impl PartitionWorker {
                 return None;
             }
         }
-        let offset = resolve_position(&self.shared, consumer, self.route.route.start, &self.topic, self.partition).await?;
+        let offset = resolve_position(
+            &self.shared,
+            consumer,
+            self.route.route.start,
+            &self.topic,
+            self.partition,
+        )
+        .await?;
         let batch = self.commit_batch(offset, offset, Vec::new(), Vec::new());
         self.commit_until_done(batch).await.then_some(offset)
     }
 
     async fn resolve_batch(&self, batch: Fetched) -> Delivery {
+        tracing::debug!(
+            topic = %self.topic, partition = self.partition, first = batch.first_offset,
+            next = batch.next_offset, records = batch.records.len(),
+            lag = (batch.high_watermark - batch.next_offset).max(0), "fetched"
+        );
         let mut rest = batch.records;
         let mut first = batch.first_offset;
         let max = self.shared.pipeline.max_batch_records;
         while !rest.is_empty() {
-            let tail = if rest.len() > max { rest.split_off(max) } else { Vec::new() };
+            let tail = if rest.len() > max {
+                rest.split_off(max)
+            } else {
+                Vec::new()
+            };
             let next = tail.first().map_or(batch.next_offset, |r| r.offset);
             if let Delivery::Abandoned = self.resolve_chunk(rest, first, next).await {
                 return Delivery::Abandoned;
@@ -121,15 +139,27 @@ impl PartitionWorker {
         Delivery::Done
     }
 
-    async fn resolve_chunk(&self, records: Vec<ConsumedRecord>, first_offset: i64, next_offset: i64) -> Delivery {
+    async fn resolve_chunk(
+        &self,
+        records: Vec<ConsumedRecord>,
+        first_offset: i64,
+        next_offset: i64,
+    ) -> Delivery {
         let stats = &self.route.stats;
         let now = Utc::now();
         let mut dead = Vec::new();
         let mut pending = Vec::with_capacity(records.len());
         for record in records {
-            match self.route.decoder.decode(record.key.as_ref(), record.value.as_ref()) {
+            match self
+                .route
+                .decoder
+                .decode(record.key.as_ref(), record.value.as_ref())
+            {
                 Ok(decoded) => {
-                    let digest = decoded.dedupe_key.as_deref().map(|k| digest(&self.route.name, k));
+                    let digest = decoded
+                        .dedupe_key
+                        .as_deref()
+                        .map(|k| digest(&self.route.name, k));
                     let out = Outgoing {
                         route: Arc::clone(&self.route.name),
                         topic: Arc::clone(&self.topic),
@@ -141,7 +171,11 @@ impl PartitionWorker {
                         usage: decoded.usage,
                         received_at: now,
                     };
-                    pending.push(Pending { out, digest, record });
+                    pending.push(Pending {
+                        out,
+                        digest,
+                        record,
+                    });
                 }
                 Err(e) => {
                     stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -201,7 +235,9 @@ impl PartitionWorker {
             if !committed {
                 return Delivery::Abandoned;
             }
-            stats.delivered.fetch_add(delivered.len() as u64, Ordering::Relaxed);
+            stats
+                .delivered
+                .fetch_add(delivered.len() as u64, Ordering::Relaxed);
             if held.is_empty() {
                 return Delivery::Done;
             }
@@ -218,7 +254,10 @@ impl PartitionWorker {
     async fn deliver(&self, send: &[Pending], dead: &mut Vec<DeadLetter>) -> Option<Vec<usize>> {
         let mut remaining: Vec<usize> = (0..send.len()).collect();
         let mut delivered = Vec::with_capacity(send.len());
-        let mut backoff = Backoff::new(self.shared.pipeline.retry_initial, self.shared.pipeline.retry_max);
+        let mut backoff = Backoff::new(
+            self.shared.pipeline.retry_initial,
+            self.shared.pipeline.retry_max,
+        );
         let mut attempts = 0u32;
         while !remaining.is_empty() {
             attempts += 1;
@@ -231,12 +270,20 @@ impl PartitionWorker {
                     Ok(()) => delivered.push(i),
                     Err(e) => match classify_sink(&e) {
                         FailureClass::Permanent => {
-                            self.route.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                            self.route
+                                .stats
+                                .dead_lettered
+                                .fetch_add(1, Ordering::Relaxed);
                             tracing::warn!(
                                 route = %self.route.name, topic = %self.topic, partition = self.partition,
                                 offset = send[i].out.offset, "sink rejected record permanently (kept in dead letters): {e}"
                             );
-                            dead.push(self.dead_letter(&send[i].record, e.to_string(), "permanent", attempts));
+                            dead.push(self.dead_letter(
+                                &send[i].record,
+                                e.to_string(),
+                                "permanent",
+                                attempts,
+                            ));
                         }
                         class => {
                             if worst.as_ref().is_none_or(|(c, _)| *c != FailureClass::Halt) {
@@ -249,7 +296,10 @@ impl PartitionWorker {
             }
             remaining = retry;
             if let Some((class, reason)) = worst {
-                self.route.stats.retries.fetch_add(remaining.len() as u64, Ordering::Relaxed);
+                self.route
+                    .stats
+                    .retries
+                    .fetch_add(remaining.len() as u64, Ordering::Relaxed);
                 let delay = match class {
                     FailureClass::Halt => {
                         self.route.halted.store(true, Ordering::Relaxed);
@@ -278,7 +328,10 @@ impl PartitionWorker {
     /// Commit, retrying while the store fails (e.g. disk full): the sink has
     /// the records, so progress must not go on until they are recorded.
     async fn commit_until_done(&self, batch: CommitBatch) -> bool {
-        let mut backoff = Backoff::new(self.shared.pipeline.retry_initial, self.shared.pipeline.retry_max);
+        let mut backoff = Backoff::new(
+            self.shared.pipeline.retry_initial,
+            self.shared.pipeline.retry_max,
+        );
         loop {
             match self.shared.committer.commit(batch.clone()).await {
                 Ok(()) => return true,
@@ -297,7 +350,13 @@ impl PartitionWorker {
         }
     }
 
-    fn commit_batch(&self, first_offset: i64, next_offset: i64, keys: Vec<String>, digests: Vec<u128>) -> CommitBatch {
+    fn commit_batch(
+        &self,
+        first_offset: i64,
+        next_offset: i64,
+        keys: Vec<String>,
+        digests: Vec<u128>,
+    ) -> CommitBatch {
         CommitBatch {
             route: self.route.name.to_string(),
             topic: self.topic.to_string(),
@@ -310,7 +369,13 @@ impl PartitionWorker {
         }
     }
 
-    fn dead_letter(&self, record: &ConsumedRecord, reason: String, class: &str, attempts: u32) -> DeadLetter {
+    fn dead_letter(
+        &self,
+        record: &ConsumedRecord,
+        reason: String,
+        class: &str,
+        attempts: u32,
+    ) -> DeadLetter {
         let now = Utc::now().timestamp_millis();
         DeadLetter {
             route: self.route.name.to_string(),
