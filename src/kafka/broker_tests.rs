@@ -46,7 +46,9 @@ fn client(broker: &str) -> ClusterClient {
 }
 
 fn value(r: &ConsumedRecord) -> Option<String> {
-    r.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned())
+    r.value
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 struct Drained {
@@ -59,13 +61,28 @@ struct Drained {
 
 /// Fetches from `from` until next_offset reaches the high watermark.
 async fn drain(pc: &mut PartitionConsumer, from: i64, max_bytes: i32) -> Drained {
-    let mut d = Drained { records: vec![], control: 0, aborted: 0, calls: 0, high_watermark: -1 };
+    let mut d = Drained {
+        records: vec![],
+        control: 0,
+        aborted: 0,
+        calls: 0,
+        high_watermark: -1,
+    };
     let mut offset = from;
     for _ in 0..10_000 {
-        let f = pc.fetch(offset, max_bytes, Duration::from_millis(100)).await.expect("fetch");
+        let f = pc
+            .fetch(offset, max_bytes, Duration::from_millis(100))
+            .await
+            .expect("fetch");
         d.calls += 1;
-        assert!(f.records.iter().all(|r| r.offset >= offset), "records below the requested offset");
-        assert!(f.records.windows(2).all(|w| w[0].offset < w[1].offset), "records out of order");
+        assert!(
+            f.records.iter().all(|r| r.offset >= offset),
+            "records below the requested offset"
+        );
+        assert!(
+            f.records.windows(2).all(|w| w[0].offset < w[1].offset),
+            "records out of order"
+        );
         assert!(f.next_offset >= offset);
         d.control += f.control_records_skipped;
         d.aborted += f.aborted_records_skipped;
@@ -84,20 +101,40 @@ async fn consumes_committed_records_from_confluent_producer() {
     let broker = env("TALLY_TEST_BROKER");
     let topic = topic_name("fixture");
     let fixture = python(&[&broker, &topic]);
-    let committed: Vec<Option<String>> = serde_json::from_value(fixture["committed"].clone()).unwrap();
+    let committed: Vec<Option<String>> =
+        serde_json::from_value(fixture["committed"].clone()).unwrap();
     let aborted: Vec<String> = serde_json::from_value(fixture["aborted"].clone()).unwrap();
 
     let client = client(&broker);
-    let md = client.metadata(std::slice::from_ref(&topic)).await.expect("metadata");
+    let md = client
+        .metadata(std::slice::from_ref(&topic))
+        .await
+        .expect("metadata");
     let t = &md.topics[&topic];
     assert_eq!(t.error, None);
     let leader = t.partitions[&0].leader;
-    assert!(md.brokers.contains_key(&leader), "leader {leader} not among brokers {:?}", md.brokers);
-    assert!(client.metadata(&[]).await.expect("all-topic metadata").topics.contains_key(&topic));
+    assert!(
+        md.brokers.contains_key(&leader),
+        "leader {leader} not among brokers {:?}",
+        md.brokers
+    );
+    assert!(
+        client
+            .metadata(&[])
+            .await
+            .expect("all-topic metadata")
+            .topics
+            .contains_key(&topic)
+    );
 
     observe_raw(&broker, &topic).await;
     let mut pc = client.partition_consumer(&topic, 0);
-    assert_eq!(pc.list_offset(OffsetSpec::Earliest).await.expect("earliest"), 0);
+    assert_eq!(
+        pc.list_offset(OffsetSpec::Earliest)
+            .await
+            .expect("earliest"),
+        0
+    );
 
     // Small max_bytes: many partial batches, and single batches larger than the limit.
     for max_bytes in [300, 1 << 20] {
@@ -105,19 +142,48 @@ async fn consumes_committed_records_from_confluent_producer() {
         let got: Vec<Option<String>> = d.records.iter().map(value).collect();
         assert_eq!(got, committed, "max_bytes {max_bytes}");
         for a in &aborted {
-            assert!(!got.contains(&Some(a.clone())), "aborted record {a} delivered");
+            assert!(
+                !got.contains(&Some(a.clone())),
+                "aborted record {a} delivered"
+            );
         }
         assert_eq!(d.aborted, aborted.len() as u64, "aborted records counted");
-        assert!(d.control >= 3, "three transaction markers, counted {}", d.control);
-        eprintln!("max_bytes {max_bytes}: {} fetch calls, hw {}", d.calls, d.high_watermark);
+        assert!(
+            d.control >= 3,
+            "three transaction markers, counted {}",
+            d.control
+        );
+        eprintln!(
+            "max_bytes {max_bytes}: {} fetch calls, hw {}",
+            d.calls, d.high_watermark
+        );
 
-        let plain3 = d.records.iter().find(|r| value(r).as_deref() == Some("plain-3")).unwrap();
-        assert!(plain3.headers.iter().any(|h| h.key == "nullable" && h.value.is_none()), "{:?}", plain3.headers);
+        let plain3 = d
+            .records
+            .iter()
+            .find(|r| value(r).as_deref() == Some("plain-3"))
+            .unwrap();
+        assert!(
+            plain3
+                .headers
+                .iter()
+                .any(|h| h.key == "nullable" && h.value.is_none()),
+            "{:?}",
+            plain3.headers
+        );
         assert_eq!(plain3.key.as_deref(), Some(&b"k3"[..]));
-        let plain5 = d.records.iter().find(|r| value(r).as_deref() == Some("plain-5")).unwrap();
+        let plain5 = d
+            .records
+            .iter()
+            .find(|r| value(r).as_deref() == Some("plain-5"))
+            .unwrap();
         assert_eq!(plain5.key, None);
         for codec in ["gzip", "snappy", "lz4", "zstd"] {
-            let r = d.records.iter().find(|r| value(r).is_some_and(|v| v.starts_with(&format!("{codec}-7-")))).unwrap();
+            let r = d
+                .records
+                .iter()
+                .find(|r| value(r).is_some_and(|v| v.starts_with(&format!("{codec}-7-"))))
+                .unwrap();
             assert_eq!(r.headers[0].value.as_deref(), Some(codec.as_bytes()));
             assert_eq!(r.headers[1].key, "n");
             assert_eq!(r.headers[1].value, None);
@@ -127,26 +193,51 @@ async fn consumes_committed_records_from_confluent_producer() {
 
     // Starting inside a compressed batch returns nothing before the start.
     let all = drain(&mut pc, 0, 1 << 20).await;
-    let mid = all.records.iter().find(|r| value(r).is_some_and(|v| v.starts_with("lz4-5-"))).unwrap().offset;
-    let f = pc.fetch(mid, 1 << 20, Duration::from_millis(100)).await.unwrap();
+    let mid = all
+        .records
+        .iter()
+        .find(|r| value(r).is_some_and(|v| v.starts_with("lz4-5-")))
+        .unwrap()
+        .offset;
+    let f = pc
+        .fetch(mid, 1 << 20, Duration::from_millis(100))
+        .await
+        .unwrap();
     assert_eq!(f.records[0].offset, mid);
     assert!(value(&f.records[0]).unwrap().starts_with("lz4-5-"));
 
     // Tansu observations (printed for the report; asserted loosely).
     let latest = pc.list_offset(OffsetSpec::Latest).await.expect("latest");
-    let past = pc.fetch(all.high_watermark + 100, 1 << 20, Duration::from_millis(100)).await;
-    let ts = pc.list_offset(OffsetSpec::Timestamp(0)).await.expect("timestamp 0");
-    let future = pc.list_offset(OffsetSpec::Timestamp(i64::MAX / 2)).await.expect("timestamp future");
+    let past = pc
+        .fetch(
+            all.high_watermark + 100,
+            1 << 20,
+            Duration::from_millis(100),
+        )
+        .await;
+    let ts = pc
+        .list_offset(OffsetSpec::Timestamp(0))
+        .await
+        .expect("timestamp 0");
+    let future = pc
+        .list_offset(OffsetSpec::Timestamp(i64::MAX / 2))
+        .await
+        .expect("timestamp future");
     eprintln!(
         "observed: hw {}, lso {}, list_offset latest {latest}, timestamp(0) {ts}, timestamp(future) {future}, fetch past end: {:?}",
         all.high_watermark,
         f.last_stable_offset,
-        past.as_ref().map(|f| (f.records.len(), f.next_offset)).map_err(|e| (e.kind(), e.to_string()))
+        past.as_ref()
+            .map(|f| (f.records.len(), f.next_offset))
+            .map_err(|e| (e.kind(), e.to_string()))
     );
 
     // Unknown partition: transient, and the message says where.
     let mut bad = client.partition_consumer(&topic, 7);
-    let e = bad.fetch(0, 1000, Duration::from_millis(10)).await.unwrap_err();
+    let e = bad
+        .fetch(0, 1000, Duration::from_millis(10))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transient, "{e}");
     let msg = e.to_string();
     assert!(msg.contains(&topic) && msg.contains("partition 7"), "{msg}");
@@ -154,9 +245,15 @@ async fn consumes_committed_records_from_confluent_producer() {
 
 /// Prints what the broker advertises and sends raw (aborted list, LSO).
 async fn observe_raw(broker: &str, topic: &str) {
-    let mut conn = BrokerConn::open(&TcpConnector, broker, "tally-test", Duration::from_secs(5), Duration::from_secs(5))
-        .await
-        .unwrap();
+    let mut conn = BrokerConn::open(
+        &TcpConnector,
+        broker,
+        "tally-test",
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
     let v = &conn.versions;
     eprintln!(
         "observed ApiVersions: Fetch {:?}, ListOffsets {:?}, Metadata {:?}, ApiVersions {:?}",
@@ -167,12 +264,35 @@ async fn observe_raw(broker: &str, topic: &str) {
     );
     let version = conn
         .versions
-        .pick(fetch::API_KEY, (fetch::MIN_VERSION, fetch::MAX_VERSION), "Fetch", &Location::broker(broker))
+        .pick(
+            fetch::API_KEY,
+            (fetch::MIN_VERSION, fetch::MAX_VERSION),
+            "Fetch",
+            &Location::broker(broker),
+        )
         .unwrap();
-    let params = fetch::FetchParams { topic, partition: 0, offset: 0, max_bytes: 1 << 20, max_wait_ms: 100 };
+    let params = fetch::FetchParams {
+        topic,
+        partition: 0,
+        offset: 0,
+        max_bytes: 1 << 20,
+        max_wait_ms: 100,
+    };
     let body = fetch::encode_request(version, &params);
-    let resp = conn.request(fetch::API_KEY, version, &body, "Fetch", Duration::from_secs(5)).await.unwrap();
-    let p = fetch::parse_response(version, resp, topic, 0).unwrap().partition.unwrap();
+    let resp = conn
+        .request(
+            fetch::API_KEY,
+            version,
+            &body,
+            "Fetch",
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let p = fetch::parse_response(version, resp, topic, 0)
+        .unwrap()
+        .partition
+        .unwrap();
     eprintln!(
         "observed Fetch v{version}: hw {} lso {} log_start {} aborted_transactions {:?} records {} bytes",
         p.high_watermark,
@@ -185,7 +305,16 @@ async fn observe_raw(broker: &str, topic: &str) {
         let b = b.unwrap();
         let h = &b.header;
         let ctl = h.is_control().then(|| b.control_type());
-        eprintln!("  batch {}..={} pid {} epoch {} attrs {:#x} count {} control {:?}", h.base_offset, h.last_offset(), h.producer_id, h.producer_epoch, h.attributes, h.record_count, ctl);
+        eprintln!(
+            "  batch {}..={} pid {} epoch {} attrs {:#x} count {} control {:?}",
+            h.base_offset,
+            h.last_offset(),
+            h.producer_id,
+            h.producer_epoch,
+            h.attributes,
+            h.record_count,
+            ctl
+        );
     }
 }
 
@@ -207,12 +336,21 @@ async fn open_transaction_is_held_back_until_committed() {
 
     let client = client(&broker);
     let mut pc = client.partition_consumer(&topic, 0);
-    let f = pc.fetch(0, 1 << 20, Duration::from_millis(100)).await.unwrap();
-    eprintln!("observed open txn: hw {} lso {}", f.high_watermark, f.last_stable_offset);
+    let f = pc
+        .fetch(0, 1 << 20, Duration::from_millis(100))
+        .await
+        .unwrap();
+    eprintln!(
+        "observed open txn: hw {} lso {}",
+        f.high_watermark, f.last_stable_offset
+    );
     let got: Vec<String> = f.records.iter().filter_map(value).collect();
     assert_eq!(got, vec!["before-0", "before-1", "before-2"]);
     assert_eq!(f.next_offset, 3, "stops before the open transaction");
-    let again = pc.fetch(3, 1 << 20, Duration::from_millis(100)).await.unwrap();
+    let again = pc
+        .fetch(3, 1 << 20, Duration::from_millis(100))
+        .await
+        .unwrap();
     assert_eq!((again.records.len(), again.next_offset), (0, 3));
 
     drop(child.stdin.take()); // commit
@@ -234,7 +372,11 @@ async fn producer_roundtrip_and_java_compatible_partitioning() {
     let chosen = keyed["partitions"].as_object().unwrap();
     assert_eq!(chosen.len(), 100);
     for (key, p) in chosen {
-        assert_eq!(i64::from(partition_for_key(key.as_bytes(), 7)), p.as_i64().unwrap(), "key {key}");
+        assert_eq!(
+            i64::from(partition_for_key(key.as_bytes(), 7)),
+            p.as_i64().unwrap(),
+            "key {key}"
+        );
     }
 
     let producer = Producer::connect(&cfg).await.expect("producer connect");
@@ -251,9 +393,21 @@ async fn producer_roundtrip_and_java_compatible_partitioning() {
 
     let client = ClusterClient::new(cfg);
     let mut pc = client.partition_consumer(&topic, 3);
-    let f = pc.fetch(offsets[0], 1 << 20, Duration::from_millis(100)).await.unwrap();
+    let f = pc
+        .fetch(offsets[0], 1 << 20, Duration::from_millis(100))
+        .await
+        .unwrap();
     let got: Vec<String> = f.records.iter().filter_map(value).collect();
-    assert!(got.ends_with(&["pv0", "pv1", "pv2", "pv3", "pv4"].map(String::from)), "{got:?}");
+    assert!(
+        got.ends_with(&["pv0", "pv1", "pv2", "pv3", "pv4"].map(String::from)),
+        "{got:?}"
+    );
     let last = f.records.last().unwrap();
-    assert_eq!(last.headers, vec![RecordHeader { key: "h".into(), value: Some(bytes::Bytes::from_static(b"4")) }]);
+    assert_eq!(
+        last.headers,
+        vec![RecordHeader {
+            key: "h".into(),
+            value: Some(bytes::Bytes::from_static(b"4"))
+        }]
+    );
 }

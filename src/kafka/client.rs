@@ -89,13 +89,23 @@ impl ClusterClient {
             None => self.connect_any().await?,
         };
         let at = Location::broker(conn.addr());
-        let version = conn.versions.pick(metadata::API_KEY, metadata::VERSIONS, "Metadata", &at)?;
+        let version = conn
+            .versions
+            .pick(metadata::API_KEY, metadata::VERSIONS, "Metadata", &at)?;
         let body = metadata::encode_request(version, topics);
         let resp = conn
-            .request(metadata::API_KEY, version, &body, "Metadata", self.inner.cfg.request_timeout)
+            .request(
+                metadata::API_KEY,
+                version,
+                &body,
+                "Metadata",
+                self.inner.cfg.request_timeout,
+            )
             .await?;
-        let md = metadata::parse_response(version, resp)
-            .map_err(|e| KafkaError::Protocol { at, reason: format!("Metadata: {}", e.0) })?;
+        let md = metadata::parse_response(version, resp).map_err(|e| KafkaError::Protocol {
+            at,
+            reason: format!("Metadata: {}", e.0),
+        })?;
         *slot = Some(conn);
         drop(slot);
         self.remember(&md);
@@ -139,18 +149,30 @@ impl ClusterClient {
             }
         }
         Err(match last {
-            Some(last) => KafkaError::NoBrokerReachable { tried: candidates.join(", "), last: Box::new(last) },
+            Some(last) => KafkaError::NoBrokerReachable {
+                tried: candidates.join(", "),
+                last: Box::new(last),
+            },
             None => KafkaError::Invalid("no Kafka brokers configured".into()),
         })
     }
 
     async fn open(&self, addr: &str) -> Result<BrokerConn, KafkaError> {
         let cfg = &self.inner.cfg;
-        BrokerConn::open(&*self.inner.connector, addr, &cfg.client_id, cfg.connect_timeout, cfg.request_timeout).await
+        BrokerConn::open(
+            &*self.inner.connector,
+            addr,
+            &cfg.client_id,
+            cfg.connect_timeout,
+            cfg.request_timeout,
+        )
+        .await
     }
 
     fn remember(&self, md: &ClusterMetadata) {
-        let Ok(mut cache) = self.inner.cache.lock() else { return };
+        let Ok(mut cache) = self.inner.cache.lock() else {
+            return;
+        };
         for (id, addr) in &md.brokers {
             cache.brokers.insert(*id, addr.clone());
         }
@@ -181,7 +203,12 @@ impl ClusterClient {
     }
 
     /// The leader's address, from cache unless `refresh`.
-    async fn leader(&self, topic: &str, partition: i32, refresh: bool) -> Result<String, KafkaError> {
+    async fn leader(
+        &self,
+        topic: &str,
+        partition: i32,
+        refresh: bool,
+    ) -> Result<String, KafkaError> {
         if !refresh {
             if let Some(addr) = self.cached_leader(topic, partition) {
                 return Ok(addr);
@@ -189,7 +216,11 @@ impl ClusterClient {
         }
         let md = self.metadata(&[topic.to_string()]).await?;
         let at = Location::partition(None, topic, partition);
-        let broker_err = |code| KafkaError::Broker { at: at.clone(), api: "Metadata", code };
+        let broker_err = |code| KafkaError::Broker {
+            at: at.clone(),
+            api: "Metadata",
+            code,
+        };
         // A topic missing from the answer or without the partition is what a
         // just-created topic looks like: transient UNKNOWN_TOPIC_OR_PARTITION.
         let t = md.topics.get(topic).ok_or_else(|| broker_err(3))?;
@@ -200,7 +231,10 @@ impl ClusterClient {
         if p.leader < 0 {
             return Err(broker_err(p.error.unwrap_or(5)));
         }
-        md.brokers.get(&p.leader).cloned().ok_or_else(|| broker_err(5))
+        md.brokers
+            .get(&p.leader)
+            .cloned()
+            .ok_or_else(|| broker_err(5))
     }
 }
 
@@ -228,7 +262,12 @@ impl PartitionConsumer {
     }
 
     /// Committed records from `offset` on (read_committed).
-    pub async fn fetch(&mut self, offset: i64, max_bytes: i32, max_wait: Duration) -> Result<Fetched, KafkaError> {
+    pub async fn fetch(
+        &mut self,
+        offset: i64,
+        max_bytes: i32,
+        max_wait: Duration,
+    ) -> Result<Fetched, KafkaError> {
         let mut max_bytes = max_bytes.clamp(1, MAX_BATCH_FETCH);
         loop {
             let data = self.fetch_raw(offset, max_bytes, max_wait).await?;
@@ -239,10 +278,21 @@ impl PartitionConsumer {
             // No progress. Either the first batch alone is larger than
             // max_bytes, or the first batch is transactional and its marker
             // lies beyond this response: ask again with more room.
-            let limit = if fetched.last_stable_offset >= 0 { fetched.last_stable_offset } else { fetched.high_watermark };
-            let grow = match (seen.truncated.and_then(|t| t.declared_size), seen.undecided_at) {
-                (Some(size), _) if size > max_bytes as usize => Some(size.min(i32::MAX as usize) as i32),
-                (_, Some(_)) if seen.end_offset < limit || seen.truncated.is_some() => Some(max_bytes.saturating_mul(2)),
+            let limit = if fetched.last_stable_offset >= 0 {
+                fetched.last_stable_offset
+            } else {
+                fetched.high_watermark
+            };
+            let grow = match (
+                seen.truncated.and_then(|t| t.declared_size),
+                seen.undecided_at,
+            ) {
+                (Some(size), _) if size > max_bytes as usize => {
+                    Some(size.min(i32::MAX as usize) as i32)
+                }
+                (_, Some(_)) if seen.end_offset < limit || seen.truncated.is_some() => {
+                    Some(max_bytes.saturating_mul(2))
+                }
                 // Nothing there yet, or an open transaction: the caller polls again.
                 _ => None,
             };
@@ -264,14 +314,25 @@ impl PartitionConsumer {
         }
     }
 
-    fn assemble(&self, offset: i64, data: PartitionData, undecided: Undecided) -> Result<(Fetched, Seen), KafkaError> {
+    fn assemble(
+        &self,
+        offset: i64,
+        data: PartitionData,
+        undecided: Undecided,
+    ) -> Result<(Fetched, Seen), KafkaError> {
         fetch::assemble(offset, data, undecided).map_err(|e| KafkaError::Corrupt {
-            at: Location::partition(self.broker(), &self.topic, self.partition).with_offset(e.offset.unwrap_or(offset)),
+            at: Location::partition(self.broker(), &self.topic, self.partition)
+                .with_offset(e.offset.unwrap_or(offset)),
             reason: e.reason,
         })
     }
 
-    async fn fetch_raw(&mut self, offset: i64, max_bytes: i32, max_wait: Duration) -> Result<PartitionData, KafkaError> {
+    async fn fetch_raw(
+        &mut self,
+        offset: i64,
+        max_bytes: i32,
+        max_wait: Duration,
+    ) -> Result<PartitionData, KafkaError> {
         let topic = self.topic.clone();
         let params = FetchParams {
             topic: &topic,
@@ -283,20 +344,29 @@ impl PartitionConsumer {
         let timeout = self.client.inner.cfg.request_timeout + max_wait;
         let versions = (fetch::MIN_VERSION, fetch::MAX_VERSION);
         let (conn, version, resp) = self
-            .call(fetch::API_KEY, versions, "Fetch", offset, timeout, |v| fetch::encode_request(v, &params))
+            .call(fetch::API_KEY, versions, "Fetch", offset, timeout, |v| {
+                fetch::encode_request(v, &params)
+            })
             .await?;
-        let at = Location::partition(Some(conn.addr()), &self.topic, self.partition).with_offset(offset);
-        let parsed = fetch::parse_response(version, resp, &self.topic, self.partition)
-            .map_err(|e| KafkaError::Protocol { at: at.clone(), reason: format!("Fetch: {}", e.0) })?;
+        let at =
+            Location::partition(Some(conn.addr()), &self.topic, self.partition).with_offset(offset);
+        let parsed =
+            fetch::parse_response(version, resp, &self.topic, self.partition).map_err(|e| {
+                KafkaError::Protocol {
+                    at: at.clone(),
+                    reason: format!("Fetch: {}", e.0),
+                }
+            })?;
         let code = if parsed.error_code != error::NONE {
             parsed.error_code
         } else {
             parsed.partition.as_ref().map_or(3, |p| p.error_code)
         };
         self.check(conn, at.clone(), "Fetch", code)?;
-        parsed
-            .partition
-            .ok_or_else(|| KafkaError::Protocol { at, reason: "Fetch response lacks the partition".into() })
+        parsed.partition.ok_or_else(|| KafkaError::Protocol {
+            at,
+            reason: "Fetch response lacks the partition".into(),
+        })
     }
 
     /// An offset by spec, read_committed. For a timestamp past the last
@@ -314,13 +384,21 @@ impl PartitionConsumer {
         let timeout = self.client.inner.cfg.request_timeout;
         let (topic, partition) = (self.topic.clone(), self.partition);
         let (conn, version, resp) = self
-            .call(list_offsets::API_KEY, list_offsets::VERSIONS, "ListOffsets", -1, timeout, |v| {
-                list_offsets::encode_request(v, &topic, partition, spec)
-            })
+            .call(
+                list_offsets::API_KEY,
+                list_offsets::VERSIONS,
+                "ListOffsets",
+                -1,
+                timeout,
+                |v| list_offsets::encode_request(v, &topic, partition, spec),
+            )
             .await?;
         let at = Location::partition(Some(conn.addr()), &self.topic, self.partition);
         let found = list_offsets::parse_response(version, resp, &self.topic, self.partition)
-            .map_err(|e| KafkaError::Protocol { at: at.clone(), reason: format!("ListOffsets: {}", e.0) })?;
+            .map_err(|e| KafkaError::Protocol {
+                at: at.clone(),
+                reason: format!("ListOffsets: {}", e.0),
+            })?;
         let (code, offset) = found.unwrap_or((3, -1));
         self.check(conn, at, "ListOffsets", code)?;
         Ok(offset)
@@ -340,14 +418,25 @@ impl PartitionConsumer {
         let mut conn = match self.conn.take() {
             Some(c) => c,
             None => {
-                let addr = self.client.leader(&self.topic, self.partition, self.refresh_leader).await?;
-                let c = self.client.open(&addr).await.inspect_err(|_| self.lost_leader())?;
+                let addr = self
+                    .client
+                    .leader(&self.topic, self.partition, self.refresh_leader)
+                    .await?;
+                let c = self
+                    .client
+                    .open(&addr)
+                    .await
+                    .inspect_err(|_| self.lost_leader())?;
                 self.refresh_leader = false;
                 c
             }
         };
         let at = Location::partition(Some(conn.addr()), &self.topic, self.partition);
-        let at = if offset >= 0 { at.with_offset(offset) } else { at };
+        let at = if offset >= 0 {
+            at.with_offset(offset)
+        } else {
+            at
+        };
         let version = conn.versions.pick(api_key, ours, api, &at)?;
         let body = body(version);
         match conn.request(api_key, version, &body, api, timeout).await {
@@ -362,7 +451,13 @@ impl PartitionConsumer {
 
     /// Keeps the connection unless the error code says the leader moved or
     /// the broker is unwell.
-    fn check(&mut self, conn: BrokerConn, at: Location, api: &'static str, code: i16) -> Result<(), KafkaError> {
+    fn check(
+        &mut self,
+        conn: BrokerConn,
+        at: Location,
+        api: &'static str,
+        code: i16,
+    ) -> Result<(), KafkaError> {
         match code {
             error::NONE => {
                 self.conn = Some(conn);

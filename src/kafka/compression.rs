@@ -64,8 +64,9 @@ fn snappy(input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
             if input.len() - pos < 4 {
                 return Err("snappy (xerial): truncated block length".into());
             }
-            let len = u32::from_be_bytes([input[pos], input[pos + 1], input[pos + 2], input[pos + 3]])
-                as usize;
+            let len =
+                u32::from_be_bytes([input[pos], input[pos + 1], input[pos + 2], input[pos + 3]])
+                    as usize;
             pos += 4;
             if input.len() - pos < len {
                 return Err("snappy (xerial): block longer than data".into());
@@ -84,7 +85,9 @@ fn snappy(input: &[u8], limit: usize) -> Result<Vec<u8>, String> {
 fn raw_snappy_into(block: &[u8], room: usize, out: &mut Vec<u8>) -> Result<(), String> {
     let n = snap::raw::decompress_len(block).map_err(|e| format!("snappy: {e}"))?;
     if n > room {
-        return Err(format!("snappy: decompressed size exceeds the {room}-byte room left"));
+        return Err(format!(
+            "snappy: decompressed size exceeds the {room}-byte room left"
+        ));
     }
     let start = out.len();
     out.resize(start + n, 0);
@@ -155,13 +158,28 @@ mod tests {
 
     #[test]
     fn roundtrip_each_codec() {
-        let data: Vec<u8> = (0..50_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        for codec in [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+        let data: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for codec in [
+            Codec::None,
+            Codec::Gzip,
+            Codec::Snappy,
+            Codec::Lz4,
+            Codec::Zstd,
+        ] {
             let c = compress(codec, &data);
-            assert_eq!(decompress(codec, &c, MAX_DECOMPRESSED).unwrap(), data, "{codec:?}");
+            assert_eq!(
+                decompress(codec, &c, MAX_DECOMPRESSED).unwrap(),
+                data,
+                "{codec:?}"
+            );
         }
         let x = xerial_snappy(&data, 4096);
-        assert_eq!(decompress(Codec::Snappy, &x, MAX_DECOMPRESSED).unwrap(), data);
+        assert_eq!(
+            decompress(Codec::Snappy, &x, MAX_DECOMPRESSED).unwrap(),
+            data
+        );
     }
 
     #[test]
@@ -178,7 +196,10 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         let junk = [0x13u8, 0x37, 0xde, 0xad, 0xbe, 0xef, 0, 1, 2, 3];
         for codec in [Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
-            assert!(decompress(codec, &junk, MAX_DECOMPRESSED).is_err(), "{codec:?}");
+            assert!(
+                decompress(codec, &junk, MAX_DECOMPRESSED).is_err(),
+                "{codec:?}"
+            );
         }
     }
 }

@@ -69,7 +69,13 @@ impl BrokerConn {
         let stream = match tokio::time::timeout(connect_timeout, connector.connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(source)) => return Err(KafkaError::Connect { at: at(), source }),
-            Err(_) => return Err(KafkaError::Timeout { at: at(), op: "connect", after: connect_timeout }),
+            Err(_) => {
+                return Err(KafkaError::Timeout {
+                    at: at(),
+                    op: "connect",
+                    after: connect_timeout,
+                });
+            }
         };
         let mut conn = BrokerConn {
             addr: addr.to_string(),
@@ -79,7 +85,13 @@ impl BrokerConn {
             versions: ApiVersions::default(),
         };
         let body = conn
-            .request(versions::API_KEY, versions::REQUEST_VERSION, &[], "ApiVersions", request_timeout)
+            .request(
+                versions::API_KEY,
+                versions::REQUEST_VERSION,
+                &[],
+                "ApiVersions",
+                request_timeout,
+            )
             .await?;
         conn.versions = versions::parse_response(body, &conn.addr)?;
         tracing::debug!(broker = addr, "connected");
@@ -101,11 +113,21 @@ impl BrokerConn {
     ) -> Result<Bytes, KafkaError> {
         match tokio::time::timeout(timeout, self.roundtrip(api_key, version, body, op)).await {
             Ok(r) => r,
-            Err(_) => Err(KafkaError::Timeout { at: Location::broker(&self.addr), op, after: timeout }),
+            Err(_) => Err(KafkaError::Timeout {
+                at: Location::broker(&self.addr),
+                op,
+                after: timeout,
+            }),
         }
     }
 
-    async fn roundtrip(&mut self, api_key: i16, version: i16, body: &[u8], op: &'static str) -> Result<Bytes, KafkaError> {
+    async fn roundtrip(
+        &mut self,
+        api_key: i16,
+        version: i16,
+        body: &[u8],
+        op: &'static str,
+    ) -> Result<Bytes, KafkaError> {
         let correlation = self.next_correlation;
         self.next_correlation = self.next_correlation.wrapping_add(1);
         let at = || Location::broker(&self.addr);
@@ -120,7 +142,11 @@ impl BrokerConn {
         frame.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
         frame.extend_from_slice(client_id);
         frame.extend_from_slice(body);
-        let io_err = |source| KafkaError::Io { at: Location::broker(&self.addr), op, source };
+        let io_err = |source| KafkaError::Io {
+            at: Location::broker(&self.addr),
+            op,
+            source,
+        };
         self.stream.write_all(&frame).await.map_err(io_err)?;
         self.stream.flush().await.map_err(io_err)?;
 
@@ -128,7 +154,10 @@ impl BrokerConn {
         self.stream.read_exact(&mut len).await.map_err(io_err)?;
         let len = i32::from_be_bytes(len);
         if len < 4 || len as usize > MAX_FRAME {
-            return Err(KafkaError::Protocol { at: at(), reason: format!("{op}: response frame size {len}") });
+            return Err(KafkaError::Protocol {
+                at: at(),
+                reason: format!("{op}: response frame size {len}"),
+            });
         }
         let len = len as usize;
         // Grow with the data actually received, not the size announced.
@@ -136,9 +165,16 @@ impl BrokerConn {
         while buf.len() < len {
             buf.reserve((len - buf.len()).min(1 << 20));
             let want = len - buf.len();
-            let n = (&mut self.stream).take(want as u64).read_buf(&mut buf).await.map_err(io_err)?;
+            let n = (&mut self.stream)
+                .take(want as u64)
+                .read_buf(&mut buf)
+                .await
+                .map_err(io_err)?;
             if n == 0 {
-                return Err(io_err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-response")));
+                return Err(io_err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed mid-response",
+                )));
             }
         }
         let mut buf = buf.freeze();

@@ -28,7 +28,10 @@ pub struct Location {
 
 impl Location {
     pub fn broker(addr: &str) -> Self {
-        Location { broker: Some(addr.to_string()), ..Default::default() }
+        Location {
+            broker: Some(addr.to_string()),
+            ..Default::default()
+        }
     }
     pub fn partition(broker: Option<&str>, topic: &str, partition: i32) -> Self {
         Location {
@@ -72,19 +75,39 @@ pub enum KafkaError {
     Connect { at: Location, source: io::Error },
 
     #[error("{op} ({at}): {source}")]
-    Io { at: Location, op: &'static str, source: io::Error },
+    Io {
+        at: Location,
+        op: &'static str,
+        source: io::Error,
+    },
 
     #[error("{op} ({at}) timed out after {after:?}")]
-    Timeout { at: Location, op: &'static str, after: Duration },
+    Timeout {
+        at: Location,
+        op: &'static str,
+        after: Duration,
+    },
 
     #[error("{api} ({at}): broker error {code} {}", error_name(*.code))]
-    Broker { at: Location, api: &'static str, code: i16 },
+    Broker {
+        at: Location,
+        api: &'static str,
+        code: i16,
+    },
 
     #[error("offset out of range ({at})")]
     OffsetOutOfRange { at: Location },
 
-    #[error("{api} ({at}): no common version (we implement {ours_min}..={ours_max}, broker offers {theirs})")]
-    UnsupportedVersion { at: Location, api: &'static str, ours_min: i16, ours_max: i16, theirs: String },
+    #[error(
+        "{api} ({at}): no common version (we implement {ours_min}..={ours_max}, broker offers {theirs})"
+    )]
+    UnsupportedVersion {
+        at: Location,
+        api: &'static str,
+        ours_min: i16,
+        ours_max: i16,
+        theirs: String,
+    },
 
     /// A response we cannot parse: broker bug or incompatibility.
     #[error("malformed response ({at}): {reason}")]
@@ -95,10 +118,16 @@ pub enum KafkaError {
     Corrupt { at: Location, reason: String },
 
     #[error("no broker reachable (tried {tried}): {last}")]
-    NoBrokerReachable { tried: String, last: Box<KafkaError> },
+    NoBrokerReachable {
+        tried: String,
+        last: Box<KafkaError>,
+    },
 
     #[error("producer ({at}): {source}")]
-    Produce { at: Location, source: Box<rskafka::client::error::Error> },
+    Produce {
+        at: Location,
+        source: Box<rskafka::client::error::Error>,
+    },
 
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -145,8 +174,8 @@ pub fn code_kind(code: i16) -> ErrorKind {
     match code {
         OFFSET_OUT_OF_RANGE => ErrorKind::OffsetOutOfRange,
         // UNKNOWN_SERVER_ERROR is retried: billing data is never dropped for being late.
-        -1 | 3 | 5 | 6 | 7 | 8 | 9 | 13 | 14 | 15 | 16 | 19 | 20 | 51 | 56 | 74 | 75 | 78
-        | 89 | 100 => ErrorKind::Transient,
+        -1 | 3 | 5 | 6 | 7 | 8 | 9 | 13 | 14 | 15 | 16 | 19 | 20 | 51 | 56 | 74 | 75 | 78 | 89
+        | 100 => ErrorKind::Transient,
         _ => ErrorKind::Fatal,
     }
 }
@@ -223,13 +252,31 @@ mod tests {
     #[test]
     fn classification() {
         let at = Location::partition(Some("b:9092"), "t", 3).with_offset(42);
-        let e = KafkaError::Broker { at: at.clone(), api: "Fetch", code: 6 };
+        let e = KafkaError::Broker {
+            at: at.clone(),
+            api: "Fetch",
+            code: 6,
+        };
         assert_eq!(e.kind(), ErrorKind::Transient);
         assert!(e.is_retriable());
         let msg = e.to_string();
         assert!(msg.contains("b:9092") && msg.contains("topic t") && msg.contains("partition 3"));
-        assert!(msg.contains("offset 42") && msg.contains("NOT_LEADER_OR_FOLLOWER"), "{msg}");
-        assert_eq!(KafkaError::OffsetOutOfRange { at: at.clone() }.kind(), ErrorKind::OffsetOutOfRange);
-        assert_eq!(KafkaError::Broker { at, api: "Fetch", code: 58 }.kind(), ErrorKind::Fatal);
+        assert!(
+            msg.contains("offset 42") && msg.contains("NOT_LEADER_OR_FOLLOWER"),
+            "{msg}"
+        );
+        assert_eq!(
+            KafkaError::OffsetOutOfRange { at: at.clone() }.kind(),
+            ErrorKind::OffsetOutOfRange
+        );
+        assert_eq!(
+            KafkaError::Broker {
+                at,
+                api: "Fetch",
+                code: 58
+            }
+            .kind(),
+            ErrorKind::Fatal
+        );
     }
 }

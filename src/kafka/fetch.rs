@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::record_batch::{BatchHeader, Batches, ConsumedRecord, ControlType, DecodeError, TruncatedTail};
+use super::record_batch::{
+    BatchHeader, Batches, ConsumedRecord, ControlType, DecodeError, TruncatedTail,
+};
 use super::transactions::{AbortedFilter, AbortedTxn, Verdict};
 use super::wire::{Reader, WireResult, Writer};
 
@@ -84,7 +86,12 @@ pub struct Response {
     pub partition: Option<PartitionData>,
 }
 
-pub fn parse_response(version: i16, body: Bytes, topic: &str, partition: i32) -> WireResult<Response> {
+pub fn parse_response(
+    version: i16,
+    body: Bytes,
+    topic: &str,
+    partition: i32,
+) -> WireResult<Response> {
     let mut r = Reader::new(body);
     let _throttle = r.i32("throttle_time_ms")?;
     let mut error_code = 0;
@@ -105,13 +112,20 @@ pub fn parse_response(version: i16, body: Bytes, topic: &str, partition: i32) ->
                 last_stable_offset: r.i64("last_stable_offset")?,
                 ..Default::default()
             };
-            p.log_start_offset = if version >= 5 { r.i64("log_start_offset")? } else { -1 };
+            p.log_start_offset = if version >= 5 {
+                r.i64("log_start_offset")?
+            } else {
+                -1
+            };
             if let Some(n) = r.array_len(16, "aborted_transactions")? {
                 p.aborted.reserve(n);
                 for _ in 0..n {
                     let producer_id = r.i64("producer_id")?;
                     let first_offset = r.i64("first_offset")?;
-                    p.aborted.push(AbortedTxn { producer_id, first_offset });
+                    p.aborted.push(AbortedTxn {
+                        producer_id,
+                        first_offset,
+                    });
                 }
             }
             if version >= 11 {
@@ -123,7 +137,10 @@ pub fn parse_response(version: i16, body: Bytes, topic: &str, partition: i32) ->
             }
         }
     }
-    Ok(Response { error_code, partition: found })
+    Ok(Response {
+        error_code,
+        partition: found,
+    })
 }
 
 /// How to decide a transactional data batch whose marker is not in the response.
@@ -153,14 +170,21 @@ pub struct Seen {
 /// marker, the broker's aborted list can only say "aborted"; otherwise
 /// `undecided` chooses. A decode error after some complete batches returns
 /// those (the next fetch starts at the bad batch and reports its offset).
-pub fn assemble(offset: i64, data: PartitionData, undecided: Undecided) -> Result<(Fetched, Seen), DecodeError> {
+pub fn assemble(
+    offset: i64,
+    data: PartitionData,
+    undecided: Undecided,
+) -> Result<(Fetched, Seen), DecodeError> {
     let mut out = Fetched {
         next_offset: offset,
         high_watermark: data.high_watermark,
         last_stable_offset: data.last_stable_offset,
         ..Default::default()
     };
-    let mut seen = Seen { end_offset: offset, ..Default::default() };
+    let mut seen = Seen {
+        end_offset: offset,
+        ..Default::default()
+    };
 
     // Frame everything first: deciding a batch needs the batches after it.
     let mut batches = Vec::new();
@@ -169,12 +193,18 @@ pub fn assemble(offset: i64, data: PartitionData, undecided: Undecided) -> Resul
     let mut framing = Batches::new(data.records);
     for item in &mut framing {
         let framed = item.and_then(|b| {
-            let ctl = if b.header.is_control() { Some(b.control_type()?) } else { None };
+            let ctl = if b.header.is_control() {
+                Some(b.control_type()?)
+            } else {
+                None
+            };
             Ok((b, ctl))
         });
         match framed {
             Ok((b, ctl)) => {
-                seen.end_offset = seen.end_offset.max(b.header.last_offset().saturating_add(1));
+                seen.end_offset = seen
+                    .end_offset
+                    .max(b.header.last_offset().saturating_add(1));
                 batches.push(b);
                 controls.push(ctl);
             }
@@ -212,7 +242,11 @@ pub fn assemble(offset: i64, data: PartitionData, undecided: Undecided) -> Resul
             (_, Some(ControlType::Abort)) => Verdict::SkipAborted,
             (_, Some(_)) => Verdict::Deliver,
             (Verdict::SkipAborted, None) => Verdict::SkipAborted,
-            (Verdict::Deliver, None) if !h.is_transactional() || undecided == Undecided::TrustBroker => Verdict::Deliver,
+            (Verdict::Deliver, None)
+                if !h.is_transactional() || undecided == Undecided::TrustBroker =>
+            {
+                Verdict::Deliver
+            }
             (Verdict::Deliver, None) => {
                 if h.last_offset() >= offset {
                     seen.undecided_at = Some(h.base_offset);
@@ -221,13 +255,13 @@ pub fn assemble(offset: i64, data: PartitionData, undecided: Undecided) -> Resul
                 Verdict::Deliver // wholly before `offset`: nothing of it is returned anyway
             }
         };
-        let step = match verdict {
-            Verdict::Deliver => batch.records(offset).map(|r| out.records.extend(r)),
-            Verdict::SkipControl => Ok(out.control_records_skipped += count_from(h, offset)),
-            Verdict::SkipAborted => Ok(out.aborted_records_skipped += count_from(h, offset)),
-        };
-        if let Err(e) = step {
-            return fail(out, seen, e, offset);
+        match verdict {
+            Verdict::Deliver => match batch.records(offset) {
+                Ok(r) => out.records.extend(r),
+                Err(e) => return fail(out, seen, e, offset),
+            },
+            Verdict::SkipControl => out.control_records_skipped += count_from(h, offset),
+            Verdict::SkipAborted => out.aborted_records_skipped += count_from(h, offset),
         }
         out.next_offset = out.next_offset.max(h.last_offset().saturating_add(1));
     }
@@ -237,10 +271,21 @@ pub fn assemble(offset: i64, data: PartitionData, undecided: Undecided) -> Resul
     }
 }
 
-fn fail(out: Fetched, seen: Seen, e: DecodeError, offset: i64) -> Result<(Fetched, Seen), DecodeError> {
+fn fail(
+    out: Fetched,
+    seen: Seen,
+    e: DecodeError,
+    offset: i64,
+) -> Result<(Fetched, Seen), DecodeError> {
     if out.next_offset > offset {
         tracing::debug!(offset = ?e.offset, reason = %e.reason, "stopping fetch at undecodable batch");
-        Ok((out, Seen { truncated: None, ..seen }))
+        Ok((
+            out,
+            Seen {
+                truncated: None,
+                ..seen
+            },
+        ))
     } else {
         Err(e)
     }
@@ -249,7 +294,11 @@ fn fail(out: Fetched, seen: Seen, e: DecodeError, offset: i64) -> Result<(Fetche
 /// Records of a skipped batch at or after `offset`.
 fn count_from(h: &BatchHeader, offset: i64) -> u64 {
     let n = i64::from(h.record_count);
-    let n = if h.base_offset >= offset { n } else { n.min(h.last_offset() - offset + 1) };
+    let n = if h.base_offset >= offset {
+        n
+    } else {
+        n.min(h.last_offset() - offset + 1)
+    };
     n.max(0) as u64
 }
 
@@ -262,7 +311,12 @@ mod tests {
     fn vals(f: &Fetched) -> Vec<(i64, String)> {
         f.records
             .iter()
-            .map(|r| (r.offset, String::from_utf8_lossy(r.value.as_deref().unwrap_or(b"<null>")).into_owned()))
+            .map(|r| {
+                (
+                    r.offset,
+                    String::from_utf8_lossy(r.value.as_deref().unwrap_or(b"<null>")).into_owned(),
+                )
+            })
             .collect()
     }
 
@@ -277,21 +331,45 @@ mod tests {
     }
 
     fn recs(base: i64, n: i64) -> Vec<Rec> {
-        (base..base + n).map(|o| Rec::kv(None, Some(format!("v{o}").as_bytes()))).collect()
+        (base..base + n)
+            .map(|o| Rec::kv(None, Some(format!("v{o}").as_bytes())))
+            .collect()
     }
 
     #[test]
     fn committed_only_and_next_offset_covers_skipped() {
         let batches = vec![
             BatchSpec::data(0, recs(0, 2)).encode(),
-            BatchSpec::data(2, recs(2, 3)).transactional(7).codec(Codec::Gzip).encode(),
+            BatchSpec::data(2, recs(2, 3))
+                .transactional(7)
+                .codec(Codec::Gzip)
+                .encode(),
             BatchSpec::data(5, recs(5, 2)).transactional(8).encode(),
             BatchSpec::control(7, 7, Marker::Abort).encode(),
             BatchSpec::control(8, 8, Marker::Commit).encode(),
         ];
-        let (f, tail) = assemble(0, data(batches, vec![AbortedTxn { producer_id: 7, first_offset: 2 }]), Undecided::Stop).unwrap();
+        let (f, tail) = assemble(
+            0,
+            data(
+                batches,
+                vec![AbortedTxn {
+                    producer_id: 7,
+                    first_offset: 2,
+                }],
+            ),
+            Undecided::Stop,
+        )
+        .unwrap();
         assert!(tail.truncated.is_none() && tail.undecided_at.is_none());
-        assert_eq!(vals(&f), vec![(0, "v0".into()), (1, "v1".into()), (5, "v5".into()), (6, "v6".into())]);
+        assert_eq!(
+            vals(&f),
+            vec![
+                (0, "v0".into()),
+                (1, "v1".into()),
+                (5, "v5".into()),
+                (6, "v6".into())
+            ]
+        );
         assert_eq!(f.aborted_records_skipped, 3);
         assert_eq!(f.control_records_skipped, 2);
         assert_eq!(f.next_offset, 9);
@@ -300,9 +378,15 @@ mod tests {
 
     #[test]
     fn requested_offset_inside_a_batch() {
-        let batches = vec![BatchSpec::data(10, recs(10, 5)).encode(), BatchSpec::data(15, recs(15, 1)).encode()];
+        let batches = vec![
+            BatchSpec::data(10, recs(10, 5)).encode(),
+            BatchSpec::data(15, recs(15, 1)).encode(),
+        ];
         let (f, _) = assemble(13, data(batches, vec![]), Undecided::Stop).unwrap();
-        assert_eq!(f.records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![13, 14, 15]);
+        assert_eq!(
+            f.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            vec![13, 14, 15]
+        );
         assert_eq!(f.next_offset, 16);
     }
 
@@ -315,9 +399,23 @@ mod tests {
             BatchSpec::data(2, recs(2, 1)).transactional(3).encode(),
             BatchSpec::control(3, 3, Marker::Commit).encode(),
         ];
-        let (f, _) = assemble(2, data(batches, vec![AbortedTxn { producer_id: 3, first_offset: 0 }]), Undecided::Stop).unwrap();
+        let (f, _) = assemble(
+            2,
+            data(
+                batches,
+                vec![AbortedTxn {
+                    producer_id: 3,
+                    first_offset: 0,
+                }],
+            ),
+            Undecided::Stop,
+        )
+        .unwrap();
         assert_eq!(vals(&f), vec![(2, "v2".into())]);
-        assert_eq!(f.aborted_records_skipped, 0, "skipped records below the requested offset are not counted");
+        assert_eq!(
+            f.aborted_records_skipped, 0,
+            "skipped records below the requested offset are not counted"
+        );
         assert_eq!(f.control_records_skipped, 1);
         assert_eq!(f.next_offset, 4);
     }
@@ -333,7 +431,12 @@ mod tests {
         assert_eq!(f.records.len(), 2);
         assert_eq!(tail.truncated.unwrap().declared_size, Some(b.len()));
         // Only a partial batch: nothing complete, offset unchanged.
-        let (f, tail) = assemble(2, data(vec![b[..b.len() / 2].to_vec()], vec![]), Undecided::Stop).unwrap();
+        let (f, tail) = assemble(
+            2,
+            data(vec![b[..b.len() / 2].to_vec()], vec![]),
+            Undecided::Stop,
+        )
+        .unwrap();
         assert_eq!((f.next_offset, f.records.len()), (2, 0));
         assert!(tail.truncated.is_some());
     }
@@ -361,8 +464,18 @@ mod tests {
             BatchSpec::control(6, 2, Marker::Commit).encode(),
         ];
         let (f, seen) = assemble(0, data(batches, vec![]), Undecided::Stop).unwrap();
-        assert_eq!(vals(&f), vec![(2, "v2".into()), (3, "v3".into()), (4, "v4".into())]);
-        assert_eq!((f.aborted_records_skipped, f.control_records_skipped, f.next_offset), (2, 2, 7));
+        assert_eq!(
+            vals(&f),
+            vec![(2, "v2".into()), (3, "v3".into()), (4, "v4".into())]
+        );
+        assert_eq!(
+            (
+                f.aborted_records_skipped,
+                f.control_records_skipped,
+                f.next_offset
+            ),
+            (2, 2, 7)
+        );
         assert_eq!(seen.undecided_at, None);
     }
 
@@ -375,22 +488,48 @@ mod tests {
         ];
         let (f, seen) = assemble(0, data(batches.clone(), vec![]), Undecided::Stop).unwrap();
         assert_eq!(vals(&f), vec![(0, "v0".into()), (1, "v1".into())]);
-        assert_eq!((f.next_offset, seen.undecided_at, seen.end_offset), (2, Some(2), 5));
+        assert_eq!(
+            (f.next_offset, seen.undecided_at, seen.end_offset),
+            (2, Some(2), 5)
+        );
         // From the undecided batch itself: nothing, offset unchanged.
         let (f, seen) = assemble(2, data(batches[1..].to_vec(), vec![]), Undecided::Stop).unwrap();
-        assert_eq!((f.records.len(), f.next_offset, seen.undecided_at), (0, 2, Some(2)));
+        assert_eq!(
+            (f.records.len(), f.next_offset, seen.undecided_at),
+            (0, 2, Some(2))
+        );
         // The broker's list is trusted only when asked to.
-        let (f, _) = assemble(2, data(batches[1..].to_vec(), vec![]), Undecided::TrustBroker).unwrap();
+        let (f, _) = assemble(
+            2,
+            data(batches[1..].to_vec(), vec![]),
+            Undecided::TrustBroker,
+        )
+        .unwrap();
         assert_eq!((f.records.len(), f.next_offset), (3, 5));
-        let aborted = vec![AbortedTxn { producer_id: 9, first_offset: 2 }];
+        let aborted = vec![AbortedTxn {
+            producer_id: 9,
+            first_offset: 2,
+        }];
         let (f, seen) = assemble(2, data(batches[1..].to_vec(), aborted), Undecided::Stop).unwrap();
-        assert_eq!((f.records.len(), f.aborted_records_skipped, f.next_offset), (1, 2, 5));
-        assert_eq!(seen.undecided_at, None, "the broker's abort list decides without a marker");
+        assert_eq!(
+            (f.records.len(), f.aborted_records_skipped, f.next_offset),
+            (1, 2, 5)
+        );
+        assert_eq!(
+            seen.undecided_at, None,
+            "the broker's abort list decides without a marker"
+        );
     }
 
     #[test]
     fn request_layout_v4_and_v11() {
-        let p = FetchParams { topic: "t", partition: 3, offset: 42, max_bytes: 1000, max_wait_ms: 500 };
+        let p = FetchParams {
+            topic: "t",
+            partition: 3,
+            offset: 42,
+            max_bytes: 1000,
+            max_wait_ms: 500,
+        };
         let v4 = encode_request(4, &p);
         // replica, wait, min, max, isolation, [topic "t", [partition, offset, partition max]]
         assert_eq!(v4.len(), 4 + 4 + 4 + 4 + 1 + 4 + 2 + 1 + 4 + 4 + 8 + 4);
@@ -414,7 +553,13 @@ mod tests {
         let r = parse_response(11, Bytes::from(w.buf), "t", 3).unwrap();
         let p = r.partition.unwrap();
         assert_eq!((p.high_watermark, p.last_stable_offset), (10, 9));
-        assert_eq!(p.aborted, vec![AbortedTxn { producer_id: 77, first_offset: 5 }]);
+        assert_eq!(
+            p.aborted,
+            vec![AbortedTxn {
+                producer_id: 77,
+                first_offset: 5
+            }]
+        );
         assert_eq!(&p.records[..], b"abc");
     }
 }

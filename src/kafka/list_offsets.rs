@@ -39,7 +39,12 @@ pub fn encode_request(version: i16, topic: &str, partition: i32, at: OffsetSpec)
 }
 
 /// (error code, offset) for our partition; None if the broker left it out.
-pub fn parse_response(version: i16, body: Bytes, topic: &str, partition: i32) -> WireResult<Option<(i16, i64)>> {
+pub fn parse_response(
+    version: i16,
+    body: Bytes,
+    topic: &str,
+    partition: i32,
+) -> WireResult<Option<(i16, i64)>> {
     let mut r = Reader::new(body);
     let _throttle = r.i32("throttle_time_ms")?;
     let mut found = None;
@@ -73,7 +78,18 @@ mod tests {
         assert_eq!(req.len(), 4 + 1 + 4 + 3 + 4 + 4 + 4 + 8);
         assert_eq!(&req[req.len() - 8..], &(-2i64).to_be_bytes());
         let mut w = Writer::new();
-        w.i32(0).array_len(1).string("t").array_len(1).i32(2).i16(0).i64(-1).i64(57).i32(0);
-        assert_eq!(parse_response(5, Bytes::from(w.buf), "t", 2).unwrap(), Some((0, 57)));
+        w.i32(0)
+            .array_len(1)
+            .string("t")
+            .array_len(1)
+            .i32(2)
+            .i16(0)
+            .i64(-1)
+            .i64(57)
+            .i32(0);
+        assert_eq!(
+            parse_response(5, Bytes::from(w.buf), "t", 2).unwrap(),
+            Some((0, 57))
+        );
     }
 }

@@ -89,7 +89,10 @@ pub fn parse_response(version: i16, body: Bytes) -> WireResult<ClusterMetadata> 
         let code = r.i16("topic error_code")?;
         let name = r.string("topic name")?;
         let _internal = r.bool("is_internal")?;
-        let mut topic = TopicMetadata { error: (code != 0).then_some(code), ..Default::default() };
+        let mut topic = TopicMetadata {
+            error: (code != 0).then_some(code),
+            ..Default::default()
+        };
         let np = r.array_len(18, "partitions")?.unwrap_or(0);
         for _ in 0..np {
             let code = r.i16("partition error_code")?;
@@ -103,7 +106,13 @@ pub fn parse_response(version: i16, body: Bytes) -> WireResult<ClusterMetadata> 
             if version >= 5 {
                 skip_i32_array(&mut r, "offline_replicas")?;
             }
-            topic.partitions.insert(index, PartitionMetadata { leader, error: (code != 0).then_some(code) });
+            topic.partitions.insert(
+                index,
+                PartitionMetadata {
+                    leader,
+                    error: (code != 0).then_some(code),
+                },
+            );
         }
         if version >= 8 {
             let _ops = r.i32("topic_authorized_operations")?;
@@ -135,7 +144,15 @@ mod tests {
         w.nullable_string(Some("c")).i32(1);
         w.array_len(2);
         w.i16(0).string("t").bool(false).array_len(1);
-        w.i16(0).i32(0).i32(2).i32(5).array_len(1).i32(2).array_len(1).i32(2).array_len(0);
+        w.i16(0)
+            .i32(0)
+            .i32(2)
+            .i32(5)
+            .array_len(1)
+            .i32(2)
+            .array_len(1)
+            .i32(2)
+            .array_len(0);
         w.i32(0);
         w.i16(3).string("missing").bool(false).array_len(0).i32(0);
         w.i32(0);
@@ -144,12 +161,18 @@ mod tests {
         assert_eq!(md.brokers[&2], "[::1]:9093");
         assert_eq!(md.topics["t"].partitions[&0].leader, 2);
         assert_eq!(md.topics["missing"].error, Some(3));
-        assert_eq!(md.topics["missing"].error_kind(), Some(ErrorKind::Transient));
+        assert_eq!(
+            md.topics["missing"].error_kind(),
+            Some(ErrorKind::Transient)
+        );
     }
 
     #[test]
     fn empty_topic_list_means_all() {
         assert_eq!(encode_request(1, &[]), vec![0xff, 0xff, 0xff, 0xff]);
-        assert_eq!(encode_request(8, &["ab".into()]), vec![0, 0, 0, 1, 0, 2, b'a', b'b', 0, 0, 0]);
+        assert_eq!(
+            encode_request(8, &["ab".into()]),
+            vec![0, 0, 0, 1, 0, 2, b'a', b'b', 0, 0, 0]
+        );
     }
 }

@@ -31,24 +31,57 @@ pub struct Producer {
 
 impl Producer {
     pub async fn connect(cfg: &KafkaConfig) -> Result<Producer, KafkaError> {
-        let at = Location { broker: Some(cfg.brokers.join(",")), ..Default::default() };
-        let build = ClientBuilder::new(cfg.brokers.clone()).client_id(cfg.client_id.as_str()).build();
-        let client = bounded(build, cfg.connect_timeout + cfg.request_timeout, "producer connect", at).await?;
-        Ok(Producer { client, cfg: cfg.clone(), partitions: Mutex::new(HashMap::new()) })
+        let at = Location {
+            broker: Some(cfg.brokers.join(",")),
+            ..Default::default()
+        };
+        let build = ClientBuilder::new(cfg.brokers.clone())
+            .client_id(cfg.client_id.as_str())
+            .build();
+        let client = bounded(
+            build,
+            cfg.connect_timeout + cfg.request_timeout,
+            "producer connect",
+            at,
+        )
+        .await?;
+        Ok(Producer {
+            client,
+            cfg: cfg.clone(),
+            partitions: Mutex::new(HashMap::new()),
+        })
     }
 
     pub async fn partition_count(&self, topic: &str) -> Result<i32, KafkaError> {
-        let at = Location { topic: Some(topic.to_string()), ..Default::default() };
-        let topics = bounded(self.client.list_topics(), self.cfg.request_timeout, "list topics", at.clone()).await?;
+        let at = Location {
+            topic: Some(topic.to_string()),
+            ..Default::default()
+        };
+        let topics = bounded(
+            self.client.list_topics(),
+            self.cfg.request_timeout,
+            "list topics",
+            at.clone(),
+        )
+        .await?;
         let t = topics
             .into_iter()
             .find(|t| t.name == topic)
-            .ok_or(KafkaError::Broker { at, api: "Metadata", code: 3 })?;
+            .ok_or(KafkaError::Broker {
+                at,
+                api: "Metadata",
+                code: 3,
+            })?;
         Ok(t.partitions.len() as i32)
     }
 
     /// Appends `records` to one partition; returns their offsets.
-    pub async fn send(&self, topic: &str, partition: i32, records: Vec<OutRecord>) -> Result<Vec<i64>, KafkaError> {
+    pub async fn send(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Vec<OutRecord>,
+    ) -> Result<Vec<i64>, KafkaError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -64,18 +97,38 @@ impl Producer {
             })
             .collect();
         let at = Location::partition(None, topic, partition);
-        bounded(pc.produce(records, Compression::NoCompression), self.cfg.request_timeout, "produce", at).await
+        bounded(
+            pc.produce(records, Compression::NoCompression),
+            self.cfg.request_timeout,
+            "produce",
+            at,
+        )
+        .await
     }
 
-    async fn partition_client(&self, topic: &str, partition: i32) -> Result<Arc<PartitionClient>, KafkaError> {
+    async fn partition_client(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<PartitionClient>, KafkaError> {
         let mut map = self.partitions.lock().await;
         if let Some(pc) = map.get(&(topic.to_string(), partition)) {
             return Ok(pc.clone());
         }
         let at = Location::partition(None, topic, partition);
         // Retry: a topic created a moment ago may not be known to every broker yet.
-        let fut = self.client.partition_client(topic, partition, UnknownTopicHandling::Retry);
-        let pc = Arc::new(bounded(fut, self.cfg.request_timeout, "producer partition lookup", at).await?);
+        let fut = self
+            .client
+            .partition_client(topic, partition, UnknownTopicHandling::Retry);
+        let pc = Arc::new(
+            bounded(
+                fut,
+                self.cfg.request_timeout,
+                "producer partition lookup",
+                at,
+            )
+            .await?,
+        );
         map.insert((topic.to_string(), partition), pc.clone());
         Ok(pc)
     }
@@ -89,7 +142,10 @@ async fn bounded<T>(
 ) -> Result<T, KafkaError> {
     match tokio::time::timeout(after, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(KafkaError::Produce { at, source: Box::new(e) }),
+        Ok(Err(e)) => Err(KafkaError::Produce {
+            at,
+            source: Box::new(e),
+        }),
         Err(_) => Err(KafkaError::Timeout { at, op, after }),
     }
 }
@@ -100,7 +156,7 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     if partitions <= 0 {
         return 0;
     }
-    ((murmur2(key) & 0x7fff_ffff) as i32) % partitions
+    (murmur2(key) & 0x7fff_ffff) % partitions
 }
 
 /// Kafka's `Utils.murmur2` (32-bit MurmurHash2, seed 0x9747b28c), bit for bit.
@@ -146,7 +202,10 @@ mod tests {
             (b"foobar", -790332482),
             (b"a-little-bit-long-string", -985981536),
             (b"a-little-bit-longer-string", -1486304829),
-            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58897971),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58897971,
+            ),
             (b"abc", 479470107),
         ];
         for (key, want) in cases {

@@ -65,7 +65,8 @@ pub struct BatchHeader {
 
 impl BatchHeader {
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
     pub fn is_transactional(&self) -> bool {
         self.attributes & TRANSACTIONAL != 0
@@ -94,7 +95,10 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn at(offset: i64, reason: impl Into<String>) -> Self {
-        DecodeError { offset: Some(offset), reason: reason.into() }
+        DecodeError {
+            offset: Some(offset),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -133,7 +137,11 @@ pub struct Batches {
 
 impl Batches {
     pub fn new(records: Bytes) -> Self {
-        Batches { buf: records, pos: 0, truncated: None }
+        Batches {
+            buf: records,
+            pos: 0,
+            truncated: None,
+        }
     }
 
     fn next_batch(&mut self) -> Option<Result<RawBatch, DecodeError>> {
@@ -144,32 +152,49 @@ impl Batches {
         let at = &self.buf[self.pos..];
         if rest < LOG_OVERHEAD {
             let base_offset = (rest >= 8).then(|| be_i64(&at[..8]));
-            self.truncated = Some(TruncatedTail { base_offset, declared_size: None });
+            self.truncated = Some(TruncatedTail {
+                base_offset,
+                declared_size: None,
+            });
             return None;
         }
         let base_offset = be_i64(&at[..8]);
         let batch_length = i32::from_be_bytes([at[8], at[9], at[10], at[11]]);
         if batch_length < 0 {
-            return Some(Err(DecodeError::at(base_offset, format!("negative batch length {batch_length}"))));
+            return Some(Err(DecodeError::at(
+                base_offset,
+                format!("negative batch length {batch_length}"),
+            )));
         }
         let size = LOG_OVERHEAD + batch_length as usize;
         if rest < size {
-            self.truncated = Some(TruncatedTail { base_offset: Some(base_offset), declared_size: Some(size) });
+            self.truncated = Some(TruncatedTail {
+                base_offset: Some(base_offset),
+                declared_size: Some(size),
+            });
             return None;
         }
         // Legacy message sets keep the magic byte at the same position.
         if size <= MAGIC_POS {
-            return Some(Err(DecodeError::at(base_offset, format!("batch length {batch_length} too small"))));
+            return Some(Err(DecodeError::at(
+                base_offset,
+                format!("batch length {batch_length} too small"),
+            )));
         }
         let magic = at[MAGIC_POS] as i8;
         if magic != 2 {
             return Some(Err(DecodeError::at(
                 base_offset,
-                format!("unsupported record format magic {magic} (only v2 RecordBatch is supported; legacy message sets are not)"),
+                format!(
+                    "unsupported record format magic {magic} (only v2 RecordBatch is supported; legacy message sets are not)"
+                ),
             )));
         }
         if size < HEADER_LEN {
-            return Some(Err(DecodeError::at(base_offset, format!("batch length {batch_length} shorter than the v2 header"))));
+            return Some(Err(DecodeError::at(
+                base_offset,
+                format!("batch length {batch_length} shorter than the v2 header"),
+            )));
         }
         let batch = self.buf.slice(self.pos..self.pos + size);
         self.pos += size;
@@ -198,7 +223,12 @@ fn be_i64(s: &[u8]) -> i64 {
 /// `batch` is exactly one complete batch of at least HEADER_LEN bytes.
 fn parse_batch(batch: Bytes) -> Result<RawBatch, DecodeError> {
     let base_offset = be_i64(&batch[..8]);
-    let stored = u32::from_be_bytes([batch[CRC_POS], batch[CRC_POS + 1], batch[CRC_POS + 2], batch[CRC_POS + 3]]);
+    let stored = u32::from_be_bytes([
+        batch[CRC_POS],
+        batch[CRC_POS + 1],
+        batch[CRC_POS + 2],
+        batch[CRC_POS + 3],
+    ]);
     let computed = crc32c::crc32c(&batch[ATTRIBUTES_POS..]);
     if stored != computed {
         return Err(DecodeError::at(
@@ -224,10 +254,16 @@ fn parse_batch(batch: Bytes) -> Result<RawBatch, DecodeError> {
         record_count: r.i32("recordCount").map_err(e)?,
     };
     if header.record_count < 0 {
-        return Err(DecodeError::at(base_offset, format!("negative record count {}", header.record_count)));
+        return Err(DecodeError::at(
+            base_offset,
+            format!("negative record count {}", header.record_count),
+        ));
     }
     if header.last_offset_delta < 0 {
-        return Err(DecodeError::at(base_offset, format!("negative lastOffsetDelta {}", header.last_offset_delta)));
+        return Err(DecodeError::at(
+            base_offset,
+            format!("negative lastOffsetDelta {}", header.last_offset_delta),
+        ));
     }
     let body = r.bytes(r.remaining(), "records").map_err(e)?;
     Ok(RawBatch { header, body })
@@ -260,7 +296,10 @@ impl RawBatch {
             .as_ref()
             .ok_or_else(|| DecodeError::at(base, "control record without key"))?;
         if key.len() < 4 {
-            return Err(DecodeError::at(base, format!("control record key of {} bytes", key.len())));
+            return Err(DecodeError::at(
+                base,
+                format!("control record key of {} bytes", key.len()),
+            ));
         }
         // key = version i16, type i16; versions > 0 only append fields.
         Ok(match i16::from_be_bytes([key[2], key[3]]) {
@@ -271,7 +310,11 @@ impl RawBatch {
     }
 }
 
-fn decode_records(h: &BatchHeader, data: Bytes, min_offset: i64) -> Result<Vec<ConsumedRecord>, DecodeError> {
+fn decode_records(
+    h: &BatchHeader,
+    data: Bytes,
+    min_offset: i64,
+) -> Result<Vec<ConsumedRecord>, DecodeError> {
     let base = h.base_offset;
     let count = h.record_count as usize;
     let mut out = Vec::with_capacity(count.min(data.len() / MIN_RECORD_LEN + 1));
@@ -280,7 +323,10 @@ fn decode_records(h: &BatchHeader, data: Bytes, min_offset: i64) -> Result<Vec<C
         let e = |w: WireError| DecodeError::at(base, format!("record {i}: {}", w.0));
         let len = r.varint("record length").map_err(e)?;
         if len < 0 {
-            return Err(DecodeError::at(base, format!("record {i}: negative length {len}")));
+            return Err(DecodeError::at(
+                base,
+                format!("record {i}: negative length {len}"),
+            ));
         }
         let mut rec = Reader::new(r.bytes(len as usize, "record").map_err(e)?);
         let _attributes = rec.i8("record attributes").map_err(e)?;
@@ -296,7 +342,10 @@ fn decode_records(h: &BatchHeader, data: Bytes, min_offset: i64) -> Result<Vec<C
         let value = rec.varint_bytes("value").map_err(e)?;
         let n_headers = rec.varint("header count").map_err(e)?;
         if n_headers < 0 || n_headers as usize > rec.remaining() {
-            return Err(DecodeError::at(base, format!("record {i}: bad header count {n_headers}")));
+            return Err(DecodeError::at(
+                base,
+                format!("record {i}: bad header count {n_headers}"),
+            ));
         }
         let mut headers = Vec::with_capacity(n_headers as usize);
         for _ in 0..n_headers {
@@ -304,19 +353,29 @@ fn decode_records(h: &BatchHeader, data: Bytes, min_offset: i64) -> Result<Vec<C
                 .varint_bytes("header key")
                 .map_err(e)?
                 .ok_or_else(|| DecodeError::at(base, format!("record {i}: null header key")))?;
-            let key = String::from_utf8(k.to_vec())
-                .map_err(|_| DecodeError::at(base, format!("record {i}: header key is not UTF-8")))?;
+            let key = String::from_utf8(k.to_vec()).map_err(|_| {
+                DecodeError::at(base, format!("record {i}: header key is not UTF-8"))
+            })?;
             let value = rec.varint_bytes("header value").map_err(e)?;
             headers.push(RecordHeader { key, value });
         }
         if offset >= min_offset {
-            out.push(ConsumedRecord { offset, timestamp_ms, key, value, headers });
+            out.push(ConsumedRecord {
+                offset,
+                timestamp_ms,
+                key,
+                value,
+                headers,
+            });
         }
     }
     if r.remaining() != 0 {
         return Err(DecodeError::at(
             base,
-            format!("{} bytes left after the {count} records the batch declares", r.remaining()),
+            format!(
+                "{} bytes left after the {count} records the batch declares",
+                r.remaining()
+            ),
         ));
     }
     Ok(out)
@@ -334,11 +393,16 @@ mod tests {
 
     #[test]
     fn decodes_fields_nulls_and_headers() {
-        let b = BatchSpec::data(100, vec![
-            Rec::kv(Some(b"k1"), Some(b"v1")).header("h-null", None).header("h", Some(b"x")),
-            Rec::kv(None, None),
-            Rec::kv(Some(b""), Some(b"")),
-        ])
+        let b = BatchSpec::data(
+            100,
+            vec![
+                Rec::kv(Some(b"k1"), Some(b"v1"))
+                    .header("h-null", None)
+                    .header("h", Some(b"x")),
+                Rec::kv(None, None),
+                Rec::kv(Some(b""), Some(b"")),
+            ],
+        )
         .base_timestamp(1_700_000_000_000)
         .encode();
         let mut it = Batches::new(blob(&[b]));
@@ -353,7 +417,13 @@ mod tests {
         assert_eq!(recs[0].timestamp_ms, 1_700_000_000_000);
         assert_eq!(recs[1].timestamp_ms, 1_700_000_000_001);
         assert_eq!(recs[0].key.as_deref(), Some(&b"k1"[..]));
-        assert_eq!(recs[0].headers[0], RecordHeader { key: "h-null".into(), value: None });
+        assert_eq!(
+            recs[0].headers[0],
+            RecordHeader {
+                key: "h-null".into(),
+                value: None
+            }
+        );
         assert_eq!(recs[0].headers[1].value.as_deref(), Some(&b"x"[..]));
         assert_eq!((recs[1].key.clone(), recs[1].value.clone()), (None, None));
         assert_eq!(recs[2].key.as_deref(), Some(&b""[..]), "empty is not null");
@@ -364,9 +434,18 @@ mod tests {
     fn uncompressed_values_are_zero_copy() {
         let b = blob(&[BatchSpec::data(0, vec![Rec::kv(None, Some(b"payload"))]).encode()]);
         let range = b.as_ptr() as usize..b.as_ptr() as usize + b.len();
-        let rec = Batches::new(b.clone()).next().unwrap().unwrap().records(0).unwrap().remove(0);
+        let rec = Batches::new(b.clone())
+            .next()
+            .unwrap()
+            .unwrap()
+            .records(0)
+            .unwrap()
+            .remove(0);
         let v = rec.value.unwrap();
-        assert!(range.contains(&(v.as_ptr() as usize)), "value should point into the response buffer");
+        assert!(
+            range.contains(&(v.as_ptr() as usize)),
+            "value should point into the response buffer"
+        );
     }
 
     #[test]
@@ -376,7 +455,12 @@ mod tests {
             .max_timestamp(99)
             .log_append_time()
             .encode();
-        let recs = Batches::new(blob(&[b])).next().unwrap().unwrap().records(0).unwrap();
+        let recs = Batches::new(blob(&[b]))
+            .next()
+            .unwrap()
+            .unwrap()
+            .records(0)
+            .unwrap();
         assert_eq!(recs[0].timestamp_ms, 99);
     }
 
@@ -423,30 +507,52 @@ mod tests {
         b[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
         let mut it = Batches::new(blob(&[b]));
         assert!(it.next().is_none());
-        assert_eq!(it.truncated.unwrap().declared_size, Some(12 + i32::MAX as usize));
+        assert_eq!(
+            it.truncated.unwrap().declared_size,
+            Some(12 + i32::MAX as usize)
+        );
         // Huge record count with a valid CRC: error, no giant Vec.
-        let b = BatchSpec::data(0, vec![Rec::kv(None, Some(b"v"))]).record_count(i32::MAX).encode();
+        let b = BatchSpec::data(0, vec![Rec::kv(None, Some(b"v"))])
+            .record_count(i32::MAX)
+            .encode();
         let batch = Batches::new(blob(&[b])).next().unwrap().unwrap();
         assert!(batch.records(0).is_err());
         // Trailing garbage after the declared records.
-        let b = BatchSpec::data(0, vec![Rec::kv(None, Some(b"v")), Rec::kv(None, Some(b"w"))])
-            .record_count(1)
-            .encode();
+        let b = BatchSpec::data(
+            0,
+            vec![Rec::kv(None, Some(b"v")), Rec::kv(None, Some(b"w"))],
+        )
+        .record_count(1)
+        .encode();
         let batch = Batches::new(blob(&[b])).next().unwrap().unwrap();
         assert!(batch.records(0).unwrap_err().reason.contains("left after"));
     }
 
     #[test]
     fn records_before_requested_offset_are_dropped() {
-        let b = BatchSpec::data(10, (0..5).map(|i| Rec::kv(None, Some(&[i as u8][..]))).collect()).encode();
+        let b = BatchSpec::data(
+            10,
+            (0..5)
+                .map(|i| Rec::kv(None, Some(&[i as u8][..])))
+                .collect(),
+        )
+        .encode();
         let batch = Batches::new(blob(&[b])).next().unwrap().unwrap();
-        let offs: Vec<i64> = batch.records(12).unwrap().iter().map(|r| r.offset).collect();
+        let offs: Vec<i64> = batch
+            .records(12)
+            .unwrap()
+            .iter()
+            .map(|r| r.offset)
+            .collect();
         assert_eq!(offs, vec![12, 13, 14]);
     }
 
     #[test]
     fn control_batch_type() {
-        for (marker, want) in [(Marker::Abort, ControlType::Abort), (Marker::Commit, ControlType::Commit)] {
+        for (marker, want) in [
+            (Marker::Abort, ControlType::Abort),
+            (Marker::Commit, ControlType::Commit),
+        ] {
             let b = BatchSpec::control(4, 9, marker).encode();
             let batch = Batches::new(blob(&[b])).next().unwrap().unwrap();
             assert!(batch.header.is_control() && batch.header.is_transactional());
@@ -457,16 +563,31 @@ mod tests {
     #[test]
     fn each_codec_decodes() {
         let recs: Vec<Rec> = (0..200)
-            .map(|i| Rec::kv(Some(format!("k{i}").as_bytes()), Some(format!("value-{i}-{}", "x".repeat(i % 50)).as_bytes())).header("n", None))
+            .map(|i| {
+                Rec::kv(
+                    Some(format!("k{i}").as_bytes()),
+                    Some(format!("value-{i}-{}", "x".repeat(i % 50)).as_bytes()),
+                )
+                .header("n", None)
+            })
             .collect();
-        for codec in [Codec::None, Codec::Gzip, Codec::Snappy, Codec::Lz4, Codec::Zstd] {
+        for codec in [
+            Codec::None,
+            Codec::Gzip,
+            Codec::Snappy,
+            Codec::Lz4,
+            Codec::Zstd,
+        ] {
             let b = BatchSpec::data(1000, recs.clone()).codec(codec).encode();
             let batch = Batches::new(blob(&[b])).next().unwrap().unwrap();
             assert_eq!(batch.header.codec().unwrap(), codec);
             let got = batch.records(0).unwrap();
             assert_eq!(got.len(), 200, "{codec:?}");
             assert_eq!(got[199].offset, 1199);
-            assert_eq!(got[57].value.as_deref(), Some(format!("value-57-{}", "x".repeat(7)).as_bytes()));
+            assert_eq!(
+                got[57].value.as_deref(),
+                Some(format!("value-57-{}", "x".repeat(7)).as_bytes())
+            );
             assert_eq!(got[57].headers[0].value, None);
         }
         // xerial-framed snappy as the Java client writes it.
@@ -474,7 +595,12 @@ mod tests {
             .codec(Codec::Snappy)
             .compressor(|raw| test_codecs::xerial_snappy(raw, 1024))
             .encode();
-        let got = Batches::new(blob(&[b])).next().unwrap().unwrap().records(0).unwrap();
+        let got = Batches::new(blob(&[b]))
+            .next()
+            .unwrap()
+            .unwrap()
+            .records(0)
+            .unwrap();
         assert_eq!(got.len(), 200);
     }
 }

@@ -12,7 +12,11 @@ pub struct Rec {
 
 impl Rec {
     pub fn kv(key: Option<&[u8]>, value: Option<&[u8]>) -> Self {
-        Rec { key: key.map(<[u8]>::to_vec), value: value.map(<[u8]>::to_vec), headers: vec![] }
+        Rec {
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec),
+            headers: vec![],
+        }
     }
     pub fn header(mut self, k: &str, v: Option<&[u8]>) -> Self {
         self.headers.push((k.to_string(), v.map(<[u8]>::to_vec)));
@@ -26,6 +30,8 @@ pub enum Marker {
     Commit,
 }
 
+type Compressor = fn(&[u8]) -> Vec<u8>;
+
 pub struct BatchSpec {
     base_offset: i64,
     records: Vec<Rec>,
@@ -34,7 +40,7 @@ pub struct BatchSpec {
     base_timestamp: i64,
     max_timestamp: Option<i64>,
     record_count: Option<i32>,
-    compressor: Option<fn(&[u8]) -> Vec<u8>>,
+    compressor: Option<Compressor>,
 }
 
 impl BatchSpec {
@@ -86,7 +92,7 @@ impl BatchSpec {
         self.attributes = (self.attributes & !0x07) | bits;
         self
     }
-    pub fn compressor(mut self, f: fn(&[u8]) -> Vec<u8>) -> Self {
+    pub fn compressor(mut self, f: Compressor) -> Self {
         self.compressor = Some(f);
         self
     }
@@ -142,7 +148,9 @@ impl BatchSpec {
         tail.extend_from_slice(&self.attributes.to_be_bytes());
         tail.extend_from_slice(&last_delta.to_be_bytes());
         tail.extend_from_slice(&self.base_timestamp.to_be_bytes());
-        let max_ts = self.max_timestamp.unwrap_or(self.base_timestamp + (n - 1).max(0));
+        let max_ts = self
+            .max_timestamp
+            .unwrap_or(self.base_timestamp + (n - 1).max(0));
         tail.extend_from_slice(&max_ts.to_be_bytes());
         tail.extend_from_slice(&self.producer_id.to_be_bytes());
         tail.extend_from_slice(&0i16.to_be_bytes()); // producer epoch

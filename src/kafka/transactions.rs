@@ -3,6 +3,9 @@
 //! offset) overlapping the fetched range; a transactional data batch is
 //! dropped while its producer has an aborted transaction open at that point,
 //! and the producer's ABORT marker closes it.
+//!
+//! `fetch::assemble` combines this with the markers present in the response,
+//! because some brokers (Tansu) write markers but send an empty list.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -31,7 +34,10 @@ pub struct AbortedFilter {
 impl AbortedFilter {
     pub fn new(mut txns: Vec<AbortedTxn>) -> Self {
         txns.sort_by_key(|t| t.first_offset);
-        AbortedFilter { pending: txns.into(), aborted: HashSet::new() }
+        AbortedFilter {
+            pending: txns.into(),
+            aborted: HashSet::new(),
+        }
     }
 
     /// Batches must be offered in offset order. `control` is the marker type
@@ -53,7 +59,11 @@ impl AbortedFilter {
                 return Verdict::SkipAborted;
             }
         }
-        if h.is_control() { Verdict::SkipControl } else { Verdict::Deliver }
+        if h.is_control() {
+            Verdict::SkipControl
+        } else {
+            Verdict::Deliver
+        }
     }
 }
 
@@ -97,19 +107,28 @@ mod tests {
             BatchSpec::control(8, 1, Marker::Commit).encode(),
             BatchSpec::data(9, d(9)).producer(1).encode(), // idempotent, not transactional
         ];
-        let got = run(batches, vec![AbortedTxn { producer_id: 1, first_offset: 0 }]);
-        assert_eq!(got, vec![
-            (0, SkipAborted),
-            (1, Deliver),
-            (2, Deliver),
-            (3, SkipAborted),
-            (4, SkipControl),
-            (5, Deliver),
-            (6, SkipControl),
-            (7, Deliver),
-            (8, SkipControl),
-            (9, Deliver),
-        ]);
+        let got = run(
+            batches,
+            vec![AbortedTxn {
+                producer_id: 1,
+                first_offset: 0,
+            }],
+        );
+        assert_eq!(
+            got,
+            vec![
+                (0, SkipAborted),
+                (1, Deliver),
+                (2, Deliver),
+                (3, SkipAborted),
+                (4, SkipControl),
+                (5, Deliver),
+                (6, SkipControl),
+                (7, Deliver),
+                (8, SkipControl),
+                (9, Deliver),
+            ]
+        );
     }
 
     #[test]
@@ -123,12 +142,31 @@ mod tests {
             BatchSpec::data(14, d(14)).transactional(5).encode(),
             BatchSpec::control(15, 5, Marker::Abort).encode(),
         ];
-        let got = run(batches, vec![
-            AbortedTxn { producer_id: 5, first_offset: 14 },
-            AbortedTxn { producer_id: 5, first_offset: 10 },
-        ]);
+        let got = run(
+            batches,
+            vec![
+                AbortedTxn {
+                    producer_id: 5,
+                    first_offset: 14,
+                },
+                AbortedTxn {
+                    producer_id: 5,
+                    first_offset: 10,
+                },
+            ],
+        );
         let v: Vec<Verdict> = got.into_iter().map(|x| x.1).collect();
-        assert_eq!(v, vec![SkipAborted, SkipControl, Deliver, SkipControl, SkipAborted, SkipControl]);
+        assert_eq!(
+            v,
+            vec![
+                SkipAborted,
+                SkipControl,
+                Deliver,
+                SkipControl,
+                SkipAborted,
+                SkipControl
+            ]
+        );
     }
 
     #[test]

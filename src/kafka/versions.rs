@@ -25,7 +25,13 @@ impl ApiVersions {
     }
 
     /// Highest version in both our range and the broker's.
-    pub fn pick(&self, api_key: i16, ours: (i16, i16), api: &'static str, at: &Location) -> Result<i16, KafkaError> {
+    pub fn pick(
+        &self,
+        api_key: i16,
+        ours: (i16, i16),
+        api: &'static str,
+        at: &Location,
+    ) -> Result<i16, KafkaError> {
         let unsupported = |theirs: String| KafkaError::UnsupportedVersion {
             at: at.clone(),
             api,
@@ -33,7 +39,9 @@ impl ApiVersions {
             ours_max: ours.1,
             theirs,
         };
-        let (min, max) = self.range(api_key).ok_or_else(|| unsupported("none".into()))?;
+        let (min, max) = self
+            .range(api_key)
+            .ok_or_else(|| unsupported("none".into()))?;
         let v = ours.1.min(max);
         if v < ours.0 || v < min {
             return Err(unsupported(format!("{min}..={max}")));
@@ -43,25 +51,41 @@ impl ApiVersions {
 
     #[cfg(test)]
     pub fn with(ranges: &[(i16, i16, i16)]) -> Self {
-        ApiVersions { ranges: ranges.iter().map(|&(k, a, b)| (k, (a, b))).collect() }
+        ApiVersions {
+            ranges: ranges.iter().map(|&(k, a, b)| (k, (a, b))).collect(),
+        }
     }
 }
 
 impl fmt::Display for ApiVersions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.ranges.iter().map(|(k, (a, b))| format!("{k}:{a}-{b}")).collect();
+        let parts: Vec<String> = self
+            .ranges
+            .iter()
+            .map(|(k, (a, b))| format!("{k}:{a}-{b}"))
+            .collect();
         f.write_str(&parts.join(" "))
     }
 }
 
 pub fn parse_response(body: Bytes, addr: &str) -> Result<ApiVersions, KafkaError> {
-    let bad = |reason: String| KafkaError::Protocol { at: Location::broker(addr), reason };
+    let bad = |reason: String| KafkaError::Protocol {
+        at: Location::broker(addr),
+        reason,
+    };
     let mut r = Reader::new(body);
     let code = r.i16("error_code").map_err(|e| bad(e.0))?;
     if code != error::NONE && code != error::UNSUPPORTED_VERSION {
-        return Err(KafkaError::Broker { at: Location::broker(addr), api: "ApiVersions", code });
+        return Err(KafkaError::Broker {
+            at: Location::broker(addr),
+            api: "ApiVersions",
+            code,
+        });
     }
-    let n = r.array_len(6, "api_keys").map_err(|e| bad(e.0))?.unwrap_or(0);
+    let n = r
+        .array_len(6, "api_keys")
+        .map_err(|e| bad(e.0))?
+        .unwrap_or(0);
     let mut ranges = BTreeMap::new();
     for _ in 0..n {
         let key = r.i16("api_key").map_err(|e| bad(e.0))?;
@@ -84,7 +108,10 @@ mod tests {
         assert_eq!(v.pick(1, (4, 11), "Fetch", &at).unwrap(), 11);
         assert_eq!(v.pick(3, (1, 8), "Metadata", &at).unwrap(), 5);
         let e = v.pick(2, (2, 5), "ListOffsets", &at).unwrap_err();
-        assert!(e.to_string().contains("6..=9") && e.to_string().contains("b:1"), "{e}");
+        assert!(
+            e.to_string().contains("6..=9") && e.to_string().contains("b:1"),
+            "{e}"
+        );
         assert!(v.pick(99, (0, 1), "X", &at).is_err());
         let old = ApiVersions::with(&[(1, 0, 3)]);
         assert!(old.pick(1, (4, 11), "Fetch", &at).is_err());
@@ -97,6 +124,9 @@ mod tests {
         let v = parse_response(Bytes::from(b.clone()), "b").unwrap();
         assert_eq!(v.range(1), Some((0, 13)));
         b.extend_from_slice(&[0, 0, 0, 0]); // throttle
-        assert_eq!(parse_response(Bytes::from(b), "b").unwrap().range(3), Some((0, 12)));
+        assert_eq!(
+            parse_response(Bytes::from(b), "b").unwrap().range(3),
+            Some((0, 12))
+        );
     }
 }

@@ -107,7 +107,9 @@ impl Reader {
         }
         let n = n as usize;
         if n.saturating_mul(min_elem.max(1)) > self.remaining() {
-            return Err(WireError(format!("{what}: count {n} exceeds the data present")));
+            return Err(WireError(format!(
+                "{what}: count {n} exceeds the data present"
+            )));
         }
         Ok(Some(n))
     }
@@ -137,7 +139,9 @@ impl Reader {
                 return Ok(value);
             }
         }
-        Err(WireError(format!("{what}: varint longer than {max_len} bytes")))
+        Err(WireError(format!(
+            "{what}: varint longer than {max_len} bytes"
+        )))
     }
 
     /// Length-prefixed (varint) byte field of a record; -1 = null.
@@ -159,7 +163,9 @@ pub struct Writer {
 #[cfg_attr(not(test), allow(dead_code))]
 impl Writer {
     pub fn new() -> Self {
-        Writer { buf: Vec::with_capacity(128) }
+        Writer {
+            buf: Vec::with_capacity(128),
+        }
     }
     pub fn i8(&mut self, v: i8) -> &mut Self {
         self.buf.put_i8(v);
