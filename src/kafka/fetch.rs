@@ -255,13 +255,13 @@ pub fn assemble(
                 Verdict::Deliver // wholly before `offset`: nothing of it is returned anyway
             }
         };
-        let step = match verdict {
-            Verdict::Deliver => batch.records(offset).map(|r| out.records.extend(r)),
-            Verdict::SkipControl => Ok(out.control_records_skipped += count_from(h, offset)),
-            Verdict::SkipAborted => Ok(out.aborted_records_skipped += count_from(h, offset)),
-        };
-        if let Err(e) = step {
-            return fail(out, seen, e, offset);
+        match verdict {
+            Verdict::Deliver => match batch.records(offset) {
+                Ok(r) => out.records.extend(r),
+                Err(e) => return fail(out, seen, e, offset),
+            },
+            Verdict::SkipControl => out.control_records_skipped += count_from(h, offset),
+            Verdict::SkipAborted => out.aborted_records_skipped += count_from(h, offset),
         }
         out.next_offset = out.next_offset.max(h.last_offset().saturating_add(1));
     }

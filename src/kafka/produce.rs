@@ -156,7 +156,7 @@ pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
     if partitions <= 0 {
         return 0;
     }
-    ((murmur2(key) & 0x7fff_ffff) as i32) % partitions
+    (murmur2(key) & 0x7fff_ffff) % partitions
 }
 
 /// Kafka's `Utils.murmur2` (32-bit MurmurHash2, seed 0x9747b28c), bit for bit.

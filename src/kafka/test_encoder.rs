@@ -30,6 +30,8 @@ pub enum Marker {
     Commit,
 }
 
+type Compressor = fn(&[u8]) -> Vec<u8>;
+
 pub struct BatchSpec {
     base_offset: i64,
     records: Vec<Rec>,
@@ -38,7 +40,7 @@ pub struct BatchSpec {
     base_timestamp: i64,
     max_timestamp: Option<i64>,
     record_count: Option<i32>,
-    compressor: Option<fn(&[u8]) -> Vec<u8>>,
+    compressor: Option<Compressor>,
 }
 
 impl BatchSpec {
@@ -90,7 +92,7 @@ impl BatchSpec {
         self.attributes = (self.attributes & !0x07) | bits;
         self
     }
-    pub fn compressor(mut self, f: fn(&[u8]) -> Vec<u8>) -> Self {
+    pub fn compressor(mut self, f: Compressor) -> Self {
         self.compressor = Some(f);
         self
     }

@@ -3,6 +3,9 @@
 //! offset) overlapping the fetched range; a transactional data batch is
 //! dropped while its producer has an aborted transaction open at that point,
 //! and the producer's ABORT marker closes it.
+//!
+//! `fetch::assemble` combines this with the markers present in the response,
+//! because some brokers (Tansu) write markers but send an empty list.
 
 use std::collections::{HashSet, VecDeque};
 
