@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, Settings};
+use crate::pipeline::PipelineError;
 use crate::store::StoreError;
 
 #[derive(Debug, Parser)]
@@ -77,6 +78,9 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
             return exit::CONFIG;
         }
         if let Some(StoreError::Locked { .. }) = cause.downcast_ref::<StoreError>() {
+            return exit::STORE_LOCKED;
+        }
+        if let Some(PipelineError::Store(StoreError::Locked { .. })) = cause.downcast_ref::<PipelineError>() {
             return exit::STORE_LOCKED;
         }
     }

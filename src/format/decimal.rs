@@ -49,12 +49,55 @@ impl Decimal {
         (i == b.len()).then(|| Decimal(text.to_string()))
     }
 
+    /// Integer and fractional digit counts once any exponent is applied,
+    /// ignoring leading zeros of the integer part and trailing zeros of the fraction.
+    pub fn digits(&self) -> (i64, i64) {
+        let text = self.0.trim_start_matches('-');
+        let (mantissa, exp) = match text.find(['e', 'E']) {
+            Some(i) => (&text[..i], text[i + 1..].parse::<i64>().unwrap_or(i64::MAX / 4)),
+            None => (text, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        let int = int.trim_start_matches('0');
+        let frac = frac.trim_end_matches('0');
+        if int.is_empty() && frac.is_empty() {
+            return (0, 0);
+        }
+        let int_digits = int.len() as i64 + exp;
+        let frac_digits = frac.len() as i64 - exp;
+        (int_digits.max(0), frac_digits.max(0))
+    }
+
+    /// Kill Bill keeps amounts in a fixed-precision column; a value far
+    /// beyond any real usage is refused rather than truncated somewhere later.
+    pub fn check_range(&self) -> Result<(), String> {
+        let (int, frac) = self.digits();
+        if int > MAX_INTEGER_DIGITS || frac > MAX_FRACTION_DIGITS {
+            return Err(format!(
+                "{} is out of range (at most {MAX_INTEGER_DIGITS} integer and {MAX_FRACTION_DIGITS} fractional digits)",
+                abbreviate(&self.0)
+            ));
+        }
+        Ok(())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
     pub fn is_negative(&self) -> bool {
         self.0.starts_with('-') && self.0.bytes().any(|c| matches!(c, b'1'..=b'9'))
+    }
+}
+
+pub const MAX_INTEGER_DIGITS: i64 = 38;
+pub const MAX_FRACTION_DIGITS: i64 = 38;
+
+fn abbreviate(s: &str) -> String {
+    if s.len() <= 40 {
+        s.to_string()
+    } else {
+        format!("{}…({} chars)", &s[..32], s.len())
     }
 }
 
@@ -91,6 +134,18 @@ mod tests {
         ] {
             assert!(Decimal::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn range() {
+        assert_eq!(Decimal::parse("00012.3400").unwrap().digits(), (2, 2));
+        assert_eq!(Decimal::parse("1.5e3").unwrap().digits(), (4, 0));
+        assert_eq!(Decimal::parse("1e-7").unwrap().digits(), (0, 7));
+        assert!(Decimal::parse("1e400").unwrap().check_range().is_err());
+        assert!(Decimal::parse("1e-400").unwrap().check_range().is_err());
+        assert!(Decimal::parse(&"9".repeat(39)).unwrap().check_range().is_err());
+        assert!(Decimal::parse("100000000000000000000000.000001").unwrap().check_range().is_ok());
+        assert!(Decimal::parse("1e99999999999999999999").unwrap().check_range().is_err());
     }
 
     #[test]

@@ -173,7 +173,9 @@ fn amount(v: &RawValue, path: &str) -> Result<Decimal, DecodeError> {
     } else {
         Decimal::parse(text)
     };
-    parsed.ok_or_else(|| DecodeError::field(path, format!("expected a decimal number, got {text}")))
+    let decimal = parsed.ok_or_else(|| DecodeError::field(path, format!("expected a decimal number, got {text}")))?;
+    decimal.check_range().map_err(|e| DecodeError::field(path, e))?;
+    Ok(decimal)
 }
 
 fn raw_kind(v: &RawValue) -> &'static str {

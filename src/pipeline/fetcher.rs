@@ -38,6 +38,7 @@ impl Fetcher {
             self.shared.pipeline.retry_max,
         );
         loop {
+            let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
                 r = self.consumer.fetch(offset, kafka.fetch_max_bytes, kafka.fetch_max_wait) => r,
@@ -46,7 +47,15 @@ impl Fetcher {
                 Ok(f) => {
                     backoff.reset();
                     if f.next_offset <= offset && f.records.is_empty() {
-                        continue; // long poll came back empty
+                        // Nothing resolvable yet. An open transaction answers at
+                        // once (its records are held back), so wait out the poll
+                        // interval here rather than spin.
+                        let rest = kafka.fetch_max_wait.saturating_sub(started.elapsed());
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(rest) => {}
+                        }
+                        continue;
                     }
                     let next = f.next_offset.max(offset);
                     let batch = Fetched {

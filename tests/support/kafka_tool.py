@@ -334,7 +334,9 @@ def cmd_produce(args):
     fixed_key = args.key.encode() if args.key is not None else None
     data = sys.stdin.buffer.read()
     skipped = 0
-    if args.whole:
+    if args.null_value:
+        produce_one(producer, tracker, args.topic, None, fixed_key, args.partition, headers)
+    elif args.whole:
         produce_one(producer, tracker, args.topic, data, fixed_key, args.partition, headers)
     else:
         for line in data.split(b"\n"):
@@ -800,6 +802,7 @@ def main(argv=None):
     p.add_argument("--header", action="append", help="K=V header (K alone: null value); repeatable")
     p.add_argument("--whole", action="store_true", help="stdin is ONE record value, verbatim (for data/bad-input files)")
     p.add_argument("--keep-empty", action="store_true", help="produce blank lines as records too")
+    p.add_argument("--null-value", action="store_true", help="produce ONE record with a null value (tombstone); stdin ignored")
     p.set_defaults(fn=cmd_produce)
 
     p = producer_opts(with_broker(sub.add_parser("produce-null-header", help="records with a null-valued header")))
