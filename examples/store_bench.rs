@@ -2,7 +2,7 @@
 //! commit, bytes on disk per ID, index rebuild time and RSS.
 //!
 //!   cargo run --release --example store_bench -- write DIR IDS [BATCH] [PARTITIONS] [realistic|short] [GROUP]
-//!   cargo run --release --example store_bench -- open DIR          # fresh process: rebuild time + RSS
+//!   cargo run --release --example store_bench -- open DIR [CACHE_MB]   # fresh process: rebuild time + RSS
 //!   cargo run --release --example store_bench -- index N [table|hashset-id|hashset-sip]
 //!
 //! `write` commits IDS ids in batches of BATCH (default 1000) round-robin over
@@ -28,7 +28,11 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
     let mut n = 0;
     for e in std::fs::read_dir(p).unwrap().flatten() {
         let m = e.metadata().unwrap();
-        n += if m.is_dir() { dir_bytes(&e.path()) } else { m.len() };
+        n += if m.is_dir() {
+            dir_bytes(&e.path())
+        } else {
+            m.len()
+        };
     }
     n
 }
@@ -38,9 +42,20 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
 fn key(i: u64, realistic: bool) -> String {
     if realistic {
         let h = xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes());
-        let t = ["0d96d663-00c1-4ff7-8324-d97cc551d6b3", "7f1c2a3e-5b6d-4e8f-9a0b-1c2d3e4f5a6b"][(i % 2) as usize];
+        let t = [
+            "0d96d663-00c1-4ff7-8324-d97cc551d6b3",
+            "7f1c2a3e-5b6d-4e8f-9a0b-1c2d3e4f5a6b",
+        ][(i % 2) as usize];
         let u = format!("{h:032x}");
-        format!("{t}/sub-{:06}/{}-{}-{}-{}-{}", i % 50_000, &u[0..8], &u[8..12], &u[12..16], &u[16..20], &u[20..32])
+        format!(
+            "{t}/sub-{:06}/{}-{}-{}-{}-{}",
+            i % 50_000,
+            &u[0..8],
+            &u[8..12],
+            &u[12..16],
+            &u[16..20],
+            &u[20..32]
+        )
     } else {
         format!("evt-{i:010}")
     }
@@ -53,7 +68,11 @@ fn write(args: &[String]) {
     let parts: i32 = args.get(3).map_or(8, |s| s.parse().unwrap());
     let realistic = args.get(4).is_none_or(|s| s == "realistic");
     let group: usize = args.get(5).map_or(1, |s| s.parse().unwrap());
-    let store = Store::open(&StoreConfig { path: dir.clone(), cache_capacity_bytes: 64 << 20 }).unwrap();
+    let store = Store::open(&StoreConfig {
+        path: dir.clone(),
+        cache_capacity_bytes: 64 << 20,
+    })
+    .unwrap();
     let route = "usage";
     let mut next_offset = vec![0i64; parts as usize];
     let mut i = 0u64;
@@ -101,7 +120,10 @@ fn write(args: &[String]) {
         "write ids={ids} batch={batch} partitions={parts} keys={} group={group} commits={commits}",
         if realistic { "realistic" } else { "short" }
     );
-    println!("  commit wall {commit_time:.2}s (excl. key generation {prep_time:.2}s) => {:.0} ids/s", ids as f64 / commit_time);
+    println!(
+        "  commit wall {commit_time:.2}s (excl. key generation {prep_time:.2}s) => {:.0} ids/s",
+        ids as f64 / commit_time
+    );
     println!(
         "  per commit: txn {:.3} ms, flush {:.3} ms",
         txn * 1e3 / commits as f64,
@@ -116,9 +138,14 @@ fn write(args: &[String]) {
 
 fn open(args: &[String]) {
     let dir = PathBuf::from(&args[0]);
+    let cache_mb: u64 = args.get(1).map_or(64, |s| s.parse().unwrap());
     let before = rss_kb("VmRSS:");
     let t = Instant::now();
-    let store = Store::open(&StoreConfig { path: dir, cache_capacity_bytes: 64 << 20 }).unwrap();
+    let store = Store::open(&StoreConfig {
+        path: dir,
+        cache_capacity_bytes: cache_mb << 20,
+    })
+    .unwrap();
     let open_time = t.elapsed();
     println!(
         "open ids={} open {:.3}s (index rebuild {:.3}s) index {} MB; RSS before {} MB, after {} MB, peak {} MB",
@@ -131,11 +158,16 @@ fn open(args: &[String]) {
         rss_kb("VmHWM:") >> 10,
     );
     // Lookup cost on the rebuilt index (misses dominate: most records are new).
-    let probes: Vec<u128> = (0..2_000_000u64).map(|i| digest("usage", &format!("miss-{i}"))).collect();
+    let probes: Vec<u128> = (0..2_000_000u64)
+        .map(|i| digest("usage", &format!("miss-{i}")))
+        .collect();
     let t = Instant::now();
     let hits = probes.iter().filter(|d| store.contains(**d)).count();
     let miss = t.elapsed().as_secs_f64() / probes.len() as f64;
-    let k = format!("0d96d663-00c1-4ff7-8324-d97cc551d6b3/sub-000042/{}", "ab12cd34-0000-4000-8000-0123456789ab");
+    let k = format!(
+        "0d96d663-00c1-4ff7-8324-d97cc551d6b3/sub-000042/{}",
+        "ab12cd34-0000-4000-8000-0123456789ab"
+    );
     let t = Instant::now();
     let mut acc = 0u128;
     for _ in 0..1_000_000 {
@@ -167,11 +199,15 @@ impl Hasher for Identity {
 fn index(args: &[String]) {
     let n: u64 = args[0].parse().unwrap();
     let kind = args.get(1).map_or("table", String::as_str);
-    let ds: Vec<u128> = (0..n).map(|i| xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes())).collect();
-    let probe: Vec<u128> = (n..n + 1_000_000).map(|i| xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes())).collect();
+    let ds: Vec<u128> = (0..n)
+        .map(|i| xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes()))
+        .collect();
+    let probe: Vec<u128> = (n..n + 1_000_000)
+        .map(|i| xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes()))
+        .collect();
     let base = rss_kb("VmRSS:");
     let t = Instant::now();
-    // Growing one insert at a time (no presizing), as a worst case.
+    // `*-presized` know n up front (the store does, from its counters); the others grow.
     macro_rules! run {
         ($set:expr, $ins:ident, $has:ident) => {{
             let mut s = $set;
@@ -200,7 +236,20 @@ fn index(args: &[String]) {
     }
     match kind {
         "table" => run!(T(DigestIndex::default()), insert, has),
-        "hashset-id" => run!(HashSet::<u128, BuildHasherDefault<Identity>>::default(), insert, contains),
+        "table-presized" => run!(T(DigestIndex::with_expected(n as usize)), insert, has),
+        "hashset-id" => run!(
+            HashSet::<u128, BuildHasherDefault<Identity>>::default(),
+            insert,
+            contains
+        ),
+        "hashset-id-presized" => run!(
+            HashSet::<u128, BuildHasherDefault<Identity>>::with_capacity_and_hasher(
+                n as usize,
+                Default::default()
+            ),
+            insert,
+            contains
+        ),
         "hashset-sip" => run!(HashSet::<u128>::new(), insert, contains),
         other => panic!("unknown index kind {other}"),
     }
