@@ -44,6 +44,10 @@ impl DigestIndex {
         self.len + self.has_zero as usize
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Bytes held by the table (for metrics/reporting).
     pub fn heap_bytes(&self) -> usize {
         self.slots.capacity() * 16 + self.tags.capacity()
