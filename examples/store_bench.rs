@@ -2,7 +2,7 @@
 //! commit, bytes on disk per ID, index rebuild time and RSS.
 //!
 //!   cargo run --release --example store_bench -- write DIR IDS [BATCH] [PARTITIONS] [realistic|short] [GROUP]
-//!   cargo run --release --example store_bench -- open DIR          # fresh process: rebuild time + RSS
+//!   cargo run --release --example store_bench -- open DIR [CACHE_MB]   # fresh process: rebuild time + RSS
 //!   cargo run --release --example store_bench -- index N [table|hashset-id|hashset-sip]
 //!
 //! `write` commits IDS ids in batches of BATCH (default 1000) round-robin over
@@ -138,11 +138,12 @@ fn write(args: &[String]) {
 
 fn open(args: &[String]) {
     let dir = PathBuf::from(&args[0]);
+    let cache_mb: u64 = args.get(1).map_or(64, |s| s.parse().unwrap());
     let before = rss_kb("VmRSS:");
     let t = Instant::now();
     let store = Store::open(&StoreConfig {
         path: dir,
-        cache_capacity_bytes: 64 << 20,
+        cache_capacity_bytes: cache_mb << 20,
     })
     .unwrap();
     let open_time = t.elapsed();
@@ -206,7 +207,7 @@ fn index(args: &[String]) {
         .collect();
     let base = rss_kb("VmRSS:");
     let t = Instant::now();
-    // Growing one insert at a time (no presizing), as a worst case.
+    // `*-presized` know n up front (the store does, from its counters); the others grow.
     macro_rules! run {
         ($set:expr, $ins:ident, $has:ident) => {{
             let mut s = $set;
@@ -235,8 +236,17 @@ fn index(args: &[String]) {
     }
     match kind {
         "table" => run!(T(DigestIndex::default()), insert, has),
+        "table-presized" => run!(T(DigestIndex::with_expected(n as usize)), insert, has),
         "hashset-id" => run!(
             HashSet::<u128, BuildHasherDefault<Identity>>::default(),
+            insert,
+            contains
+        ),
+        "hashset-id-presized" => run!(
+            HashSet::<u128, BuildHasherDefault<Identity>>::with_capacity_and_hasher(
+                n as usize,
+                Default::default()
+            ),
             insert,
             contains
         ),

@@ -18,9 +18,14 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(45);
 /// stop it with SIGTERM and check it exited 0.
 fn run_until_delivered(dir: &Path, config: &Path, expected: usize) -> Vec<Value> {
     let out = dir.join("delivered.jsonl");
-    let mut tally = TallyProcess::spawn_in(dir, &["run", "--config", config.to_str().unwrap()], &[]);
+    let mut tally =
+        TallyProcess::spawn_in(dir, &["run", "--config", config.to_str().unwrap()], &[]);
     let reached = wait_until(RUN_TIMEOUT, || {
-        assert!(tally.is_running(), "tally exited early:\n{}", tally.stderr());
+        assert!(
+            tally.is_running(),
+            "tally exited early:\n{}",
+            tally.stderr()
+        );
         count_lines(&out) >= expected
     });
     assert!(
@@ -32,7 +37,11 @@ fn run_until_delivered(dir: &Path, config: &Path, expected: usize) -> Vec<Value>
     // Anything beyond `expected` would be a duplicate: give it a moment to show.
     std::thread::sleep(Duration::from_millis(700));
     let status = tally.terminate_and_wait(EXIT_TIMEOUT);
-    assert!(status.success(), "tally exit {status:?}; stderr:\n{}", tally.stderr());
+    assert!(
+        status.success(),
+        "tally exit {status:?}; stderr:\n{}",
+        tally.stderr()
+    );
     read_jsonl(&out)
 }
 
@@ -72,7 +81,12 @@ fn usage_key(event: &str) -> String {
     )
 }
 
-fn setup(prefix: &str, partitions: u32, format: &str, route_extra: &str) -> (tempfile::TempDir, String, PathBuf) {
+fn setup(
+    prefix: &str,
+    partitions: u32,
+    format: &str,
+    route_extra: &str,
+) -> (tempfile::TempDir, String, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let topic = unique_topic(prefix);
     create_topic(&topic, partitions);
@@ -85,7 +99,10 @@ fn delivers_each_event_once_and_a_restart_delivers_nothing_again() {
     let (dir, topic, config) = setup("e2e-restart", 4, "killbill-usage", "");
     let events = gen_usage(600, 0.15, 2, 11);
     let distinct: BTreeSet<String> = events.iter().map(|e| usage_key(e)).collect();
-    assert!(distinct.len() < events.len(), "generator made no duplicates");
+    assert!(
+        distinct.len() < events.len(),
+        "generator made no duplicates"
+    );
     produce_jsonl(&topic, &events, Some("/trackingId"));
 
     let lines = run_until_delivered(dir.path(), &config, distinct.len());
@@ -110,10 +127,18 @@ fn delivers_each_event_once_and_a_restart_delivers_nothing_again() {
     let mut second: Vec<String> = more.clone();
     second.extend(events.iter().take(50).cloned());
     produce_jsonl(&topic, &second, Some("/trackingId"));
-    let new_keys: BTreeSet<String> = more.iter().map(|e| usage_key(e)).filter(|k| !distinct.contains(k)).collect();
+    let new_keys: BTreeSet<String> = more
+        .iter()
+        .map(|e| usage_key(e))
+        .filter(|k| !distinct.contains(k))
+        .collect();
     let lines = run_until_delivered(dir.path(), &config, distinct.len() + new_keys.len());
     let keys = dedupe_keys(&lines);
-    assert_eq!(keys.len(), distinct.len() + new_keys.len(), "a restart re-delivered something");
+    assert_eq!(
+        keys.len(),
+        distinct.len() + new_keys.len(),
+        "a restart re-delivered something"
+    );
     let all: BTreeSet<String> = distinct.union(&new_keys).cloned().collect();
     assert_eq!(keys.into_iter().collect::<BTreeSet<_>>(), all);
     assert_fully_committed(dir.path(), &config, 4);
@@ -122,7 +147,13 @@ fn delivers_each_event_once_and_a_restart_delivers_nothing_again() {
 #[test]
 fn exact_amounts_survive_byte_for_byte() {
     let (dir, topic, config) = setup("e2e-amounts", 1, "killbill-usage", "");
-    let amounts = ["0.1", "12.345678901234567890123", "100000000000000000000000.000001", "1e-7", "\"42.50\""];
+    let amounts = [
+        "0.1",
+        "12.345678901234567890123",
+        "100000000000000000000000.000001",
+        "1e-7",
+        "\"42.50\"",
+    ];
     let events: Vec<String> = amounts
         .iter()
         .enumerate()
@@ -136,7 +167,10 @@ fn exact_amounts_survive_byte_for_byte() {
     let _ = run_until_delivered(dir.path(), &config, events.len());
     let text = std::fs::read_to_string(dir.path().join("delivered.jsonl")).unwrap();
     for a in amounts {
-        assert!(text.contains(&format!("\"amount\":{a}")), "amount {a} changed:\n{text}");
+        assert!(
+            text.contains(&format!("\"amount\":{a}")),
+            "amount {a} changed:\n{text}"
+        );
     }
 }
 
@@ -164,7 +198,15 @@ fn bad_records_are_skipped_and_do_not_stall_the_partition() {
     produce_jsonl(&topic, &rest, None);
     // A tombstone (null value) too.
     run_kafka_tool(
-        &["produce", "--broker", &broker(), "--topic", &topic, "--whole", "--null-value"],
+        &[
+            "produce",
+            "--broker",
+            &broker(),
+            "--topic",
+            &topic,
+            "--whole",
+            "--null-value",
+        ],
         Some(b""),
     );
 
@@ -177,7 +219,15 @@ fn bad_records_are_skipped_and_do_not_stall_the_partition() {
 fn null_header_values_do_not_hide_good_records() {
     let (dir, topic, config) = setup("e2e-nullhdr", 2, "json", "dedupe = \"/id\"\n");
     let res = run_kafka_tool(
-        &["produce-null-header", "--broker", &broker(), "--topic", &topic, "--count", "40"],
+        &[
+            "produce-null-header",
+            "--broker",
+            &broker(),
+            "--topic",
+            &topic,
+            "--count",
+            "40",
+        ],
         None,
     );
     assert_eq!(res["failed"], 0, "{res}");
@@ -191,8 +241,17 @@ fn aborted_transactions_are_never_delivered() {
     let (dir, topic, config) = setup("e2e-txn", 1, "json", "dedupe = \"/id\"\n");
     let res = run_kafka_tool(
         &[
-            "produce-transactional", "--broker", &broker(), "--topic", &topic, "--commit", "30", "--abort", "25",
-            "--partition", "0",
+            "produce-transactional",
+            "--broker",
+            &broker(),
+            "--topic",
+            &topic,
+            "--commit",
+            "30",
+            "--abort",
+            "25",
+            "--partition",
+            "0",
         ],
         None,
     );
@@ -205,7 +264,11 @@ fn aborted_transactions_are_never_delivered() {
         *m.entry(kind).or_default() += 1;
         m
     });
-    assert_eq!(kinds.get("abort"), None, "aborted records delivered: {kinds:?}");
+    assert_eq!(
+        kinds.get("abort"),
+        None,
+        "aborted records delivered: {kinds:?}"
+    );
     assert_eq!(kinds.get("commit"), Some(&30), "{kinds:?}");
     assert_fully_committed(dir.path(), &config, 1);
 }
@@ -215,17 +278,32 @@ fn compressed_batches_of_every_codec_are_delivered() {
     let (dir, topic, config) = setup("e2e-codecs", 1, "json", "dedupe = \"/id\"\n");
     for codec in ["gzip", "snappy", "lz4", "zstd"] {
         let res = run_kafka_tool(
-            &["produce-compressed", "--broker", &broker(), "--topic", &topic, "--codec", codec, "--count", "150"],
+            &[
+                "produce-compressed",
+                "--broker",
+                &broker(),
+                "--topic",
+                &topic,
+                "--codec",
+                codec,
+                "--count",
+                "150",
+            ],
             None,
         );
         assert_eq!(res["failed"], 0, "{codec}: {res}");
     }
     let lines = run_until_delivered(dir.path(), &config, 600);
     let per_codec: BTreeMap<String, usize> = lines.iter().fold(BTreeMap::new(), |mut m, l| {
-        *m.entry(l["event"]["codec"].as_str().unwrap().to_string()).or_default() += 1;
+        *m.entry(l["event"]["codec"].as_str().unwrap().to_string())
+            .or_default() += 1;
         m
     });
-    assert_eq!(per_codec.values().copied().collect::<Vec<_>>(), vec![150; 4], "{per_codec:?}");
+    assert_eq!(
+        per_codec.values().copied().collect::<Vec<_>>(),
+        vec![150; 4],
+        "{per_codec:?}"
+    );
 }
 
 #[test]
@@ -237,18 +315,17 @@ fn static_members_split_partitions_without_overlap() {
     let mut all = Vec::new();
     for member in 0..2 {
         let dir = tempfile::tempdir().unwrap();
-        let config = write_file_sink_config(
-            dir.path(),
-            &[&topic],
-            "killbill-usage",
-            "",
-            "",
+        let config = write_file_sink_config(dir.path(), &[&topic], "killbill-usage", "", "");
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "member = 0\nmembers = 1",
+            &format!("member = {member}\nmembers = 2"),
         );
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("member = 0\nmembers = 1", &format!("member = {member}\nmembers = 2"));
         std::fs::write(&config, text).unwrap();
-        let mut tally = TallyProcess::spawn_in(dir.path(), &["run", "--config", config.to_str().unwrap()], &[]);
+        let mut tally = TallyProcess::spawn_in(
+            dir.path(),
+            &["run", "--config", config.to_str().unwrap()],
+            &[],
+        );
         // Each member owns partitions p % 2 == member.
         std::thread::sleep(Duration::from_millis(300));
         let out = dir.path().join("delivered.jsonl");
@@ -260,7 +337,11 @@ fn static_members_split_partitions_without_overlap() {
             std::thread::sleep(Duration::from_millis(500));
             stable
         });
-        assert!(settled, "member {member} delivered nothing; stderr:\n{}", tally.stderr());
+        assert!(
+            settled,
+            "member {member} delivered nothing; stderr:\n{}",
+            tally.stderr()
+        );
         assert!(tally.terminate_and_wait(EXIT_TIMEOUT).success());
         let lines = read_jsonl(&out);
         for l in &lines {
@@ -276,9 +357,15 @@ fn static_members_split_partitions_without_overlap() {
 #[test]
 fn a_second_process_on_the_same_store_is_refused_quickly() {
     let (dir, _topic, config) = setup("e2e-lock", 1, "killbill-usage", "");
-    let mut first = TallyProcess::spawn_in(dir.path(), &["run", "--config", config.to_str().unwrap()], &[]);
+    let mut first = TallyProcess::spawn_in(
+        dir.path(),
+        &["run", "--config", config.to_str().unwrap()],
+        &[],
+    );
     assert!(
-        wait_until(Duration::from_secs(30), || first.stderr().contains("store open")),
+        wait_until(Duration::from_secs(30), || first
+            .stderr()
+            .contains("store open")),
         "first tally did not open its store:\n{}",
         first.stderr()
     );
@@ -289,9 +376,17 @@ fn a_second_process_on_the_same_store_is_refused_quickly() {
         &[],
         Duration::from_secs(20),
     );
-    assert!(started.elapsed() < Duration::from_secs(10), "lock conflict took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "lock conflict took {:?}",
+        started.elapsed()
+    );
     assert_eq!(second.status.code(), Some(3), "stderr: {}", second.stderr);
-    assert!(second.stderr.contains("in use by another tally process"), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("in use by another tally process"),
+        "{}",
+        second.stderr
+    );
     assert!(first.terminate_and_wait(EXIT_TIMEOUT).success());
 }
 
@@ -299,14 +394,26 @@ fn a_second_process_on_the_same_store_is_refused_quickly() {
 fn config_errors_name_the_key_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_file_sink_config(dir.path(), &["t"], "killbill-usage", "", "");
-    let text = std::fs::read_to_string(&config).unwrap().replace("[store]", "[store]\ncache_mb = 5");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[store]", "[store]\ncache_mb = 5");
     std::fs::write(&config, text).unwrap();
-    let out = TallyProcess::run(dir.path(), &["check", "--config", config.to_str().unwrap()], &[], Duration::from_secs(20));
+    let out = TallyProcess::run(
+        dir.path(),
+        &["check", "--config", config.to_str().unwrap()],
+        &[],
+        Duration::from_secs(20),
+    );
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("cache_mb"), "{}", out.stderr);
 
     let good = write_file_sink_config(dir.path(), &["t"], "killbill-usage", "", "");
-    let out = TallyProcess::run(dir.path(), &["check", "--config", good.to_str().unwrap()], &[], Duration::from_secs(20));
+    let out = TallyProcess::run(
+        dir.path(),
+        &["check", "--config", good.to_str().unwrap()],
+        &[],
+        Duration::from_secs(20),
+    );
     assert!(out.status.success(), "{}", out.stderr);
     assert!(out.stdout.contains("killbill-usage"), "{}", out.stdout);
 }

@@ -80,7 +80,9 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
         if let Some(StoreError::Locked { .. }) = cause.downcast_ref::<StoreError>() {
             return exit::STORE_LOCKED;
         }
-        if let Some(PipelineError::Store(StoreError::Locked { .. })) = cause.downcast_ref::<PipelineError>() {
+        if let Some(PipelineError::Store(StoreError::Locked { .. })) =
+            cause.downcast_ref::<PipelineError>()
+        {
             return exit::STORE_LOCKED;
         }
     }

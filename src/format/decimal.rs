@@ -54,7 +54,10 @@ impl Decimal {
     pub fn digits(&self) -> (i64, i64) {
         let text = self.0.trim_start_matches('-');
         let (mantissa, exp) = match text.find(['e', 'E']) {
-            Some(i) => (&text[..i], text[i + 1..].parse::<i64>().unwrap_or(i64::MAX / 4)),
+            Some(i) => (
+                &text[..i],
+                text[i + 1..].parse::<i64>().unwrap_or(i64::MAX / 4),
+            ),
             None => (text, 0),
         };
         let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -143,9 +146,24 @@ mod tests {
         assert_eq!(Decimal::parse("1e-7").unwrap().digits(), (0, 7));
         assert!(Decimal::parse("1e400").unwrap().check_range().is_err());
         assert!(Decimal::parse("1e-400").unwrap().check_range().is_err());
-        assert!(Decimal::parse(&"9".repeat(39)).unwrap().check_range().is_err());
-        assert!(Decimal::parse("100000000000000000000000.000001").unwrap().check_range().is_ok());
-        assert!(Decimal::parse("1e99999999999999999999").unwrap().check_range().is_err());
+        assert!(
+            Decimal::parse(&"9".repeat(39))
+                .unwrap()
+                .check_range()
+                .is_err()
+        );
+        assert!(
+            Decimal::parse("100000000000000000000000.000001")
+                .unwrap()
+                .check_range()
+                .is_ok()
+        );
+        assert!(
+            Decimal::parse("1e99999999999999999999")
+                .unwrap()
+                .check_range()
+                .is_err()
+        );
     }
 
     #[test]

@@ -173,8 +173,12 @@ fn amount(v: &RawValue, path: &str) -> Result<Decimal, DecodeError> {
     } else {
         Decimal::parse(text)
     };
-    let decimal = parsed.ok_or_else(|| DecodeError::field(path, format!("expected a decimal number, got {text}")))?;
-    decimal.check_range().map_err(|e| DecodeError::field(path, e))?;
+    let decimal = parsed.ok_or_else(|| {
+        DecodeError::field(path, format!("expected a decimal number, got {text}"))
+    })?;
+    decimal
+        .check_range()
+        .map_err(|e| DecodeError::field(path, e))?;
     Ok(decimal)
 }
 

@@ -29,10 +29,10 @@ fn parse_text(s: &str) -> Result<DateTime<Utc>, String> {
             return Ok(naive.and_utc());
         }
     }
-    if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if let Some(naive) = date.and_hms_opt(0, 0, 0) {
-            return Ok(naive.and_utc());
-        }
+    if let Ok(date) = NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        && let Some(naive) = date.and_hms_opt(0, 0, 0)
+    {
+        return Ok(naive.and_utc());
     }
     Err(format!(
         "\"{s}\" is not a date (expected e.g. 2026-11-01T10:00:00, with Z/offset, or epoch millis)"

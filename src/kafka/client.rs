@@ -209,10 +209,8 @@ impl ClusterClient {
         partition: i32,
         refresh: bool,
     ) -> Result<String, KafkaError> {
-        if !refresh {
-            if let Some(addr) = self.cached_leader(topic, partition) {
-                return Ok(addr);
-            }
+        if !refresh && let Some(addr) = self.cached_leader(topic, partition) {
+            return Ok(addr);
         }
         let md = self.metadata(&[topic.to_string()]).await?;
         let at = Location::partition(None, topic, partition);

@@ -758,15 +758,14 @@ fn corrupt(path: &Path, tree: &'static str, key: &[u8], detail: String) -> Store
 /// sled's own lock (on its `db` file) reports as a generic I/O error; make it
 /// the same `Locked` error ours gives.
 fn map_open_error(path: &Path, e: sled::Error) -> StoreError {
-    if let sled::Error::Io(io) = &e {
-        if io.kind() == std::io::ErrorKind::WouldBlock
-            || io.to_string().contains("could not acquire lock")
-        {
-            return StoreError::Locked {
-                path: path.to_path_buf(),
-                pid: lock::recorded_pid(path),
-            };
-        }
+    if let sled::Error::Io(io) = &e
+        && (io.kind() == std::io::ErrorKind::WouldBlock
+            || io.to_string().contains("could not acquire lock"))
+    {
+        return StoreError::Locked {
+            path: path.to_path_buf(),
+            pid: lock::recorded_pid(path),
+        };
     }
     StoreError::Open {
         path: path.to_path_buf(),
@@ -816,12 +815,12 @@ fn validate(b: &CommitBatch) -> Result<(), StoreError> {
     }
     // The caller computes digests for its dedupe lookups; a mismatch would make
     // lookup/export lie. Checked in debug builds only (cost ~15 ns per key).
-    if cfg!(debug_assertions) {
-        if let Some(i) = (0..b.keys.len()).find(|&i| digest(&b.route, &b.keys[i]) != b.digests[i]) {
-            return Err(invalid(format!(
-                "digest {i} is not digest(route, keys[{i}])"
-            )));
-        }
+    if cfg!(debug_assertions)
+        && let Some(i) = (0..b.keys.len()).find(|&i| digest(&b.route, &b.keys[i]) != b.digests[i])
+    {
+        return Err(invalid(format!(
+            "digest {i} is not digest(route, keys[{i}])"
+        )));
     }
     Ok(())
 }

@@ -1,22 +1,35 @@
-//! In-memory set of committed digests: an open-addressing table of u128 with
-//! linear probing. Digests are xxh3 output, already uniformly random, so the
-//! low 64 bits are used directly as the hash (no SipHash), mapped onto an
-//! arbitrary capacity with a multiply-shift ("fastrange") so the table can be
-//! sized to the expected count instead of the next power of two.
-//! 16 bytes per slot, no control bytes; 0 marks an empty slot (the digest 0
-//! itself is tracked by a flag). Deletion uses backward shifting, so prune
-//! leaves no tombstones behind.
+//! In-memory set of committed digests: open addressing with linear probing
+//! over two parallel arrays — a 1-byte tag per slot and the 16-byte digest.
+//! Digests are xxh3 output, already uniformly random, so the low 64 bits are
+//! used directly as the hash (no SipHash), mapped onto an arbitrary capacity
+//! with a multiply-shift ("fastrange"): the table is sized to the expected
+//! count, not the next power of two. The tag (8 bits of the high half, never
+//! 0 = empty) lets a miss — the common case, most records are new — scan only
+//! the tag array, which is 1/16 of the table and mostly stays in CPU cache;
+//! the digest array is read only on a tag match. Lookups are exact on all
+//! 128 bits. There is no wrap-around: clusters may run into a tail past
+//! `cap` that grows on demand. The digest 0 itself is tracked by a flag.
 
 /// Grow when an insert would push the load above this.
 const MAX_LOAD: f64 = 0.85;
 /// After a grow (or when presizing), aim for this load.
-const TARGET_LOAD: f64 = 0.65;
+const TARGET_LOAD: f64 = 0.7;
+/// Spare slots past `cap` for the last clusters to run into.
+const TAIL: usize = 64;
 
 #[derive(Default)]
 pub struct DigestIndex {
+    tags: Vec<u8>,
     slots: Vec<u128>,
+    /// Number of home positions (slots.len() - tail).
+    cap: usize,
     len: usize,
     has_zero: bool,
+}
+
+#[inline]
+fn tag(d: u128) -> u8 {
+    ((d >> 120) as u8).max(1)
 }
 
 impl DigestIndex {
@@ -31,41 +44,42 @@ impl DigestIndex {
         self.len + self.has_zero as usize
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Bytes held by the table (for metrics/reporting).
     pub fn heap_bytes(&self) -> usize {
-        self.slots.capacity() * 16
+        self.slots.capacity() * 16 + self.tags.capacity()
     }
 
     #[inline]
     fn home(&self, d: u128) -> usize {
-        (((d as u64) as u128 * self.slots.len() as u128) >> 64) as usize
+        (((d as u64) as u128 * self.cap as u128) >> 64) as usize
     }
 
+    /// Ok(position) if present, Err(first empty position) if not.
     #[inline]
     fn find(&self, d: u128) -> Result<usize, usize> {
-        let n = self.slots.len();
-        let mut i = self.home(d);
-        // The load cap guarantees an empty slot, so this terminates.
-        loop {
-            let s = self.slots[i];
-            if s == d {
-                return Ok(i);
-            }
-            if s == 0 {
-                return Err(i);
-            }
-            i += 1;
-            if i == n {
-                i = 0;
+        let t = tag(d);
+        let start = self.home(d);
+        let tags = &self.tags[start..];
+        // Two tight passes over a few tag bytes: where the cluster ends, then
+        // any tag match before it (rare on a miss).
+        let run = tags.iter().position(|&tg| tg == 0).unwrap_or(tags.len());
+        for (off, &tg) in tags[..run].iter().enumerate() {
+            if tg == t && self.slots[start + off] == d {
+                return Ok(start + off);
             }
         }
+        Err(start + run)
     }
 
     pub fn contains(&self, d: u128) -> bool {
         if d == 0 {
             return self.has_zero;
         }
-        !self.slots.is_empty() && self.find(d).is_ok()
+        self.cap != 0 && self.find(d).is_ok()
     }
 
     /// Returns true if newly inserted.
@@ -75,23 +89,29 @@ impl DigestIndex {
             self.has_zero = true;
             return new;
         }
-        if (self.len + 1) as f64 > self.slots.len() as f64 * MAX_LOAD {
+        if (self.len + 1) as f64 > self.cap as f64 * MAX_LOAD {
             self.resize(capacity_for(self.len + 1));
         }
-        match self.find(d) {
-            Ok(_) => false,
-            Err(i) => {
-                self.slots[i] = d;
-                self.len += 1;
-                true
-            }
+        let Err(p) = self.find(d) else { return false };
+        self.put(p, d);
+        self.len += 1;
+        true
+    }
+
+    fn put(&mut self, p: usize, d: u128) {
+        if p + 1 >= self.tags.len() {
+            // Keep the last slot empty so every probe ends inside the arrays.
+            self.tags.resize(p + 2 + TAIL, 0);
+            self.slots.resize(p + 2 + TAIL, 0);
         }
+        self.tags[p] = tag(d);
+        self.slots[p] = d;
     }
 
     /// Make room for `additional` more digests in one step (one rehash at most).
     pub fn reserve(&mut self, additional: usize) {
         let need = self.len + additional;
-        if need as f64 > self.slots.len() as f64 * MAX_LOAD {
+        if need as f64 > self.cap as f64 * MAX_LOAD {
             self.resize(capacity_for(need));
         }
     }
@@ -103,53 +123,53 @@ impl DigestIndex {
             self.has_zero = false;
             return had;
         }
-        if self.slots.is_empty() {
+        if self.cap == 0 {
             return false;
         }
         let Ok(mut hole) = self.find(d) else {
             return false;
         };
-        let n = self.slots.len();
-        let mut j = hole;
-        // Backward-shift: pull later entries of the cluster into the hole
-        // unless their home lies cyclically in (hole, j].
-        loop {
-            j += 1;
-            if j == n {
-                j = 0;
-            }
-            let s = self.slots[j];
-            if s == 0 {
-                break;
-            }
-            let h = self.home(s);
-            let stays = if hole <= j {
-                hole < h && h <= j
-            } else {
-                hole < h || h <= j
-            };
-            if !stays {
-                self.slots[hole] = s;
+        // Backward-shift deletion: move later cluster members whose home is
+        // at or before the hole into it, so no tombstones are left.
+        let mut j = hole + 1;
+        while j < self.tags.len() && self.tags[j] != 0 {
+            if self.home(self.slots[j]) <= hole {
+                self.tags[hole] = self.tags[j];
+                self.slots[hole] = self.slots[j];
                 hole = j;
             }
+            j += 1;
         }
+        self.tags[hole] = 0;
         self.slots[hole] = 0;
         self.len -= 1;
         // Shrink after large prunes so memory follows retention.
-        if self.slots.len() > 1024 && (self.len as f64) < self.slots.len() as f64 * 0.2 {
+        if self.cap > 1024 && (self.len as f64) < self.cap as f64 * 0.25 {
             self.resize(capacity_for(self.len));
         }
         true
     }
 
     fn resize(&mut self, cap: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![0u128; cap]);
-        for d in old.into_iter().filter(|d| *d != 0) {
-            if let Err(i) = self.find(d) {
-                self.slots[i] = d;
+        let old_tags = std::mem::replace(&mut self.tags, prefaulted(cap + TAIL));
+        let old = std::mem::replace(&mut self.slots, prefaulted(cap + TAIL));
+        self.cap = cap;
+        // Old entries come roughly in home order, so this pass is mostly sequential.
+        for (d, _) in old.into_iter().zip(old_tags).filter(|(_, t)| *t != 0) {
+            if let Err(p) = self.find(d) {
+                self.put(p, d);
             }
         }
     }
+}
+
+/// A zeroed vector whose pages are touched once, in order, up front.
+/// calloc'd memory is faulted in lazily at random positions during the
+/// build otherwise, which measured ~2x slower lookups afterwards.
+fn prefaulted<T: Copy + Default>(n: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(n);
+    v.resize(n, T::default());
+    v
 }
 
 fn capacity_for(n: usize) -> usize {
@@ -212,11 +232,11 @@ mod tests {
     }
 
     #[test]
-    fn collisions_in_home_slot_and_wraparound() {
+    fn collisions_in_home_slot_and_tail() {
         // Digests with identical low 64 bits all share a home slot; removing
         // from the middle of the cluster must keep the rest reachable.
         let mut t = DigestIndex::with_expected(64);
-        let low = u64::MAX as u128; // home = last slot, so the cluster wraps
+        let low = u64::MAX as u128; // home = last slot, so the cluster runs into the tail
         let ds: Vec<u128> = (1..=20u128).map(|h| (h << 64) | low).collect();
         for d in &ds {
             t.insert(*d);
@@ -227,5 +247,24 @@ mod tests {
         for (i, d) in ds.iter().enumerate() {
             assert_eq!(t.contains(*d), i < 3 || (i - 3) % 4 != 0, "{i}");
         }
+        // A long run of equal homes past the end grows the tail instead of failing.
+        let many: Vec<u128> = (1..=500u128).map(|h| (h << 64) | low).collect();
+        for d in &many {
+            t.insert(*d);
+        }
+        assert!(many.iter().all(|d| t.contains(*d)));
+        assert!(!t.contains((9999u128 << 64) | low));
+    }
+
+    #[test]
+    fn same_tag_different_digest() {
+        let mut t = DigestIndex::with_expected(8);
+        let a = (0xab << 120) | 5;
+        let b = (0xab << 120) | (7 << 64) | 5; // same home and tag
+        t.insert(a);
+        assert!(!t.contains(b));
+        t.insert(b);
+        assert!(t.remove(a));
+        assert!(t.contains(b) && !t.contains(a));
     }
 }

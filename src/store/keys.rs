@@ -95,10 +95,10 @@ pub(crate) fn decode_counters(v: &[u8]) -> DecodeResult<Counters> {
 
 /// Printable form of a binary key for error messages.
 pub(crate) fn show_key(k: &[u8]) -> String {
-    if let Ok(s) = std::str::from_utf8(k) {
-        if s.chars().all(|c| !c.is_control()) {
-            return format!("{s:?}");
-        }
+    if let Ok(s) = std::str::from_utf8(k)
+        && s.chars().all(|c| !c.is_control())
+    {
+        return format!("{s:?}");
     }
     let hex: String = k.iter().map(|b| format!("{b:02x}")).collect();
     format!("0x{hex}")

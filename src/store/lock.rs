@@ -37,8 +37,7 @@ impl DirLock {
             .truncate(false)
             .open(&lock_path)
             .map_err(io("open lock file"))?;
-        // File::try_lock is std since 1.89: Cargo.toml's rust-version (1.85) must be raised.
-        #[allow(clippy::incompatible_msrv)]
+        // File::try_lock is std since Rust 1.89 (Cargo.toml's rust-version).
         let locked = file.try_lock();
         match locked {
             Ok(()) => {}

@@ -517,10 +517,10 @@ impl TallyProcess {
 
     /// Exit status if it has exited (non-blocking).
     pub fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            if let Some(child) = self.child.as_mut() {
-                self.status = child.try_wait().expect("try_wait");
-            }
+        if self.status.is_none()
+            && let Some(child) = self.child.as_mut()
+        {
+            self.status = child.try_wait().expect("try_wait");
         }
         self.status
     }
@@ -579,11 +579,11 @@ impl TallyProcess {
 
 impl Drop for TallyProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if self.status.is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        if let Some(mut child) = self.child.take()
+            && self.status.is_none()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
