@@ -25,7 +25,7 @@ mod test_encoder;
 
 pub use client::{ClusterClient, KafkaConfig, MAX_BATCH_FETCH, PartitionConsumer};
 pub use conn::{BoxStream, ConnectFuture, Connector, KafkaStream, TcpConnector};
-pub use error::{ErrorKind, KafkaError, Location};
+pub use error::{ErrorKind, KafkaError, Location, error_name};
 pub use fetch::Fetched;
 pub use list_offsets::OffsetSpec;
 pub use metadata::{ClusterMetadata, PartitionMetadata, TopicMetadata};

@@ -28,7 +28,10 @@ use worker::PartitionWorker;
 
 use crate::config::{KafkaSettings, PipelineSettings, Route, Settings};
 use crate::format::Decoder;
-use crate::kafka::{ClusterClient, KafkaConfig};
+use crate::kafka::{ClusterClient, KafkaConfig, error_name};
+
+/// Kafka's error code for a topic the broker does not know.
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 use crate::sink::{Sink, SinkSetupError, Sinks};
 use crate::store::{Store, StoreConfig, StoreError};
 
@@ -231,9 +234,15 @@ async fn assign_loop(
                                 });
                             }
                         }
-                        Some(tm) => {
-                            tracing::warn!(topic, "topic metadata error: {:?}; retrying", tm.error)
-                        }
+                        Some(tm) if tm.error == Some(UNKNOWN_TOPIC_OR_PARTITION) => tracing::warn!(
+                            topic,
+                            "topic not found on the broker; retrying at the next metadata refresh"
+                        ),
+                        Some(tm) => tracing::warn!(
+                            topic,
+                            "topic metadata error {}; retrying at the next metadata refresh",
+                            tm.error.map_or("?", error_name)
+                        ),
                         None => tracing::warn!(
                             topic,
                             "topic not found on the broker; retrying at the next metadata refresh"

@@ -14,6 +14,8 @@
 //! Every wait here has a timeout; every spawned process is killed on drop.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
