@@ -13,7 +13,11 @@ use crate::store::{CommitBatch, Store};
 #[error("store commit failed: {0}")]
 pub struct CommitFailed(pub String);
 
-type Request = (CommitBatch, oneshot::Sender<Result<(), CommitFailed>>);
+/// A failed commit hands the batch back, so the caller can retry it without
+/// keeping a copy of every batch it sends.
+pub type CommitResult = Result<(), (CommitFailed, CommitBatch)>;
+
+type Request = (CommitBatch, oneshot::Sender<CommitResult>);
 
 #[derive(Debug, Clone)]
 pub struct Committer {
@@ -27,16 +31,22 @@ impl Committer {
         (Committer { tx }, task)
     }
 
-    /// Commit one batch; returns once it is durable (or failed).
-    pub async fn commit(&self, batch: CommitBatch) -> Result<(), CommitFailed> {
+    /// Commit one batch; returns once it is durable. A failure returns the
+    /// batch for a retry.
+    pub async fn try_commit(&self, batch: CommitBatch) -> CommitResult {
         let (ack_tx, ack_rx) = oneshot::channel();
-        self.tx
-            .send((batch, ack_tx))
-            .await
-            .map_err(|_| CommitFailed("committer stopped".into()))?;
-        ack_rx
-            .await
-            .unwrap_or_else(|_| Err(CommitFailed("committer stopped".into())))
+        if let Err(e) = self.tx.send((batch, ack_tx)).await {
+            let (batch, _) = e.0;
+            return Err((CommitFailed("committer stopped".into()), batch));
+        }
+        match ack_rx.await {
+            Ok(result) => result,
+            // The committer dropped the request: it is shutting down.
+            Err(_) => Err((
+                CommitFailed("committer stopped".into()),
+                CommitBatch::default(),
+            )),
+        }
     }
 }
 
@@ -51,15 +61,30 @@ async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Request>, group_max: usiz
         }
         let (batches, acks): (Vec<CommitBatch>, Vec<_>) = group.into_iter().unzip();
         let store = Arc::clone(&store);
-        let result = tokio::task::spawn_blocking(move || store.commit(&batches))
-            .await
-            .map_err(|e| CommitFailed(format!("commit task failed: {e}")))
-            .and_then(|r| r.map(|_| ()).map_err(|e| CommitFailed(e.to_string())));
-        if let Err(e) = &result {
-            tracing::error!("{e}");
-        }
-        for ack in acks {
-            let _ = ack.send(result.clone());
+        let outcome = tokio::task::spawn_blocking(move || {
+            let result = store
+                .commit(&batches)
+                .map(|_| ())
+                .map_err(|e| CommitFailed(e.to_string()));
+            (result, batches)
+        })
+        .await;
+        match outcome {
+            Ok((Ok(()), _)) => {
+                for ack in acks {
+                    let _ = ack.send(Ok(()));
+                }
+            }
+            Ok((Err(e), batches)) => {
+                tracing::error!("{e}");
+                for (ack, batch) in acks.into_iter().zip(batches) {
+                    let _ = ack.send(Err((e.clone(), batch)));
+                }
+            }
+            Err(join) => {
+                // The batches are gone with the panicked task; callers see "stopped".
+                tracing::error!("commit task failed: {join}");
+            }
         }
     }
 }

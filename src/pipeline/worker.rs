@@ -332,10 +332,17 @@ impl PartitionWorker {
             self.shared.pipeline.retry_initial,
             self.shared.pipeline.retry_max,
         );
+        let mut batch = batch;
         loop {
-            match self.shared.committer.commit(batch.clone()).await {
+            match self.shared.committer.try_commit(batch).await {
                 Ok(()) => return true,
-                Err(e) => {
+                Err((e, returned)) => {
+                    if returned.topic.is_empty() {
+                        // The committer is gone (shutdown): nothing to retry into.
+                        tracing::error!(topic = %self.topic, partition = self.partition, "{e}");
+                        return false;
+                    }
+                    batch = returned;
                     let delay = backoff.next_delay();
                     tracing::error!(
                         topic = %self.topic, partition = self.partition, retry_in = ?delay,
