@@ -51,7 +51,7 @@ cleanup() {
     "$ROOT/scripts/broker.sh" stop "$BROKER_NAME" >/dev/null 2>&1 || true
     if [[ -n "$WORK" ]]; then
         if [[ $OK -eq 1 && -z "${TALLY_QUICKSTART_KEEP:-}" ]]; then
-            rm -rf "$WORK"
+            rm -rf "$WORK" "$TOOLS/run/$BROKER_NAME.log"
         else
             echo "quickstart: work dir kept: $WORK" >&2
         fi
