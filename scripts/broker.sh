@@ -115,13 +115,19 @@ check_name() {
     [[ "$1" =~ ^[A-Za-z0-9_.-]+$ ]] || die "bad broker name '$1' (use letters, digits, _ . -)"
 }
 
-# pid is alive, not a zombie, and is a tansu process
-is_tansu_pid() {
+# pid exists and is not a zombie
+pid_alive() {
     local pid=$1 state
     [[ -n "$pid" && -d "/proc/$pid" ]] || return 1
     state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) || return 1
-    [[ "$state" != Z ]] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'tansu' || return 1
+    [[ "$state" != Z ]]
+}
+
+# pid is alive and is a tansu process (guards against pid reuse). Not for a
+# just-forked child: until it execs, its cmdline is still bash's.
+is_tansu_pid() {
+    pid_alive "$1" || return 1
+    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -q 'tansu'
 }
 
 read_pid() { [[ -f "$RUN/$1.pid" ]] && cat "$RUN/$1.pid" || true; }
@@ -185,7 +191,7 @@ start_once() {
 
     local deadline=$(( $(date +%s) + timeout )) stage=port
     while (( $(date +%s) < deadline )); do
-        if ! is_tansu_pid "$pid"; then
+        if ! pid_alive "$pid"; then
             wait "$pid" 2>/dev/null || true
             log "tansu exited during start; log:"
             sed 's/^/  | /' "$log_file" >&2

@@ -19,6 +19,7 @@
 #                                  kafka-tool = confluent-kafka stand-in)
 #   TALLY_QUICKSTART_TIMEOUT=60    seconds allowed for the first run to deliver everything
 #   TALLY_QUICKSTART_KEEP=1        keep the work dir (always kept on failure)
+#   TALLY_BIN=/path/to/tally       use this binary instead of building --release
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,7 +35,11 @@ TALLY_PID=""
 WORK=""
 OK=0
 
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+if [[ -t 2 ]]; then
+    say() { printf '\n\033[1m==> %s\033[0m\n' "$*" >&2; }
+else
+    say() { printf '\n==> %s\n' "$*" >&2; }
+fi
 die() { printf '\nquickstart: FAILED: %s\n' "$*" >&2; exit 1; }
 
 cleanup() {
@@ -46,7 +51,7 @@ cleanup() {
     "$ROOT/scripts/broker.sh" stop "$BROKER_NAME" >/dev/null 2>&1 || true
     if [[ -n "$WORK" ]]; then
         if [[ $OK -eq 1 && -z "${TALLY_QUICKSTART_KEEP:-}" ]]; then
-            rm -rf "$WORK"
+            rm -rf "$WORK" "$TOOLS/run/$BROKER_NAME.log"
         else
             echo "quickstart: work dir kept: $WORK" >&2
         fi
@@ -93,9 +98,14 @@ stop_tally() {
 say "tools: scripts/broker.sh install"
 "$ROOT/scripts/broker.sh" install
 
-say "build: cargo build --release"
-(cd "$ROOT" && cargo build --release --bin tally)
-TALLY="${CARGO_TARGET_DIR:-$ROOT/target}/release/tally"
+if [[ -n "${TALLY_BIN:-}" ]]; then
+    TALLY="$(cd "$(dirname "$TALLY_BIN")" && pwd)/$(basename "$TALLY_BIN")"
+    say "using TALLY_BIN=$TALLY"
+else
+    say "build: cargo build --release"
+    (cd "$ROOT" && cargo build --release --bin tally)
+    TALLY="${CARGO_TARGET_DIR:-$ROOT/target}/release/tally"
+fi
 [[ -x "$TALLY" ]] || die "no binary at $TALLY"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tally-quickstart.XXXXXX")

@@ -211,6 +211,8 @@ def cmd_create_topic(args):
     method = "admin"
     created = True
     try:
+        if args.method == "tansu":
+            raise KafkaException(KafkaError(KafkaError._INVALID_ARG, "--method tansu"))
         fs = admin.create_topics([NewTopic(args.topic, args.partitions)], request_timeout=args.timeout)
         fs[args.topic].result(args.timeout)
     except KafkaException as e:
@@ -218,6 +220,8 @@ def cmd_create_topic(args):
         if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
             created = False
             method = "exists"
+        elif args.method == "admin":
+            die(f"AdminClient create_topics failed: {e}")
         else:
             log(f"AdminClient create_topics failed ({e}); falling back to `tansu topic create`")
             method = "tansu"
@@ -231,7 +235,16 @@ def cmd_create_topic(args):
                 timeout=args.timeout,
             )
             if r.returncode != 0:
-                die(f"tansu topic create failed ({r.returncode}): {r.stderr.strip()}")
+                # `tansu topic create` of an existing topic exits 1 silently.
+                try:
+                    md = admin.list_topics(topic=args.topic, timeout=5)
+                    exists = args.topic in md.topics and md.topics[args.topic].error is None and md.topics[args.topic].partitions
+                except Exception:
+                    exists = False
+                if not exists:
+                    die(f"tansu topic create failed ({r.returncode}): {(r.stderr or r.stdout).strip()}")
+                created = False
+                method = "exists"
     n = wait_metadata(admin, args.topic, args.partitions, args.timeout)
     if not created and n != args.partitions:
         log(f"topic {args.topic} already exists with {n} partitions (asked for {args.partitions})")
@@ -794,6 +807,7 @@ def main(argv=None):
     p = with_broker(sub.add_parser("create-topic", help="create a topic and wait for its metadata"))
     p.add_argument("--topic", required=True)
     p.add_argument("--partitions", type=int, default=1)
+    p.add_argument("--method", choices=["auto", "admin", "tansu"], default="auto", help="auto: AdminClient, then `tansu topic create` on failure")
     p.set_defaults(fn=cmd_create_topic)
 
     p = producer_opts(with_broker(sub.add_parser("produce", help="produce JSON lines from stdin")))
