@@ -213,6 +213,47 @@ fn bad_records_are_skipped_and_do_not_stall_the_partition() {
     let lines = run_until_delivered(dir.path(), &config, good.len());
     assert_eq!(lines.len(), good.len());
     assert_fully_committed(dir.path(), &config, 1);
+
+    // Every rejected record is kept with its reason and origin.
+    let out = TallyProcess::run(
+        dir.path(),
+        &[
+            "dlq",
+            "list",
+            "--config",
+            config.to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success(), "{}", out.stderr);
+    let letters: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(letters.len(), bad_files.len() + 1, "{}", out.stdout);
+    for l in &letters {
+        assert_eq!(l["topic"], topic.as_str());
+        assert!(!l["reason"].as_str().unwrap().is_empty(), "{l}");
+    }
+    assert!(
+        letters
+            .iter()
+            .any(|l| l["reason"].as_str().unwrap().contains("null")),
+        "tombstone not explained: {}",
+        out.stdout
+    );
+    let id = letters[0]["id"].to_string();
+    let shown = TallyProcess::run(
+        dir.path(),
+        &["dlq", "show", "--config", config.to_str().unwrap(), &id],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(shown.status.success(), "{}", shown.stderr);
+    assert!(shown.json()["payload"].is_string() || shown.json()["payload"].is_object());
 }
 
 #[test]

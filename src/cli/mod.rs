@@ -1,6 +1,7 @@
 //! Command line interface: one file per subcommand; `anyhow` lives here only.
 
 mod check;
+mod dlq;
 mod offsets;
 mod produce;
 mod run;
@@ -35,6 +36,8 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Show committed offsets per partition, with the broker's log end and lag when reachable.
     Offsets(offsets::OffsetsArgs),
+    /// Inspect dead letters: records that were not delivered, with the reason.
+    Dlq(dlq::DlqArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,12 +59,18 @@ pub mod exit {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The daemon logs its progress; one-shot commands only warnings.
+    init_tracing(if matches!(cli.command, Command::Run(_)) {
+        "info"
+    } else {
+        "warn"
+    });
     let result = match cli.command {
         Command::Run(a) => run::run(&a),
         Command::Check(a) => check::check(&a),
         Command::Produce(a) => produce::produce(&a),
         Command::Offsets(a) => offsets::offsets(&a),
+        Command::Dlq(a) => dlq::dlq(&a),
     };
     match result {
         Ok(code) => code,
@@ -89,9 +98,10 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
     exit::FAILURE
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rskafka=warn"));
+fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{default_level},rskafka=warn"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
