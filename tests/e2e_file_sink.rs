@@ -428,7 +428,17 @@ fn a_second_process_on_the_same_store_is_refused_quickly() {
         "{}",
         second.stderr
     );
+
+    // `tally health` (the container health check) sees the running daemon...
+    let health = |dir: &Path| {
+        TallyProcess::run(dir, &["health", "--config", config.to_str().unwrap()], &[], Duration::from_secs(20))
+    };
+    let h = health(dir.path());
+    assert!(h.status.success(), "{} {}", h.stdout, h.stderr);
     assert!(first.terminate_and_wait(EXIT_TIMEOUT).success());
+    // ...and its absence.
+    let h = health(dir.path());
+    assert_eq!(h.status.code(), Some(1), "{} {}", h.stdout, h.stderr);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 mod check;
 mod dlq;
+mod health;
 mod offsets;
 mod produce;
 mod run;
@@ -15,10 +16,20 @@ use crate::config::{ConfigError, Settings};
 use crate::pipeline::PipelineError;
 use crate::store::StoreError;
 
+/// `tally --version`: version, the git commit built from, and the target.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TALLY_GIT_COMMIT"),
+    ", ",
+    env!("TALLY_TARGET"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tally",
-    version,
+    version = VERSION,
     about = "Consume events from Kafka and deliver each exactly once"
 )]
 struct Cli {
@@ -38,6 +49,8 @@ enum Command {
     Offsets(offsets::OffsetsArgs),
     /// Inspect dead letters: records that were not delivered, with the reason.
     Dlq(dlq::DlqArgs),
+    /// Exit 0 while a tally daemon holds this config's store (for health checks).
+    Health(health::HealthArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,6 +84,7 @@ pub fn main() -> ExitCode {
         Command::Produce(a) => produce::produce(&a),
         Command::Offsets(a) => offsets::offsets(&a),
         Command::Dlq(a) => dlq::dlq(&a),
+        Command::Health(a) => health::health(&a),
     };
     match result {
         Ok(code) => code,

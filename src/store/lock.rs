@@ -70,3 +70,20 @@ pub(crate) fn recorded_pid(dir: &Path) -> Option<u32> {
     let mut f = File::open(dir.join(LOCK_FILE)).ok()?;
     read_pid(&mut f)
 }
+
+/// Whether a live process holds the store directory's lock, and its pid.
+/// Opens nothing of sled's and takes no lock that outlives the call, so it
+/// is safe to run beside the daemon (a container health check does).
+pub fn lock_holder(dir: &Path) -> std::io::Result<Option<Option<u32>>> {
+    let mut file = match File::open(dir.join(LOCK_FILE)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match file.try_lock_shared() {
+        // Nobody holds it exclusively: no daemon. Dropping `file` unlocks.
+        Ok(()) => Ok(None),
+        Err(TryLockError::WouldBlock) => Ok(Some(read_pid(&mut file))),
+        Err(TryLockError::Error(e)) => Err(e),
+    }
+}

@@ -24,6 +24,7 @@ pub use error::StoreError;
 #[doc(hidden)] // exposed for examples/store_bench.rs only
 pub use index::DigestIndex;
 pub use keys::OffsetEntry;
+pub use lock::lock_holder;
 pub use schema::SCHEMA_VERSION;
 
 /// Wall clock in unix milliseconds (store timestamps).

@@ -425,9 +425,14 @@ impl TallyOutput {
 static SPAWNED: AtomicU64 = AtomicU64::new(0);
 
 impl TallyProcess {
-    /// Path of the binary under test.
-    pub fn bin() -> &'static str {
-        env!("CARGO_BIN_EXE_tally")
+    /// Path of the binary under test: `TALLY_BIN` when set (CI points it at
+    /// the static release build, so the shipped artifact is the tested one),
+    /// else the one cargo built for these tests.
+    pub fn bin() -> String {
+        match std::env::var("TALLY_BIN") {
+            Ok(b) if !b.is_empty() => b,
+            _ => env!("CARGO_BIN_EXE_tally").to_string(),
+        }
     }
 
     /// Spawns `tally ARGS` in a fresh temp dir (kept until drop).
