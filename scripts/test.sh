@@ -10,7 +10,8 @@
 # without cargo-nextest). The broker is always stopped on exit; the exit
 # code is the test runner's.
 #
-# Environment: TALLY_TEST_RUNNER=nextest|cargo forces a runner.
+# Environment: TALLY_TEST_RUNNER=nextest|cargo forces a runner;
+# TALLY_TEST_STATIC=0 skips the static build and its crash-test run.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,6 +57,20 @@ if [[ "$runner" == nextest ]]; then
     if [[ $# -eq 0 ]]; then
         log "cargo test --doc"
         cargo test --doc --no-fail-fast || rc=$?
+    fi
+    if [[ $# -eq 0 && "${TALLY_TEST_STATIC:-1}" != 0 ]]; then
+        # The shipped artifact is the tested one: the crash test runs once
+        # more against the static musl build (before the full run, so the
+        # full run's summary stays the last line).
+        log "static binary: scripts/build-static.sh"
+        if static_bin=$("$ROOT/scripts/build-static.sh" | tail -1); then
+            log "crash test against $static_bin"
+            TALLY_BIN="$static_bin" cargo nextest run --no-fail-fast --test crash ||
+                { r=$?; [[ $rc -ne 0 ]] || rc=$r; }
+        else
+            log "static build FAILED"
+            rc=1
+        fi
     fi
     log "cargo nextest run --no-fail-fast $*"
     cargo nextest run --no-fail-fast "$@" || { r=$?; [[ $rc -ne 0 ]] || rc=$r; }
