@@ -4,13 +4,16 @@
 //!
 //!   cargo run --release --example raw_rskafka_fetch -- \
 //!       --broker 127.0.0.1:9092 --topic t [--partitions 8] [--max-bytes 1048576] \
-//!       [--max-wait-ms 500] [--client rskafka|tally]
+//!       [--max-wait-ms 500] [--client rskafka|tally] [--decode]
 //!
 //! `--client rskafka` (default) uses rskafka 0.6's `PartitionClient::fetch_records`
 //! (one multiplexed connection per broker); `--client tally` uses tally's own
 //! consume path, `ClusterClient` / `PartitionConsumer::fetch` (one connection per
 //! partition, RecordBatch v2 decoder, read_committed assembly) — the ceiling of
-//! our client without the pipeline, store or sink.
+//! our client without the pipeline, store or sink. `--decode` (tally client
+//! only) also runs every record through the route decoder tally uses for
+//! `format = "killbill-usage"` and digests its dedupe key, as the pipeline does
+//! before the dedupe lookup — fetch + decode, still without store or sink.
 //!
 //! The end of a partition is the high watermark of the fetch responses (on
 //! the Tansu test broker ListOffsets "latest" is unreliable). Prints one JSON
@@ -22,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use rskafka::client::ClientBuilder;
 use rskafka::client::partition::UnknownTopicHandling;
+use tally::config::{DedupeSource, FormatKind};
+use tally::format::Decoder;
 use tally::kafka::{ClusterClient, KafkaConfig};
 
 #[derive(Debug, Clone)]
@@ -32,12 +37,13 @@ struct Args {
     max_bytes: i32,
     max_wait_ms: i32,
     client: String,
+    decode: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: raw_rskafka_fetch --broker HOST:PORT --topic T [--partitions 8] \
-         [--max-bytes 1048576] [--max-wait-ms 500] [--client rskafka|tally]"
+         [--max-bytes 1048576] [--max-wait-ms 500] [--client rskafka|tally] [--decode]"
     );
     std::process::exit(2)
 }
@@ -50,6 +56,7 @@ fn parse_args() -> Args {
         max_bytes: 1 << 20,
         max_wait_ms: 500,
         client: "rskafka".into(),
+        decode: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +68,7 @@ fn parse_args() -> Args {
             "--max-bytes" => a.max_bytes = val().parse().unwrap_or_else(|_| usage()),
             "--max-wait-ms" => a.max_wait_ms = val().parse().unwrap_or_else(|_| usage()),
             "--client" => a.client = val(),
+            "--decode" => a.decode = true,
             "-h" | "--help" => usage(),
             _ => usage(),
         }
@@ -68,7 +76,7 @@ fn parse_args() -> Args {
     if a.broker.is_empty() || a.topic.is_empty() || a.partitions < 1 || a.max_bytes < 1 {
         usage()
     }
-    if a.client != "rskafka" && a.client != "tally" {
+    if (a.client != "rskafka" && a.client != "tally") || (a.decode && a.client != "tally") {
         usage()
     }
     a
@@ -79,6 +87,7 @@ struct Count {
     records: u64,
     bytes: u64,
     fetches: u64,
+    decode_errors: u64,
 }
 
 impl std::ops::AddAssign for Count {
@@ -86,6 +95,7 @@ impl std::ops::AddAssign for Count {
         self.records += o.records;
         self.bytes += o.bytes;
         self.fetches += o.fetches;
+        self.decode_errors += o.decode_errors;
     }
 }
 
@@ -154,6 +164,9 @@ async fn run_tally(a: &Args) -> anyhow::Result<(Count, f64, f64)> {
         let mut pc = client.partition_consumer(&a.topic, p);
         let max_bytes = a.max_bytes;
         let max_wait = Duration::from_millis(a.max_wait_ms as u64);
+        let decoder = a
+            .decode
+            .then(|| Decoder::new(FormatKind::KillbillUsage, DedupeSource::Format));
         tasks.push(tokio::spawn(async move {
             let mut c = Count::default();
             let mut offset = 0i64;
@@ -170,6 +183,18 @@ async fn run_tally(a: &Args) -> anyhow::Result<(Count, f64, f64)> {
                 for r in &f.records {
                     c.records += 1;
                     c.bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
+                    if let Some(d) = &decoder {
+                        match d.decode(r.key.as_ref(), r.value.as_ref()) {
+                            Ok(dec) => {
+                                let digest = dec
+                                    .dedupe_key
+                                    .as_deref()
+                                    .map(|k| tally::store::digest("usage", k));
+                                std::hint::black_box((dec, digest));
+                            }
+                            Err(_) => c.decode_errors += 1,
+                        }
+                    }
                 }
                 if offset >= f.high_watermark {
                     break;
@@ -200,6 +225,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let out = serde_json::json!({
         "client": a.client,
+        "decode": a.decode,
+        "decode_errors": c.decode_errors,
         "topic": a.topic,
         "partitions": a.partitions,
         "max_bytes": a.max_bytes,

@@ -7,8 +7,9 @@
 #
 #   --n N           events to generate and produce (env N, default 1000000)
 #   --partitions P  topic partitions (env P, default 8)
-#   --rows LIST     comma-separated subset of: raw,tally-fetch,librdkafka,tally-run
-#                   (env ROWS, default all four, in that order)
+#   --rows LIST     comma-separated subset of:
+#                   raw,tally-fetch,tally-decode,librdkafka,tally-run
+#                   (env ROWS, default all five, in that order)
 #   --max-bytes B   per-partition fetch max bytes for every row
 #                   (env BENCH_MAX_BYTES, default 1048576 = tally's default)
 #   --record        append the table, machine and command to BENCHMARKS.md
@@ -21,6 +22,8 @@
 #                fetch_records, one task per partition, to the high watermark
 #   tally-fetch  the same loop over tally's own consume path
 #                (ClusterClient / PartitionConsumer::fetch)
+#   tally-decode tally-fetch plus tally's killbill-usage decoder and dedupe
+#                digest per record (no store, no sink): the decoder's cost
 #   librdkafka   tests/support/kafka_tool.py consume (confluent-kafka, assign
 #                mode, no parsing; Python loop over consume(num_messages=1000))
 #   tally-run    `tally run` into the file sink with a fresh store (durable
@@ -47,7 +50,7 @@ TIME=/usr/bin/time
 
 N="${N:-1000000}"
 P="${P:-8}"
-ROWS="${ROWS:-raw,tally-fetch,librdkafka,tally-run}"
+ROWS="${ROWS:-raw,tally-fetch,tally-decode,librdkafka,tally-run}"
 MAX_BYTES="${BENCH_MAX_BYTES:-1048576}"
 CACHE="${BENCH_CACHE:-$TOOLS/bench-data}"
 RECORD=0
@@ -74,7 +77,7 @@ done
 [[ "$P" =~ ^[0-9]+$ && "$P" -gt 0 ]] || die "P must be a positive integer"
 IFS=',' read -r -a ROW_LIST <<<"$ROWS"
 for r in "${ROW_LIST[@]}"; do
-    case "$r" in raw|tally-fetch|librdkafka|tally-run) ;; *) die "unknown row: $r" ;; esac
+    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run) ;; *) die "unknown row: $r" ;; esac
 done
 
 # ---------------------------------------------------------------- tools
@@ -184,9 +187,10 @@ time_fields() { tail -1 "$1" | awk '{ printf "%s %.2f %s\n", $1, $2 + $3, $4 }';
 
 row_fetch() {
     local name=$1 client=$2 b0 b1 wall cpu rss records
+    shift 2
     b0=$(proc_cpu "$BROKER_PID")
     timed "$WORK/$name.json" "$WORK/$name.time" "$FETCH" --broker "$BROKER" --topic "$TOPIC" \
-        --partitions "$P" --max-bytes "$MAX_BYTES" --client "$client"
+        --partitions "$P" --max-bytes "$MAX_BYTES" --client "$client" "$@"
     b1=$(proc_cpu "$BROKER_PID")
     read -r wall cpu rss < <(time_fields "$WORK/$name.time")
     records=$(json_get records <"$WORK/$name.json")
@@ -322,6 +326,7 @@ for r in "${ROW_LIST[@]}"; do
     case "$r" in
         raw) row_fetch raw rskafka ;;
         tally-fetch) row_fetch tally-fetch tally ;;
+        tally-decode) row_fetch tally-decode tally --decode ;;
         librdkafka) row_librdkafka ;;
         tally-run) row_tally_run ;;
     esac
@@ -335,6 +340,7 @@ import re, sys
 labels = {
     "raw": "raw rskafka fetch loop",
     "tally-fetch": "tally fetch loop (PartitionConsumer)",
+    "tally-decode": "tally fetch + killbill-usage decode (no store/sink)",
     "librdkafka": "confluent-kafka consume (Python)",
     "tally-run": "`tally run` → file sink, durable dedupe",
 }
