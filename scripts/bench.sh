@@ -321,6 +321,7 @@ EOF
     echo "$name $DISTINCT $wall $cpu $rss $(elapsed "$b0" "$b1") first_line_after_${startup}_s;_CPU/RSS_at_last_line;_whole_process_incl._drain:_${cpu_total}_s_CPU,_$((rss_total / 1024))_MB" >>"$RESULTS"
 }
 
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in "${ROW_LIST[@]}"; do
     log "row: $r"
     case "$r" in
@@ -357,16 +358,18 @@ for name, recs, wall, cpu, rss, bcpu, note in rows:
 EOF
 )
 
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 MEM=$(free -g | awk '/^Mem:/ { print $2 " GiB total, " $7 " GiB available" }')
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 SUMMARY="N=$N events ($DISTINCT distinct, $((EVENT_BYTES / N)) bytes/event avg), P=$P partitions, fetch max bytes $MAX_BYTES; produced once in ${PRODUCE_S}s (confluent-kafka, linger 50 ms, 10k msgs/batch); generate: $GEN_S"
-printf '\n%s\n\n%s\n' "$SUMMARY" "$TABLE"
+printf '\n%s\nload average before/after the rows: %s / %s\n\n%s\n' "$SUMMARY" "$LOAD0" "$LOAD1" "$TABLE"
 
 if [[ $RECORD -eq 1 ]]; then
     {
         printf '\n### %s — `%s`\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$CMDLINE"
         printf -- '- machine: %s cores (`nproc`), %s, CPU %s; tally %s\n' \
             "$(nproc)" "$MEM" "$CPU_MODEL" "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+        printf -- '- load average (1/5/15 min) before the rows: %s, after: %s\n' "$LOAD0" "$LOAD1"
         printf -- '- data: %s\n\n' "$SUMMARY"
         printf '%s\n' "$TABLE"
     } >>"$ROOT/BENCHMARKS.md"
