@@ -307,6 +307,10 @@ def producer_conf(args, **extra):
     )
     if getattr(args, "idempotent", False):
         conf["enable.idempotence"] = True
+    if getattr(args, "batch_num_messages", None):
+        conf["batch.num.messages"] = args.batch_num_messages
+    if getattr(args, "batch_size", None):
+        conf["batch.size"] = args.batch_size
     conf.update(extra)
     return conf
 
@@ -516,6 +520,8 @@ def cmd_consume(args):
             "fetch.wait.max.ms": 100,
         },
     )
+    if args.fetch_max_bytes:
+        conf["max.partition.fetch.bytes"] = args.fetch_max_bytes
     c = Consumer(conf)
     c.assign([TopicPartition(args.topic, p, OFFSET_BEGINNING) for p in range(nparts)])
     count = 0
@@ -799,6 +805,8 @@ def main(argv=None):
         p.add_argument("--partition", type=int, default=None, help="fixed partition (default: partitioner)")
         p.add_argument("--linger-ms", type=int, default=5)
         p.add_argument("--idempotent", action="store_true", help="enable.idempotence=true")
+        p.add_argument("--batch-num-messages", type=int, default=None, help="librdkafka batch.num.messages (default: librdkafka's)")
+        p.add_argument("--batch-size", type=int, default=None, help="librdkafka batch.size in bytes (default: librdkafka's)")
         return p
 
     p = with_broker(sub.add_parser("wait-broker", help="wait until metadata works"), 10.0)
@@ -849,6 +857,7 @@ def main(argv=None):
     p.add_argument("--idle", type=float, default=2.0, help="without --count: stop after this many idle seconds at end of every partition")
     p.add_argument("--isolation", choices=["read_committed", "read_uncommitted"], default="read_committed")
     p.add_argument("--records", action="store_true", help="include the records in the output")
+    p.add_argument("--fetch-max-bytes", type=int, default=None, help="librdkafka max.partition.fetch.bytes (default: librdkafka's, 1 MiB)")
     p.set_defaults(fn=cmd_consume)
 
     p = with_broker(sub.add_parser("watermarks", help="low/high watermark per partition"), 10.0)

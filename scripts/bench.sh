@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# End-to-end throughput of tally beside baseline consumers, on the same data,
+# in one invocation, reported as ratios to a raw rskafka fetch loop.
+#
+#   scripts/bench.sh [--record] [--n N] [--partitions P] [--rows LIST]
+#                    [--max-bytes B] [--keep]
+#
+#   --n N           events to generate and produce (env N, default 1000000)
+#   --partitions P  topic partitions (env P, default 8)
+#   --rows LIST     comma-separated subset of:
+#                   raw,tally-fetch,tally-decode,librdkafka,tally-run
+#                   (env ROWS, default all five, in that order)
+#   --max-bytes B   per-partition fetch max bytes for every row
+#                   (env BENCH_MAX_BYTES, default 1048576 = tally's default)
+#   --record        append the table, machine and command to BENCHMARKS.md
+#   --keep          keep the work directory (sink file, store, logs, timings)
+#
+# Generated events are cached in $BENCH_CACHE (default .tools/bench-data/).
+#
+# Rows (each measured as its own process under /usr/bin/time):
+#   raw          examples/raw_rskafka_fetch --client rskafka: rskafka 0.6
+#                fetch_records, one task per partition, to the high watermark
+#   tally-fetch  the same loop over tally's own consume path
+#                (ClusterClient / PartitionConsumer::fetch)
+#   tally-decode tally-fetch plus tally's killbill-usage decoder and dedupe
+#                digest per record (no store, no sink): the decoder's cost
+#   librdkafka   tests/support/kafka_tool.py consume (confluent-kafka, assign
+#                mode, no parsing; Python loop over consume(num_messages=1000))
+#   tally-run    `tally run` into the file sink with a fresh store (durable
+#                dedupe): wall = process start to the last expected line in
+#                the sink; then SIGTERM. Delivered lines must equal the
+#                distinct events exactly, with no repeated dedupe key.
+#
+# records/s = records / wall, wall measured from process start (nothing
+# subtracted: connection setup, interpreter start and tally's store/topic
+# start-up are all inside it). CPU = user+sys of the measured process (for
+# tally-run including the drain after SIGTERM). Broker CPU = the Tansu
+# process's user+sys during the row, from /proc. The broker, the client and
+# the poller share the machine: on 2 cores the broker's CPU is part of the
+# picture.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="${TALLY_TOOLS:-$ROOT/.tools}"
+PY="$TOOLS/venv/bin/python"
+KT="$ROOT/tests/support/kafka_tool.py"
+TALLY="$ROOT/target/release/tally"
+FETCH="$ROOT/target/release/examples/raw_rskafka_fetch"
+TIME=/usr/bin/time
+
+N="${N:-1000000}"
+P="${P:-8}"
+ROWS="${ROWS:-raw,tally-fetch,tally-decode,librdkafka,tally-run}"
+MAX_BYTES="${BENCH_MAX_BYTES:-1048576}"
+CACHE="${BENCH_CACHE:-$TOOLS/bench-data}"
+RECORD=0
+KEEP=0
+CMDLINE="scripts/bench.sh $*"
+
+log() { printf 'bench.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --record) RECORD=1 ;;
+        --keep) KEEP=1 ;;
+        --n) N="$2"; shift ;;
+        --partitions) P="$2"; shift ;;
+        --rows) ROWS="$2"; shift ;;
+        --max-bytes) MAX_BYTES="$2"; shift ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) die "unknown argument: $1 (see --help)" ;;
+    esac
+    shift
+done
+[[ "$N" =~ ^[0-9]+$ && "$N" -gt 0 ]] || die "N must be a positive integer"
+[[ "$P" =~ ^[0-9]+$ && "$P" -gt 0 ]] || die "P must be a positive integer"
+IFS=',' read -r -a ROW_LIST <<<"$ROWS"
+for r in "${ROW_LIST[@]}"; do
+    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run) ;; *) die "unknown row: $r" ;; esac
+done
+
+# ---------------------------------------------------------------- tools
+
+if [[ ! -x "$TIME" ]]; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        log "installing GNU time (apt-get install time)"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >&2
+    fi
+    [[ -x "$TIME" ]] || die "$TIME missing: install GNU time (Debian: apt-get install time)"
+fi
+
+log "building: cargo build --release --bin tally --examples"
+(cd "$ROOT" && cargo build --release --bin tally --examples) >&2
+"$ROOT/scripts/broker.sh" install >&2
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/tally-bench.XXXXXX")"
+BROKER_NAME="bench-$$"
+TALLY_PID=""
+TIME_PID=""
+cleanup() {
+    local rc=$?
+    if [[ -n "$TALLY_PID" ]] && kill -0 "$TALLY_PID" 2>/dev/null; then
+        kill -KILL "$TALLY_PID" 2>/dev/null || true
+    fi
+    [[ -n "$TIME_PID" ]] && wait "$TIME_PID" 2>/dev/null || true
+    "$ROOT/scripts/broker.sh" stop "$BROKER_NAME" >/dev/null 2>&1 || true
+    if [[ $KEEP -eq 1 || $rc -ne 0 ]]; then
+        log "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+json_get() { "$PY" -c 'import json,sys; l=sys.stdin.read().strip().splitlines()[-1]; d=json.loads(l[l.index("{"):]); print(d[sys.argv[1]])' "$1"; }
+
+line=$("$ROOT/scripts/broker.sh" start "$BROKER_NAME")
+BROKER="${line#TALLY_TEST_BROKER=}"
+BROKER_PID="$(cat "$TOOLS/run/$BROKER_NAME.pid")"
+log "broker $BROKER_NAME at $BROKER (pid $BROKER_PID); work dir $WORK"
+
+# user+sys seconds of a pid so far (clock ticks from /proc/PID/stat)
+proc_cpu() {
+    awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat"
+}
+
+TOPIC="bench.usage"
+"$PY" "$KT" create-topic --broker "$BROKER" --topic "$TOPIC" --partitions "$P" >/dev/null
+
+# ---------------------------------------------------------------- data
+
+# gen-usage is deterministic (seed 1) but slow in Python (~75 s per 1M), so
+# the file is cached per N and generator version.
+GEN_ARGS=(--count "$N" --dup-ratio 0.05 --seed 1)
+GEN_TAG="$(printf '%s ' "${GEN_ARGS[@]}" | cat - "$KT" | sha256sum | cut -c1-12)"
+EVENTS="$CACHE/usage-$N-$GEN_TAG.jsonl"
+if [[ -s "$EVENTS" && -s "$EVENTS.gen.json" ]]; then
+    GEN_S="cached"
+    log "events: $EVENTS (cached)"
+else
+    mkdir -p "$CACHE"
+    log "generating $N usage events (5% duplicates) into $EVENTS"
+    t0=$(now)
+    "$PY" "$KT" gen-usage "${GEN_ARGS[@]}" >"$EVENTS.tmp" 2>"$EVENTS.gen.json"
+    mv "$EVENTS.tmp" "$EVENTS"
+    GEN_S="$(elapsed "$t0" "$(now)")s"
+fi
+DISTINCT=$(json_get distinct <"$EVENTS.gen.json")
+EVENT_BYTES=$(stat -c %s "$EVENTS")
+log "events: $N lines, $DISTINCT distinct, $((EVENT_BYTES / N)) bytes/event (generate: $GEN_S)"
+
+log "producing $N events once (confluent-kafka, keyed by /trackingId)"
+t0=$(now)
+"$PY" "$KT" produce --broker "$BROKER" --topic "$TOPIC" --key-pointer /trackingId \
+    --linger-ms 50 --batch-num-messages 10000 --timeout 600 \
+    <"$EVENTS" >"$WORK/produce.json"
+PRODUCE_S=$(elapsed "$t0" "$(now)")
+produced=$(json_get count <"$WORK/produce.json")
+[[ "$produced" -eq "$N" ]] || die "produced $produced of $N"
+log "produced in ${PRODUCE_S}s ($(awk -v n="$N" -v s="$PRODUCE_S" 'BEGIN{printf "%.0f", n/s}') records/s)"
+
+# ---------------------------------------------------------------- rows
+
+# results: one line per row, "name records wall cpu rss_kb broker_cpu note"
+RESULTS="$WORK/results.txt"
+: >"$RESULTS"
+
+# timed OUT_JSON TIME_FILE CMD...: run CMD under GNU time; the wall clock
+# (GNU time's %e has 10 ms resolution) is taken here and replaces field 1.
+timed() {
+    local out=$1 tf=$2 t0 t1
+    shift 2
+    t0=$(now)
+    "$TIME" -f '%e %U %S %M' -o "$tf" "$@" >"$out"
+    t1=$(now)
+    echo "$(elapsed "$t0" "$t1") $(tail -1 "$tf" | cut -d' ' -f2-)" >>"$tf"
+}
+# time_fields TIME_FILE -> "wall cpu rss_kb"
+time_fields() { tail -1 "$1" | awk '{ printf "%s %.2f %s\n", $1, $2 + $3, $4 }'; }
+
+row_fetch() {
+    local name=$1 client=$2 b0 b1 wall cpu rss records
+    shift 2
+    b0=$(proc_cpu "$BROKER_PID")
+    timed "$WORK/$name.json" "$WORK/$name.time" "$FETCH" --broker "$BROKER" --topic "$TOPIC" \
+        --partitions "$P" --max-bytes "$MAX_BYTES" --client "$client" "$@"
+    b1=$(proc_cpu "$BROKER_PID")
+    read -r wall cpu rss < <(time_fields "$WORK/$name.time")
+    records=$(json_get records <"$WORK/$name.json")
+    [[ "$records" -eq "$N" ]] || die "$name read $records of $N records"
+    echo "$name $records $wall $cpu $rss $(elapsed "$b0" "$b1") loop_only_(setup_excluded):_$(json_get records_per_sec <"$WORK/$name.json")/s" >>"$RESULTS"
+}
+
+row_librdkafka() {
+    local name=librdkafka b0 b1 wall cpu rss records
+    b0=$(proc_cpu "$BROKER_PID")
+    timed "$WORK/$name.json" "$WORK/$name.time" "$PY" "$KT" consume --broker "$BROKER" --topic "$TOPIC" \
+        --partitions "$P" --count "$N" --timeout 900 --fetch-max-bytes "$MAX_BYTES"
+    b1=$(proc_cpu "$BROKER_PID")
+    read -r wall cpu rss < <(time_fields "$WORK/$name.time")
+    records=$(json_get count <"$WORK/$name.json")
+    [[ "$records" -eq "$N" ]] || die "$name read $records of $N records"
+    echo "$name $records $wall $cpu $rss $(elapsed "$b0" "$b1") from_first_record:_$(json_get records_per_s_after_first <"$WORK/$name.json")/s" >>"$RESULTS"
+}
+
+row_tally_run() {
+    local name=tally-run dir="$WORK/tally-run" b0 b1 wall cpu rss t_start poll lines
+    mkdir -p "$dir"
+    cat >"$dir/tally.toml" <<EOF
+[kafka]
+brokers = ["$BROKER"]
+fetch_max_bytes = $MAX_BYTES
+
+[store]
+path = "$dir/state"
+
+[assignment]
+mode = "static"
+member = 0
+members = 1
+
+[[routes]]
+name = "usage"
+topics = ["$TOPIC"]
+format = "killbill-usage"
+sink = "file"
+start = "earliest"
+
+[sinks.file]
+path = "$dir/delivered.jsonl"
+EOF
+    b0=$(proc_cpu "$BROKER_PID")
+    t_start=$(now)
+    TALLY_LOG="${TALLY_LOG:-info}" "$TIME" -f '%e %U %S %M' -o "$WORK/$name.time" \
+        "$TALLY" run --config "$dir/tally.toml" >"$dir/tally.log" 2>&1 &
+    TIME_PID=$!
+    # The poller counts lines incrementally (never re-reads the file) and
+    # reports epoch times of the first and the last expected line.
+    poll=$("$PY" - "$dir/delivered.jsonl" "$DISTINCT" "$TIME_PID" 900 <<'EOF'
+import json, os, sys, time
+path, want, pid, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+deadline = time.time() + timeout
+lines, first, f = 0, None, None
+hz = os.sysconf("SC_CLK_TCK")
+child = None
+def tally_pid():
+    try:
+        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        return int(kids[0]) if kids else None
+    except OSError:
+        return None
+def sample(p):
+    """user+sys seconds and peak RSS (kB) of the tally process so far."""
+    try:
+        st = open(f"/proc/{p}/stat").read().rsplit(") ", 1)[1].split()
+        hwm = next(l for l in open(f"/proc/{p}/status") if l.startswith("VmHWM:")).split()[1]
+        return (int(st[11]) + int(st[12])) / hz, int(hwm)
+    except (OSError, StopIteration, IndexError, TypeError):
+        return None, None
+while True:
+    if child is None:
+        child = tally_pid()
+    if f is None and os.path.exists(path):
+        f = open(path, "rb")
+    if f is not None:
+        chunk = f.read(1 << 22)
+        if chunk:
+            lines += chunk.count(b"\n")
+            if first is None and lines:
+                first = time.time()
+            if lines >= want:
+                break
+            continue
+    if time.time() > deadline or not os.path.exists(f"/proc/{pid}"):
+        break
+    time.sleep(0.01)
+last = time.time()
+cpu, rss = sample(child)
+print(json.dumps({"lines": lines, "first": first, "last": last, "tally_pid": child, "cpu_at_last": cpu, "rss_kb_at_last": rss}))
+EOF
+)
+    TALLY_PID=$(json_get tally_pid <<<"$poll")
+    [[ "$TALLY_PID" =~ ^[0-9]+$ ]] || TALLY_PID=$(awk '{print $1}' "/proc/$TIME_PID/task/$TIME_PID/children" 2>/dev/null || true)
+    [[ -n "$TALLY_PID" ]] && kill -TERM "$TALLY_PID" 2>/dev/null || true
+    wait "$TIME_PID" || log "tally run exited with status $? after SIGTERM (see $dir/tally.log)"
+    TIME_PID=""
+    TALLY_PID=""
+    b1=$(proc_cpu "$BROKER_PID")
+    lines=$(json_get lines <<<"$poll")
+    [[ "$lines" -ge "$DISTINCT" ]] || { tail -20 "$dir/tally.log" >&2; die "tally run delivered $lines of $DISTINCT distinct events"; }
+    wall=$(elapsed "$t_start" "$(json_get last <<<"$poll")")
+    startup=$(elapsed "$t_start" "$(json_get first <<<"$poll")")
+    # CPU and RSS as of the last line (the drain after SIGTERM excluded);
+    # the whole process's totals go into the note.
+    read -r _ cpu_total rss_total < <(time_fields "$WORK/$name.time")
+    cpu=$(json_get cpu_at_last <<<"$poll")
+    rss=$(json_get rss_kb_at_last <<<"$poll")
+    [[ "$cpu" != None ]] || cpu=$cpu_total
+    [[ "$rss" != None ]] || rss=$rss_total
+    # Correctness: exactly the distinct events, each dedupe key once, after
+    # shutdown too (nothing delivered twice while draining).
+    "$PY" - "$dir/delivered.jsonl" "$DISTINCT" <<'EOF' || die "tally run: delivered set is wrong"
+import json, sys
+path, want = sys.argv[1], int(sys.argv[2])
+keys = set(); n = 0
+with open(path, "rb") as f:
+    for line in f:
+        n += 1
+        keys.add(json.loads(line)["dedupe_key"])
+ok = n == want and len(keys) == want
+print(f"bench.sh: sink check: {n} lines, {len(keys)} distinct dedupe keys, expected {want}: {'ok' if ok else 'WRONG'}", file=sys.stderr)
+sys.exit(0 if ok else 1)
+EOF
+    echo "$name $DISTINCT $wall $cpu $rss $(elapsed "$b0" "$b1") first_line_after_${startup}_s;_CPU/RSS_at_last_line;_whole_process_incl._drain:_${cpu_total}_s_CPU,_$((rss_total / 1024))_MB" >>"$RESULTS"
+}
+
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+for r in "${ROW_LIST[@]}"; do
+    log "row: $r"
+    case "$r" in
+        raw) row_fetch raw rskafka ;;
+        tally-fetch) row_fetch tally-fetch tally ;;
+        tally-decode) row_fetch tally-decode tally --decode ;;
+        librdkafka) row_librdkafka ;;
+        tally-run) row_tally_run ;;
+    esac
+    tail -1 "$RESULTS" >&2
+done
+
+# ---------------------------------------------------------------- report
+
+TABLE=$("$PY" - "$RESULTS" <<'EOF'
+import re, sys
+labels = {
+    "raw": "raw rskafka fetch loop",
+    "tally-fetch": "tally fetch loop (PartitionConsumer)",
+    "tally-decode": "tally fetch + killbill-usage decode (no store/sink)",
+    "librdkafka": "confluent-kafka consume (Python)",
+    "tally-run": "`tally run` → file sink, durable dedupe",
+}
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+base = next((float(r[1]) / float(r[2]) for r in rows if r[0] == "raw"), None)
+print("| row | records | wall s | records/s | ratio to raw | CPU s (user+sys) | CPU µs/record | peak RSS MB | broker CPU s | note |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+for name, recs, wall, cpu, rss, bcpu, note in rows:
+    note = re.sub(r"(\d+)(?:\.\d+)?/s", lambda m: f"{int(m.group(1)):,}/s", note.replace("_", " "))
+    recs, wall, cpu, rss, bcpu = int(recs), float(wall), float(cpu), int(rss), float(bcpu)
+    rate = recs / wall if wall > 0 else 0
+    ratio = f"{rate / base:.2f}" if base else "n/a"
+    print(f"| {labels[name]} | {recs:,} | {wall:.2f} | {rate:,.0f} | {ratio} | {cpu:.2f} | {cpu / recs * 1e6:.2f} | {rss / 1024:.0f} | {bcpu:.2f} | {note} |")
+EOF
+)
+
+LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
+MEM=$(free -g | awk '/^Mem:/ { print $2 " GiB total, " $7 " GiB available" }')
+CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+SUMMARY="N=$N events ($DISTINCT distinct, $((EVENT_BYTES / N)) bytes/event avg), P=$P partitions, fetch max bytes $MAX_BYTES; produced once in ${PRODUCE_S}s (confluent-kafka, linger 50 ms, 10k msgs/batch); generate: $GEN_S"
+printf '\n%s\nload average before/after the rows: %s / %s\n\n%s\n' "$SUMMARY" "$LOAD0" "$LOAD1" "$TABLE"
+
+if [[ $RECORD -eq 1 ]]; then
+    {
+        printf '\n### %s — `%s`\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$CMDLINE"
+        printf -- '- machine: %s cores (`nproc`), %s, CPU %s; tally %s\n' \
+            "$(nproc)" "$MEM" "$CPU_MODEL" "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+        printf -- '- load average (1/5/15 min) before the rows: %s, after: %s\n' "$LOAD0" "$LOAD1"
+        printf -- '- data: %s\n\n' "$SUMMARY"
+        printf '%s\n' "$TABLE"
+    } >>"$ROOT/BENCHMARKS.md"
+    log "appended to BENCHMARKS.md"
+fi
