@@ -76,7 +76,8 @@ fn parse_args() -> Args {
     if a.broker.is_empty() || a.topic.is_empty() || a.partitions < 1 || a.max_bytes < 1 {
         usage()
     }
-    if (a.client != "rskafka" && a.client != "tally") || (a.decode && a.client != "tally") {
+    let known = matches!(a.client.as_str(), "rskafka" | "tally");
+    if !known || (a.decode && a.client != "tally") {
         usage()
     }
     a

@@ -55,8 +55,6 @@ fn sigkill_restarts_lose_nothing_and_duplicate_only_within_bounds() {
         duplicate_events * 10 >= events.len(),
         "need >= 10% duplicates, got {duplicate_events}"
     );
-    produce_jsonl(&topic, &events, Some("/trackingId"));
-
     let out = dir.path().join("delivered.jsonl");
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -65,33 +63,45 @@ fn sigkill_restarts_lose_nothing_and_duplicate_only_within_bounds() {
     let mut rng = fastrand::Rng::with_seed(seed);
     eprintln!("crash test seed {seed}");
 
-    // Kill at spread-out progress points plus random jitter, so every kill
-    // lands mid-stream however fast this machine consumes.
+    // Events keep arriving while tally is killed and restarted: an independent
+    // producer feeds them, so every kill lands mid-stream however fast this
+    // machine consumes.
+    // Half is a backlog (kills then land in busy delivery), half streams in.
+    let (backlog, stream) = events.split_at(EVENTS / 2);
+    produce_jsonl(&topic, backlog, Some("/trackingId"));
+    let chunks: Vec<Vec<String>> = stream.chunks(EVENTS / 20).map(<[String]>::to_vec).collect();
+    let producer_topic = topic.clone();
+    let producer = std::thread::spawn(move || {
+        for chunk in chunks {
+            produce_jsonl(&producer_topic, &chunk, Some("/trackingId"));
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    });
+
     let mut kills_mid_stream = 0;
     for k in 1..=KILLS {
-        let target = distinct.len() * k / (KILLS + 2);
         let mut tally = TallyProcess::spawn_in(dir.path(), &["run", "--config", &config_arg], &[]);
-        let reached = wait_until(Duration::from_secs(60), || {
-            assert!(
-                tally.is_running(),
-                "tally exited early:\n{}",
-                tally.stderr()
-            );
-            count_lines(&out) >= target
-        });
+        std::thread::sleep(Duration::from_millis(rng.u64(150..700)));
         assert!(
-            reached,
-            "tally did not reach {target} lines:\n{}",
+            tally.is_running(),
+            "tally exited early:\n{}",
             tally.stderr()
         );
-        std::thread::sleep(Duration::from_millis(rng.u64(0..60)));
         tally.kill();
         let after = count_lines(&out);
-        if after < distinct.len() {
+        let keys_so_far: BTreeSet<String> = read_jsonl(&out)
+            .iter()
+            .filter_map(|l| l["dedupe_key"].as_str().map(str::to_string))
+            .collect();
+        if !producer.is_finished() || keys_so_far.len() < distinct.len() {
             kills_mid_stream += 1;
         }
-        eprintln!("kill {k}: {after} lines delivered so far");
+        eprintln!(
+            "kill {k}: {after} lines, {} distinct keys delivered so far",
+            keys_so_far.len()
+        );
     }
+    producer.join().expect("producer thread");
 
     // Final run to completion.
     let mut tally = TallyProcess::spawn_in(dir.path(), &["run", "--config", &config_arg], &[]);

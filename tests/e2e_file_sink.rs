@@ -431,7 +431,12 @@ fn a_second_process_on_the_same_store_is_refused_quickly() {
 
     // `tally health` (the container health check) sees the running daemon...
     let health = |dir: &Path| {
-        TallyProcess::run(dir, &["health", "--config", config.to_str().unwrap()], &[], Duration::from_secs(20))
+        TallyProcess::run(
+            dir,
+            &["health", "--config", config.to_str().unwrap()],
+            &[],
+            Duration::from_secs(20),
+        )
     };
     let h = health(dir.path());
     assert!(h.status.success(), "{} {}", h.stdout, h.stderr);

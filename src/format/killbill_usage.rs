@@ -74,6 +74,14 @@ struct RawRecord<'a> {
 }
 
 pub(super) fn parse(bytes: &[u8]) -> Result<UsageEvent, DecodeError> {
+    match super::killbill_fast::parse(bytes) {
+        Some(ev) => Ok(ev),
+        None => parse_checked(bytes),
+    }
+}
+
+/// The checked decoder: slower, and every error names its field path.
+pub(super) fn parse_checked(bytes: &[u8]) -> Result<UsageEvent, DecodeError> {
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8(e.to_string()))?;
     let raw: &RawValue =
         serde_json::from_str(text).map_err(|e| DecodeError::InvalidJson(e.to_string()))?;

@@ -6,6 +6,7 @@
 
 mod decimal;
 mod json;
+mod killbill_fast;
 mod killbill_usage;
 mod record_date;
 

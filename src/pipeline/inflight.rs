@@ -27,7 +27,7 @@ impl Hasher for LowBitsHasher {
     }
 }
 
-type DigestHasher = BuildHasherDefault<LowBitsHasher>;
+pub(super) type DigestHasher = BuildHasherDefault<LowBitsHasher>;
 
 #[derive(Debug, Default)]
 pub struct InFlight {

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use super::backoff::Backoff;
 use super::classify::{FailureClass, classify_decode, classify_sink};
 use super::fetcher::{Fetched, Fetcher, resolve_position};
+use super::inflight::DigestHasher;
 use super::{RouteCtx, Shared};
 use crate::kafka::ConsumedRecord;
 use crate::sink::Outgoing;
@@ -194,7 +195,7 @@ impl PartitionWorker {
             // Pick what this round sends.
             let mut send = Vec::new();
             let mut held = Vec::new();
-            let mut reserved: HashSet<u128> = HashSet::new();
+            let mut reserved: HashSet<u128, DigestHasher> = HashSet::default();
             for p in pending {
                 match p.digest {
                     None => send.push(p),
