@@ -1,10 +1,23 @@
-//! `tally check`: validate the config and print it resolved.
+//! `tally check`: validate the config and print it resolved; with
+//! `--connect`, also probe the broker and the sinks.
 
 use std::process::ExitCode;
 
-use super::{ConfigArg, load};
+use super::{load, runtime};
+use crate::config::{Settings, SinkKind};
+use crate::kafka::{ClusterClient, error_name};
+use crate::pipeline::kafka_config;
 
-pub fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[arg(long, short = 'c', env = "TALLY_CONFIG")]
+    config: std::path::PathBuf,
+    /// Also connect: broker metadata for every routed topic, and each sink.
+    #[arg(long)]
+    connect: bool,
+}
+
+pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let settings = load(&args.config)?;
     // Secrets are only ever references (`*_env`, `*_file`) in Settings, so
     // printing the resolved settings cannot leak one.
@@ -13,5 +26,82 @@ pub fn check(args: &ConfigArg) -> anyhow::Result<ExitCode> {
         "# {} is valid; resolved settings:\n{text}",
         args.config.display()
     );
-    Ok(ExitCode::SUCCESS)
+    if !args.connect {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let problems = runtime()?.block_on(probe(&settings));
+    if problems == 0 {
+        println!("# connect: ok");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("# connect: {problems} problem(s)");
+        Ok(ExitCode::from(super::exit::FAILURE))
+    }
+}
+
+/// Print one line per probe; return how many failed.
+async fn probe(settings: &Settings) -> usize {
+    let mut problems = 0;
+    let client = ClusterClient::new(kafka_config(&settings.kafka));
+    let topics = settings.all_topics();
+    match client.metadata(&topics).await {
+        Ok(md) => {
+            println!(
+                "# broker: ok ({} broker(s): {})",
+                md.brokers.len(),
+                md.brokers.values().cloned().collect::<Vec<_>>().join(", ")
+            );
+            for topic in &topics {
+                match md.topics.get(topic) {
+                    Some(tm) if tm.error.is_none() => {
+                        let owned = tm
+                            .partitions
+                            .keys()
+                            .filter(|p| settings.assignment.owns(topic, **p))
+                            .count();
+                        println!(
+                            "# topic {topic}: ok ({} partitions, {owned} owned by this member)",
+                            tm.partitions.len()
+                        );
+                    }
+                    Some(tm) => {
+                        problems += 1;
+                        println!(
+                            "# topic {topic}: FAILED ({})",
+                            tm.error.map_or("unknown error", error_name)
+                        );
+                    }
+                    None => {
+                        problems += 1;
+                        println!("# topic {topic}: FAILED (not in the broker's metadata)");
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            problems += 1;
+            println!("# broker: FAILED ({e})");
+        }
+    }
+    for route in &settings.routes {
+        match route.sink {
+            SinkKind::File => {
+                let Some(file) = &settings.sinks.file else {
+                    continue;
+                };
+                match std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&file.path)
+                {
+                    Ok(_) => println!("# sink file ({}): ok, writable", file.path.display()),
+                    Err(e) => {
+                        problems += 1;
+                        println!("# sink file ({}): FAILED ({e})", file.path.display());
+                    }
+                }
+            }
+        }
+    }
+    problems
 }

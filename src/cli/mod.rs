@@ -41,8 +41,8 @@ struct Cli {
 enum Command {
     /// Run the daemon: consume owned partitions, deliver, commit. SIGINT/SIGTERM drain and exit 0.
     Run(ConfigArg),
-    /// Validate the config and print it resolved (secrets redacted).
-    Check(ConfigArg),
+    /// Validate the config and print it resolved (secrets redacted); --connect probes broker and sinks.
+    Check(check::CheckArgs),
     /// Publish JSON lines from stdin to a topic.
     Produce(produce::ProduceArgs),
     /// Show committed offsets per partition, with the broker's log end and lag when reachable.
