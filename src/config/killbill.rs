@@ -158,16 +158,8 @@ pub(super) fn validate(raw: RawKillbillSink) -> Result<KillbillSinkSettings, Con
         reason: raw.reason,
         comment: raw.comment,
         ca_file,
-        connect_timeout: duration_or(
-            &format!("{K}.connect_timeout"),
-            raw.connect_timeout,
-            "5s",
-        )?,
-        request_timeout: duration_or(
-            &format!("{K}.request_timeout"),
-            raw.request_timeout,
-            "10s",
-        )?,
+        connect_timeout: duration_or(&format!("{K}.connect_timeout"), raw.connect_timeout, "5s")?,
+        request_timeout: duration_or(&format!("{K}.request_timeout"), raw.request_timeout, "10s")?,
         max_in_flight,
         lookup_cache_size,
         lookup_cache_ttl: duration_or(
@@ -264,7 +256,10 @@ api_secret_file = "/run/secrets/bob"
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("password_env"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
-        let text = BASE.replace("api_secret_file = \"/run/secrets/bob\"", "api_secret = \"s\"");
+        let text = BASE.replace(
+            "api_secret_file = \"/run/secrets/bob\"",
+            "api_secret = \"s\"",
+        );
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("api_secret"), "{err}");
     }
@@ -272,7 +267,12 @@ api_secret_file = "/run/secrets/bob"
     #[test]
     fn secret_reference_required_once() {
         let text = BASE.replace("password_env = \"KB_PASSWORD\"\n", "");
-        assert!(load(&text).unwrap_err().to_string().contains("password_env"));
+        assert!(
+            load(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("password_env")
+        );
         let text = BASE.replace(
             "password_env = \"KB_PASSWORD\"",
             "password_env = \"A\"\npassword_file = \"/b\"",
@@ -289,8 +289,18 @@ api_secret_file = "/run/secrets/bob"
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("killbill-usage"), "{err}");
         let text = BASE.replace("https://kb.example:8443/", "ftp://kb");
-        assert!(load(&text).unwrap_err().to_string().contains("sinks.killbill.url"));
+        assert!(
+            load(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("sinks.killbill.url")
+        );
         let text = BASE.replace("[sinks.killbill]", "[sinks.killbill]\nmax_in_flight = 0");
-        assert!(load(&text).unwrap_err().to_string().contains("max_in_flight"));
+        assert!(
+            load(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("max_in_flight")
+        );
     }
 }

@@ -543,7 +543,11 @@ fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     })
 }
 
-pub(super) fn duration_or(key: &str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration_or(
+    key: &str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
     duration(key, value.as_deref().unwrap_or(default))
 }
 

@@ -106,9 +106,8 @@ impl Sinks {
                         .killbill
                         .as_ref()
                         .ok_or(SinkSetupError::NotConfigured("killbill"))?;
-                    sinks.killbill = Some(Arc::new(Sink::Killbill(killbill::KillbillSink::new(
-                        cfg,
-                    )?)));
+                    sinks.killbill =
+                        Some(Arc::new(Sink::Killbill(killbill::KillbillSink::new(cfg)?)));
                 }
                 SinkKind::Killbill => {}
             }

@@ -517,10 +517,17 @@ fn store(s: &Shared, tenant: String, u: UsageIn<'_>) -> Response {
         return kb_error(
             StatusCode::NOT_FOUND,
             1002,
-            format!("Object id={} type=SUBSCRIPTION doesn't exist!", u.subscription_id),
+            format!(
+                "Object id={} type=SUBSCRIPTION doesn't exist!",
+                u.subscription_id
+            ),
         );
     };
-    let key = (tenant.clone(), u.subscription_id.clone(), u.tracking_id.clone());
+    let key = (
+        tenant.clone(),
+        u.subscription_id.clone(),
+        u.tracking_id.clone(),
+    );
     if d.usages.contains_key(&key) {
         s.duplicate_posts.fetch_add(1, Ordering::Relaxed);
         return kb_error(

@@ -136,11 +136,19 @@ impl KbClient {
     }
 
     /// `GET /1.0/kb/subscriptions?externalKey=…` → the subscriptionId.
-    pub async fn lookup(&self, tenant: &Tenant, external_key: &str) -> Result<String, KillbillError> {
+    pub async fn lookup(
+        &self,
+        tenant: &Tenant,
+        external_key: &str,
+    ) -> Result<String, KillbillError> {
         let mut url = self.subscriptions_url.clone();
-        url.query_pairs_mut().append_pair("externalKey", external_key);
+        url.query_pairs_mut()
+            .append_pair("externalKey", external_key);
         let answer = self
-            .send(Op::Lookup, self.http.get(url).headers(tenant.headers.clone()))
+            .send(
+                Op::Lookup,
+                self.http.get(url).headers(tenant.headers.clone()),
+            )
             .await?;
         if answer.status == 200 {
             super::response::subscription_id(&answer.body)
@@ -154,7 +162,11 @@ impl KbClient {
     }
 
     /// `POST /1.0/kb/usages`; the answer is judged by the caller.
-    pub async fn post_usage(&self, tenant: &Tenant, body: Vec<u8>) -> Result<Answer, KillbillError> {
+    pub async fn post_usage(
+        &self,
+        tenant: &Tenant,
+        body: Vec<u8>,
+    ) -> Result<Answer, KillbillError> {
         let req = self
             .http
             .post(self.usages_url.clone())

@@ -98,6 +98,45 @@ impl LookupCache {
     }
 }
 
+/// Lookups in progress, so that a burst of records for one subscription on a
+/// cold cache makes one `GET`, not one per record.
+type Flight<T> = Arc<tokio::sync::OnceCell<T>>;
+
+#[derive(Debug)]
+pub(super) struct Flights<T> {
+    inner: Mutex<HashMap<Key, Flight<T>>>,
+}
+
+impl<T: Clone> Flights<T> {
+    pub fn new() -> Flights<T> {
+        Flights {
+            inner: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `f` unless a lookup for the same key is already running, in
+    /// which case its result is shared.
+    pub async fn run<F, Fut>(&self, tenant: &Arc<str>, external_key: &str, f: F) -> T
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let key = (Arc::clone(tenant), external_key.to_string());
+        let cell = Arc::clone(self.lock().entry(key.clone()).or_default());
+        let result = cell.get_or_init(f).await.clone();
+        // Whoever finishes first removes it; a later burst starts afresh.
+        let mut map = self.lock();
+        if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            map.remove(&key);
+        }
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Flight<T>>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +152,24 @@ mod tests {
             assert_eq!(c.get(&t, "hot").as_deref(), Some("h"), "after {i}");
         }
         assert!(c.get(&t, "k0").is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_lookups_share_one_call() {
+        let flights: Flights<u32> = Flights::new();
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let t: Arc<str> = Arc::from("t");
+        let one = || async {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            7
+        };
+        let results =
+            futures_util::future::join_all((0..10).map(|_| flights.run(&t, "k", one))).await;
+        assert!(results.iter().all(|r| *r == 7));
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(flights.run(&t, "k", one).await, 7);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

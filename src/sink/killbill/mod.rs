@@ -27,12 +27,13 @@ use crate::config::KillbillSinkSettings;
 use crate::format::UsageEvent;
 use crate::pipeline::classify::killbill_usage_acknowledged;
 use client::{KbClient, Tenant};
-use lookup::LookupCache;
+use lookup::{Flights, LookupCache};
 
 #[derive(Debug)]
 pub struct KillbillSink {
     client: KbClient,
     cache: LookupCache,
+    lookups: Flights<Result<Arc<str>, KillbillError>>,
 }
 
 impl KillbillSink {
@@ -41,13 +42,16 @@ impl KillbillSink {
         Ok(KillbillSink {
             client: KbClient::new(cfg)?,
             cache: LookupCache::new(cfg.lookup_cache_size, cfg.lookup_cache_ttl),
+            lookups: Flights::new(),
         })
     }
 
     pub async fn deliver(&self, batch: &[&Outgoing]) -> Vec<Result<(), SinkError>> {
-        join_all(batch.iter().map(|o| async move {
-            self.deliver_one(o).await.map_err(SinkError::Killbill)
-        }))
+        join_all(
+            batch
+                .iter()
+                .map(|o| async move { self.deliver_one(o).await.map_err(SinkError::Killbill) }),
+        )
         .await
     }
 
@@ -78,8 +82,14 @@ impl KillbillSink {
         if let Some(id) = self.cache.get(&tenant.id, key) {
             return Ok((id, true));
         }
-        let id: Arc<str> = Arc::from(self.client.lookup(tenant, key).await?);
-        self.cache.insert(&tenant.id, key, Arc::clone(&id));
+        let id = self
+            .lookups
+            .run(&tenant.id, key, || async {
+                let id: Arc<str> = Arc::from(self.client.lookup(tenant, key).await?);
+                self.cache.insert(&tenant.id, key, Arc::clone(&id));
+                Ok(id)
+            })
+            .await?;
         Ok((id, false))
     }
 
