@@ -235,6 +235,9 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientSetu
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
+    // Also the process default: reqwest panics when it needs a provider and
+    // none is installed (the `*-no-provider` features); ring is the only one built.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
