@@ -30,7 +30,8 @@ const TENANTS: [&str; 2] = [
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn env(name: &str) -> Result<String> {
-    std::env::var(name).map_err(|_| format!("{name} is not set (use scripts/bench-killbill.sh)").into())
+    std::env::var(name)
+        .map_err(|_| format!("{name} is not set (use scripts/bench-killbill.sh)").into())
 }
 
 fn kafka_tool(args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
@@ -41,10 +42,9 @@ fn kafka_tool(args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
-    if let Some(mut pipe) = child.stdin.take() {
-        if let Some(input) = stdin {
-            pipe.write_all(input)?;
-        }
+    // Dropping the pipe (with or without input) closes the tool's stdin.
+    if let (Some(mut pipe), Some(input)) = (child.stdin.take(), stdin) {
+        pipe.write_all(input)?;
     }
     let out = child.wait_with_output()?;
     if !out.status.success() {
@@ -58,7 +58,10 @@ fn main() -> Result<()> {
     let events: usize = args.first().map_or(Ok(50_000), |a| a.parse())?;
     let latency = Duration::from_millis(args.get(1).map_or(Ok(5), |a| a.parse())?);
     let in_flight: Vec<usize> = if args.len() > 2 {
-        args[2..].iter().map(|a| a.parse()).collect::<std::result::Result<_, _>>()?
+        args[2..]
+            .iter()
+            .map(|a| a.parse())
+            .collect::<std::result::Result<_, _>>()?
     } else {
         vec![64]
     };
@@ -66,7 +69,17 @@ fn main() -> Result<()> {
     let tally = env("TALLY_BIN")?;
 
     let lines = kafka_tool(
-        &["gen-usage", "--count", &events.to_string(), "--dup-ratio", "0", "--tenants", "2", "--seed", "99"],
+        &[
+            "gen-usage",
+            "--count",
+            &events.to_string(),
+            "--dup-ratio",
+            "0",
+            "--tenants",
+            "2",
+            "--seed",
+            "99",
+        ],
         None,
     )?;
     let pairs: BTreeSet<(String, String)> = lines
@@ -91,10 +104,29 @@ fn main() -> Result<()> {
         }
         double.set_latency(latency);
         let topic = format!("bench-kb-{}-{n}", std::process::id());
-        kafka_tool(&["create-topic", "--broker", &broker, "--topic", &topic, "--partitions", "4"], None)?;
+        kafka_tool(
+            &[
+                "create-topic",
+                "--broker",
+                &broker,
+                "--topic",
+                &topic,
+                "--partitions",
+                "4",
+            ],
+            None,
+        )?;
         let t_produce = Instant::now();
         kafka_tool(
-            &["produce", "--broker", &broker, "--topic", &topic, "--key-pointer", "/trackingId"],
+            &[
+                "produce",
+                "--broker",
+                &broker,
+                "--topic",
+                &topic,
+                "--key-pointer",
+                "/trackingId",
+            ],
             Some(lines.as_bytes()),
         )?;
         let produce_s = t_produce.elapsed().as_secs_f64();
@@ -135,7 +167,9 @@ fn main() -> Result<()> {
         let total = t0.elapsed().as_secs_f64();
         let steady = first.map_or(total, |f| f.elapsed().as_secs_f64());
         // SIGTERM: clean drain.
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let _ = child.wait();
         println!(
             "tally max_in_flight={n}: {:.0} records/s from start ({total:.2} s incl. startup), \
@@ -155,7 +189,12 @@ fn write_config(
     topic: &str,
     in_flight: usize,
 ) -> Result<(String, Vec<(String, String)>)> {
-    let (kb, envs) = sink_toml(double, dir, &TENANTS, &format!("max_in_flight = {in_flight}\n"));
+    let (kb, envs) = sink_toml(
+        double,
+        dir,
+        &TENANTS,
+        &format!("max_in_flight = {in_flight}\n"),
+    );
     let text = format!(
         "[kafka]\nbrokers = [{broker:?}]\n[store]\npath = {:?}\n\n[[routes]]\nname = \"usage\"\ntopics = [{topic:?}]\nformat = \"killbill-usage\"\nsink = \"killbill\"\nstart = \"earliest\"\n\n{kb}",
         dir.join("state").display().to_string()
@@ -171,7 +210,9 @@ fn sequential_baseline(latency: Duration) -> Result<f64> {
     let sub = double.add_subscription(TENANTS[0], "sub-00-0000");
     double.set_latency(latency);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let url = format!("{}/1.0/kb/usages", double.url());
     rt.block_on(async {
         let client = reqwest::Client::builder().build()?;

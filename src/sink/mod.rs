@@ -48,7 +48,8 @@ impl SinkError {
 #[derive(Debug)]
 pub enum Sink {
     File(file::FileSink),
-    Killbill(killbill::KillbillSink),
+    /// Boxed: the client and caches are large next to the file sink's handle.
+    Killbill(Box<killbill::KillbillSink>),
 }
 
 impl Sink {
@@ -106,8 +107,9 @@ impl Sinks {
                         .killbill
                         .as_ref()
                         .ok_or(SinkSetupError::NotConfigured("killbill"))?;
-                    sinks.killbill =
-                        Some(Arc::new(Sink::Killbill(killbill::KillbillSink::new(cfg)?)));
+                    sinks.killbill = Some(Arc::new(Sink::Killbill(Box::new(
+                        killbill::KillbillSink::new(cfg)?,
+                    ))));
                 }
                 SinkKind::Killbill => {}
             }
