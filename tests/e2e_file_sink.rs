@@ -478,11 +478,20 @@ fn config_errors_name_the_key_and_exit_2() {
     let probe_cfg = write_file_sink_config(dir.path(), &[&missing], "killbill-usage", "", "");
     let out = TallyProcess::run(
         dir.path(),
-        &["check", "--config", probe_cfg.to_str().unwrap(), "--connect"],
+        &[
+            "check",
+            "--config",
+            probe_cfg.to_str().unwrap(),
+            "--connect",
+        ],
         &[],
         Duration::from_secs(60),
     );
     assert_eq!(out.status.code(), Some(1), "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("# broker: ok"), "{}", out.stdout);
-    assert!(out.stdout.contains(&format!("# topic {missing}: FAILED")), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("# topic {missing}: FAILED")),
+        "{}",
+        out.stdout
+    );
 }

@@ -78,10 +78,43 @@ pub struct RawRoute {
 #[serde(deny_unknown_fields)]
 pub struct RawSinks {
     pub file: Option<RawFileSink>,
+    pub killbill: Option<RawKillbillSink>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFileSink {
     pub path: String,
+}
+
+/// `[sinks.killbill]`. Secrets only by reference; a literal `password` or
+/// `api_secret` is accepted by the parser only to be refused with a clear message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKillbillSink {
+    pub url: String,
+    pub username: String,
+    pub password: Option<serde::de::IgnoredAny>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub created_by: Option<String>,
+    pub reason: Option<String>,
+    pub comment: Option<String>,
+    pub ca_file: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub max_in_flight: Option<usize>,
+    pub lookup_cache_size: Option<usize>,
+    pub lookup_cache_ttl: Option<String>,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, RawKillbillTenant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKillbillTenant {
+    pub api_key: String,
+    pub api_secret: Option<serde::de::IgnoredAny>,
+    pub api_secret_env: Option<String>,
+    pub api_secret_file: Option<String>,
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::error::ConfigError;
+pub use super::killbill::{KillbillSinkSettings, KillbillTenant, SecretRef};
 use super::raw::{RawAssignment, RawConfig, RawPipeline, RawRoute};
 
 /// Environment variable that overrides `kafka.brokers` (comma-separated),
@@ -124,6 +125,7 @@ pub enum OutOfRangePolicy {
 #[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     File,
+    Killbill,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -140,6 +142,7 @@ pub struct Route {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SinkSettings {
     pub file: Option<FileSinkSettings>,
+    pub killbill: Option<KillbillSinkSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -211,6 +214,11 @@ impl Settings {
                         path: non_empty_path("sinks.file.path", &f.path)?,
                     })
                 })
+                .transpose()?,
+            killbill: raw
+                .sinks
+                .killbill
+                .map(super::killbill::validate)
                 .transpose()?,
         };
         let routes = validate_routes(raw.routes, &sinks)?;
@@ -459,11 +467,26 @@ fn validate_routes(raw: Vec<RawRoute>, sinks: &SinkSettings) -> Result<Vec<Route
                 }
                 SinkKind::File
             }
-            "killbill" | "http" | "amqp" => {
+            "killbill" => {
+                if sinks.killbill.is_none() {
+                    return Err(ConfigError::invalid(
+                        key("sink"),
+                        "sink \"killbill\" is used but [sinks.killbill] is not configured",
+                    ));
+                }
+                if format != FormatKind::KillbillUsage {
+                    return Err(ConfigError::invalid(
+                        key("format"),
+                        "sink \"killbill\" takes Kill Bill usage events; use format = \"killbill-usage\"",
+                    ));
+                }
+                SinkKind::Killbill
+            }
+            "http" | "amqp" => {
                 return Err(ConfigError::invalid(
                     key("sink"),
                     format!(
-                        "sink \"{}\" is not available in this build yet; use \"file\"",
+                        "sink \"{}\" is not available in this build yet; use \"file\" or \"killbill\"",
                         r.sink
                     ),
                 ));
@@ -471,7 +494,7 @@ fn validate_routes(raw: Vec<RawRoute>, sinks: &SinkSettings) -> Result<Vec<Route
             other => {
                 return Err(ConfigError::invalid(
                     key("sink"),
-                    format!("unknown sink \"{other}\"; expected \"file\""),
+                    format!("unknown sink \"{other}\"; expected \"file\" or \"killbill\""),
                 ));
             }
         };
@@ -520,7 +543,11 @@ fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     })
 }
 
-fn duration_or(key: &str, value: Option<String>, default: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration_or(
+    key: &str,
+    value: Option<String>,
+    default: &str,
+) -> Result<Duration, ConfigError> {
     duration(key, value.as_deref().unwrap_or(default))
 }
 
@@ -538,14 +565,14 @@ fn positive_usize(key: &str, value: Option<usize>, default: usize) -> Result<usi
     }
 }
 
-fn non_empty_path(key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+pub(super) fn non_empty_path(key: &str, value: &str) -> Result<PathBuf, ConfigError> {
     if value.trim().is_empty() {
         return Err(ConfigError::invalid(key, "must not be empty"));
     }
     Ok(PathBuf::from(value))
 }
 
-mod human_duration {
+pub(super) mod human_duration {
     use serde::Serializer;
     use std::time::Duration;
 

@@ -10,6 +10,7 @@
 
 use crate::format::DecodeError;
 use crate::sink::SinkError;
+use crate::sink::killbill::KillbillError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureClass {
@@ -44,6 +45,45 @@ pub fn classify_sink(e: &SinkError) -> FailureClass {
             }
         }
         SinkError::Stopped => FailureClass::Transient,
+        SinkError::Killbill(e) => classify_killbill(e),
+    }
+}
+
+/// Kill Bill error code for "a usage record with this tracking ID already exists".
+pub const KILLBILL_TRACKING_ID_EXISTS: i64 = 50000;
+
+/// Whether Kill Bill has the usage record after this answer to `POST /1.0/kb/usages`.
+/// 201 is a fresh record; 400 with code 50000 means an earlier send (e.g.
+/// acked just before a crash, never committed) already recorded it — the
+/// trackingId is the idempotency key, so that too is delivered.
+pub fn killbill_usage_acknowledged(status: u16, code: Option<i64>) -> bool {
+    status == 201 || (status == 400 && code == Some(KILLBILL_TRACKING_ID_EXISTS))
+}
+
+fn classify_killbill(e: &KillbillError) -> FailureClass {
+    match e {
+        // The record cannot be delivered as it is: dead-letter (replayable).
+        KillbillError::NotUsage | KillbillError::UnmappedTenant { .. } => FailureClass::Permanent,
+        KillbillError::Connect { .. }
+        | KillbillError::Timeout { .. }
+        | KillbillError::Transport { .. } => FailureClass::Transient,
+        // Our own request could not be formed: configuration, not the record.
+        KillbillError::Request { .. } => FailureClass::Halt,
+        // A 200 that is not a subscription: `url` points at something else.
+        KillbillError::BadAnswer { .. } => FailureClass::Halt,
+        KillbillError::Status { status, code, .. } => match *status {
+            401 | 403 | 407 => FailureClass::Halt,
+            408 | 429 => FailureClass::Transient,
+            500..=599 => FailureClass::Transient,
+            // Kill Bill's own 404 (unknown subscription / external key) is about
+            // the record; a 404 without its JSON error body is a wrong `url`,
+            // and dead-lettering everything would be the worst answer to that.
+            404 if code.is_some() => FailureClass::Permanent,
+            404 => FailureClass::Halt,
+            400..=499 => FailureClass::Permanent,
+            // Redirects (not followed) and unexpected 1xx/2xx: never skip, never assume delivered.
+            _ => FailureClass::Halt,
+        },
     }
 }
 
@@ -64,6 +104,51 @@ mod tests {
             raw_os_error: raw,
             message: String::new(),
         }
+    }
+
+    fn kb(status: u16, code: Option<i64>) -> SinkError {
+        SinkError::Killbill(KillbillError::Status {
+            op: crate::sink::killbill::Op::Post,
+            status,
+            code,
+            message: String::new(),
+        })
+    }
+
+    #[test]
+    fn killbill_outcomes() {
+        assert!(killbill_usage_acknowledged(201, None));
+        assert!(killbill_usage_acknowledged(400, Some(50000)));
+        assert!(!killbill_usage_acknowledged(400, Some(4001)));
+        assert!(!killbill_usage_acknowledged(200, None));
+        assert!(!killbill_usage_acknowledged(500, Some(50000)));
+        use FailureClass::*;
+        for (status, code, class) in [
+            (401, None, Halt),
+            (403, Some(1), Halt),
+            (404, Some(1083), Permanent),
+            (404, None, Halt),
+            (400, Some(4001), Permanent),
+            (400, None, Permanent),
+            (422, None, Permanent),
+            (429, None, Transient),
+            (408, None, Transient),
+            (500, None, Transient),
+            (503, Some(1), Transient),
+            (302, None, Halt),
+            (200, None, Halt),
+        ] {
+            assert_eq!(classify_sink(&kb(status, code)), class, "{status} {code:?}");
+        }
+        let unmapped = SinkError::Killbill(KillbillError::UnmappedTenant {
+            tenant_id: "t".into(),
+        });
+        assert_eq!(classify_sink(&unmapped), Permanent);
+        let down = SinkError::Killbill(KillbillError::Connect {
+            op: crate::sink::killbill::Op::Lookup,
+            message: "refused".into(),
+        });
+        assert_eq!(classify_sink(&down), Transient);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! One folder per sink (config lives in `config`, tests beside the code).
 
 pub mod file;
+pub mod killbill;
 mod outgoing;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub enum SinkError {
     },
     #[error("sink writer stopped")]
     Stopped,
+    #[error(transparent)]
+    Killbill(#[from] killbill::KillbillError),
 }
 
 impl SinkError {
@@ -45,6 +48,8 @@ impl SinkError {
 #[derive(Debug)]
 pub enum Sink {
     File(file::FileSink),
+    /// Boxed: the client and caches are large next to the file sink's handle.
+    Killbill(Box<killbill::KillbillSink>),
 }
 
 impl Sink {
@@ -52,12 +57,14 @@ impl Sink {
     pub async fn deliver(&self, batch: &[&Outgoing]) -> Vec<Result<(), SinkError>> {
         match self {
             Sink::File(s) => s.deliver(batch).await,
+            Sink::Killbill(s) => s.deliver(batch).await,
         }
     }
 
     pub fn name(&self) -> &'static str {
         match self {
             Sink::File(_) => "file",
+            Sink::Killbill(_) => "killbill",
         }
     }
 }
@@ -66,6 +73,7 @@ impl Sink {
 #[derive(Debug, Default)]
 pub struct Sinks {
     file: Option<Arc<Sink>>,
+    killbill: Option<Arc<Sink>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +82,8 @@ pub enum SinkSetupError {
     NotConfigured(&'static str),
     #[error(transparent)]
     File(#[from] file::FileSinkError),
+    #[error(transparent)]
+    Killbill(#[from] killbill::ClientSetupError),
 }
 
 impl Sinks {
@@ -90,6 +100,18 @@ impl Sinks {
                     sinks.file = Some(Arc::new(Sink::File(file::FileSink::open(&cfg.path)?)));
                 }
                 SinkKind::File => {}
+                // One Kill Bill sink (one client, one semaphore) for every route that uses it.
+                SinkKind::Killbill if sinks.killbill.is_none() => {
+                    let cfg = settings
+                        .sinks
+                        .killbill
+                        .as_ref()
+                        .ok_or(SinkSetupError::NotConfigured("killbill"))?;
+                    sinks.killbill = Some(Arc::new(Sink::Killbill(Box::new(
+                        killbill::KillbillSink::new(cfg)?,
+                    ))));
+                }
+                SinkKind::Killbill => {}
             }
         }
         Ok(sinks)
@@ -98,6 +120,7 @@ impl Sinks {
     pub fn get(&self, kind: SinkKind) -> Option<Arc<Sink>> {
         match kind {
             SinkKind::File => self.file.clone(),
+            SinkKind::Killbill => self.killbill.clone(),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! Every wait here has a timeout; every spawned process is killed on drop.
 #![allow(dead_code)]
 
+pub mod killbill_double;
 pub mod proxy;
 
 use std::ffi::OsStr;
