@@ -3,9 +3,11 @@
 //! Unknown keys are errors that name the key; durations are written like
 //! `"30s"`; every default lives in `settings.rs`.
 
+mod admin;
 mod error;
 mod raw;
 mod settings;
 
+pub use admin::{AdminSettings, DEFAULT_ADMIN_LISTEN};
 pub use error::ConfigError;
 pub use settings::*;
