@@ -55,6 +55,7 @@ pub(super) fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/ids/prune", post(id_prune))
         .route("/v1/ids/{route}/{*key}", get(id_lookup))
         .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/dead-letters/{id}", get(dead_letter))
         .route("/v1/topics/{topic}/records", post(publish))
         .with_state(state)
 }
@@ -276,6 +277,13 @@ async fn dead_letters(State(st): S, Query(q): Query<RouteQuery>) -> ApiResult<ax
     })
     .await?;
     Ok(axum::Json(list))
+}
+
+async fn dead_letter(State(st): S, Path(id): Path<u64>) -> ApiResult<axum::Json<Value>> {
+    match with_store(&st, move |s| s.dead_letter(id)).await? {
+        Some(d) => Ok(axum::Json(views::dead_letter(id, &d, true))),
+        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no dead letter with id {id}"))),
+    }
 }
 
 #[derive(Deserialize)]
