@@ -81,7 +81,11 @@ impl AdminClient {
         let status = resp.status();
         let mut body = resp.into_body();
         if !status.is_success() {
-            let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let bytes = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             return Err(self.status_error(status, &bytes));
         }
         while let Some(frame) = body.frame().await {

@@ -325,9 +325,18 @@ mod tests {
         p.set_committed(4);
         m.observe_sink("file", "ok", 0.002);
         let text = m.encode().unwrap();
-        assert!(text.contains(r#"tally_records_total{route="usage",outcome="delivered"} 3"#), "{text}");
-        assert!(text.contains(r#"tally_partition_lag{route="usage",topic="t",partition="0"} 6"#), "{text}");
-        assert!(text.contains("tally_sink_request_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains(r#"tally_records_total{route="usage",outcome="delivered"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tally_partition_lag{route="usage",topic="t",partition="0"} 6"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("tally_sink_request_duration_seconds_bucket"),
+            "{text}"
+        );
         assert!(text.contains("tally_store_size_bytes"), "{text}");
         assert!(text.contains("tally_build_info{"), "{text}");
     }

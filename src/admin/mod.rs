@@ -26,7 +26,9 @@ use crate::pipeline::{Live, kafka_config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("admin API: cannot listen on {addr}: {source}; change [admin] listen or stop what uses the port")]
+    #[error(
+        "admin API: cannot listen on {addr}: {source}; change [admin] listen or stop what uses the port"
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

@@ -67,8 +67,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut r = (self.0, axum::Json(json!({ "error": self.1 }))).into_response();
         if self.0 == StatusCode::UNAUTHORIZED {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         r
     }
@@ -153,7 +155,9 @@ async fn partitions(State(st): S) -> ApiResult<axum::Json<Vec<OffsetRow>>> {
         let view = live
             .iter()
             .find(|v| &v.topic == topic && v.partition == *partition);
-        let log_end = view.map(|v| v.high_watermark).filter(|hw| *hw > 0 || entry.next_offset == 0);
+        let log_end = view
+            .map(|v| v.high_watermark)
+            .filter(|hw| *hw > 0 || entry.next_offset == 0);
         let mut row = OffsetRow::from_store(topic, *partition, entry, log_end);
         if let Some(v) = view {
             // The live committed offset can be a moment ahead of the read above.
@@ -179,7 +183,10 @@ async fn id_counts(State(st): S) -> ApiResult<axum::Json<Vec<views::RouteCount>>
     Ok(axum::Json(views::route_counts(&batches)))
 }
 
-async fn id_lookup(State(st): S, Path((route, key)): Path<(String, String)>) -> ApiResult<Response> {
+async fn id_lookup(
+    State(st): S,
+    Path((route, key)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let (r, k) = (route.clone(), key.clone());
     match with_store(&st, move |s| s.lookup(&r, &k)).await? {
         Some(loc) => Ok(axum::Json(views::id_location(&route, &key, &loc)).into_response()),
@@ -253,7 +260,11 @@ struct PruneQuery {
     older_than: String,
 }
 
-async fn id_prune(State(st): S, headers: HeaderMap, Query(q): Query<PruneQuery>) -> ApiResult<Response> {
+async fn id_prune(
+    State(st): S,
+    headers: HeaderMap,
+    Query(q): Query<PruneQuery>,
+) -> ApiResult<Response> {
     require_token(&st, &headers)?;
     let age = humantime::parse_duration(&q.older_than).map_err(|e| {
         ApiError(
@@ -271,7 +282,10 @@ async fn id_prune(State(st): S, headers: HeaderMap, Query(q): Query<PruneQuery>)
     .into_response())
 }
 
-async fn dead_letters(State(st): S, Query(q): Query<RouteQuery>) -> ApiResult<axum::Json<Vec<Value>>> {
+async fn dead_letters(
+    State(st): S,
+    Query(q): Query<RouteQuery>,
+) -> ApiResult<axum::Json<Vec<Value>>> {
     let list = with_store(&st, move |s| {
         views::dead_letter_list(s, q.route.as_deref(), q.reason.as_deref())
     })
@@ -282,7 +296,10 @@ async fn dead_letters(State(st): S, Query(q): Query<RouteQuery>) -> ApiResult<ax
 async fn dead_letter(State(st): S, Path(id): Path<u64>) -> ApiResult<axum::Json<Value>> {
     match with_store(&st, move |s| s.dead_letter(id)).await? {
         Some(d) => Ok(axum::Json(views::dead_letter(id, &d, true))),
-        None => Err(ApiError(StatusCode::NOT_FOUND, format!("no dead letter with id {id}"))),
+        None => Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no dead letter with id {id}"),
+        )),
     }
 }
 
@@ -325,7 +342,10 @@ async fn publish(
         .await
         .map_err(|e| ApiError(StatusCode::NOT_FOUND, format!("topic {topic}: {e}")))?;
     if partitions <= 0 {
-        return Err(ApiError(StatusCode::NOT_FOUND, format!("topic {topic} has no partitions")));
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("topic {topic} has no partitions"),
+        ));
     }
     let partition = match (q.partition, &key) {
         (Some(p), _) if (0..partitions).contains(&p) => p,

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::store::{BatchInfo, DeadLetter, IdLocation, OffsetEntry, SCHEMA_VERSION, Store, StoreError};
+use crate::store::{
+    BatchInfo, DeadLetter, IdLocation, OffsetEntry, SCHEMA_VERSION, Store, StoreError,
+};
 
 /// Unix milliseconds as RFC 3339 (UTC, milliseconds), or null.
 pub fn ms(t: i64) -> Value {

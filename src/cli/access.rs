@@ -49,11 +49,14 @@ fn lock_pid(settings: &Settings) -> Option<String> {
 }
 
 /// GET a JSON document from the daemon.
-pub(crate) fn daemon_get<T: DeserializeOwned>(client: &AdminClient, path: &str) -> anyhow::Result<T> {
+pub(crate) fn daemon_get<T: DeserializeOwned>(
+    client: &AdminClient,
+    path: &str,
+) -> anyhow::Result<T> {
     let rt = super::runtime()?;
-    let bytes = rt
-        .block_on(client.get(path))
-        .with_context(|| format!("the store is locked by the running daemon; asked its admin API ({path})"))?;
+    let bytes = rt.block_on(client.get(path)).with_context(|| {
+        format!("the store is locked by the running daemon; asked its admin API ({path})")
+    })?;
     serde_json::from_slice(&bytes).with_context(|| format!("admin API {path}: unexpected answer"))
 }
 

@@ -52,7 +52,10 @@ pub fn dlq(args: &DlqArgs) -> anyhow::Result<ExitCode> {
                     views::dead_letter_list(&store, route.as_deref(), reason.as_deref())?
                 }
                 Access::Daemon(client) => {
-                    let q = access::query(&[("route", route.as_deref()), ("reason", reason.as_deref())]);
+                    let q = access::query(&[
+                        ("route", route.as_deref()),
+                        ("reason", reason.as_deref()),
+                    ]);
                     access::daemon_get(&client, &format!("/v1/dead-letters{q}"))?
                 }
             };
@@ -88,9 +91,10 @@ pub fn dlq(args: &DlqArgs) -> anyhow::Result<ExitCode> {
                 Access::Store(store) => store
                     .dead_letter(*id)?
                     .map(|d| views::dead_letter(*id, &d, true)),
-                Access::Daemon(client) => {
-                    Some(access::daemon_get(&client, &format!("/v1/dead-letters/{id}"))?)
-                }
+                Access::Daemon(client) => Some(access::daemon_get(
+                    &client,
+                    &format!("/v1/dead-letters/{id}"),
+                )?),
             };
             match found {
                 Some(v) => {

@@ -78,7 +78,12 @@ pub fn ids(args: &IdsArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn lookup(config: &std::path::Path, route: Option<&str>, key: &str, json: bool) -> anyhow::Result<ExitCode> {
+fn lookup(
+    config: &std::path::Path,
+    route: Option<&str>,
+    key: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let settings = load(config)?;
     let routes: Vec<String> = match route {
         Some(r) => vec![r.to_string()],
@@ -98,9 +103,14 @@ fn lookup(config: &std::path::Path, route: Option<&str>, key: &str, json: bool) 
             for r in &routes {
                 let path = format!("/v1/ids/{}/{}", encode_segment(r), encode_segment(key));
                 match rt.block_on(client.get(&path)) {
-                    Ok(b) => found.push(serde_json::from_slice(&b).context("admin API: unexpected answer")?),
+                    Ok(b) => found
+                        .push(serde_json::from_slice(&b).context("admin API: unexpected answer")?),
                     Err(crate::admin::ClientError::Status { status, .. }) if status == 404 => {}
-                    Err(e) => return Err(e).context("the store is locked by the running daemon; asked its admin API"),
+                    Err(e) => {
+                        return Err(e).context(
+                            "the store is locked by the running daemon; asked its admin API",
+                        );
+                    }
                 }
             }
         }
@@ -118,7 +128,10 @@ fn lookup(config: &std::path::Path, route: Option<&str>, key: &str, json: bool) 
             println!("{v}");
             continue;
         }
-        let s = |k: &str| v[k].as_str().map_or_else(|| v[k].to_string(), str::to_string);
+        let s = |k: &str| {
+            v[k].as_str()
+                .map_or_else(|| v[k].to_string(), str::to_string)
+        };
         println!("key          {}", s("key"));
         println!("route        {}", s("route"));
         println!("topic        {}", s("topic"));
@@ -214,11 +227,19 @@ fn export(config: &std::path::Path, route: Option<&str>) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-fn prune(config: &std::path::Path, older_than: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+fn prune(
+    config: &std::path::Path,
+    older_than: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let settings = load(config)?;
     let age: Duration = match older_than {
-        Some(t) => humantime::parse_duration(t)
-            .map_err(|e| crate::config::ConfigError::invalid("--older-than", format!("\"{t}\" is not a duration ({e})")))?,
+        Some(t) => humantime::parse_duration(t).map_err(|e| {
+            crate::config::ConfigError::invalid(
+                "--older-than",
+                format!("\"{t}\" is not a duration ({e})"),
+            )
+        })?,
         None => settings.store.retention.ok_or_else(|| {
             crate::config::ConfigError::invalid(
                 "--older-than",
@@ -230,7 +251,8 @@ fn prune(config: &std::path::Path, older_than: Option<&str>, json: bool) -> anyh
         Access::Store(store) => {
             let mut progress = Progress::new("pruning", false);
             let total = store.batches()?.len() as u64;
-            let stats = store.prune_older_than_with(age, |s| progress.update(s.batches as u64, total))?;
+            let stats =
+                store.prune_older_than_with(age, |s| progress.update(s.batches as u64, total))?;
             progress.finish();
             serde_json::json!({
                 "batches": stats.batches,
@@ -241,7 +263,10 @@ fn prune(config: &std::path::Path, older_than: Option<&str>, json: bool) -> anyh
         Access::Daemon(client) => {
             let rt = runtime()?;
             let age_text = humantime::format_duration(age).to_string();
-            let path = format!("/v1/ids/prune{}", access::query(&[("older_than", Some(&age_text))]));
+            let path = format!(
+                "/v1/ids/prune{}",
+                access::query(&[("older_than", Some(&age_text))])
+            );
             let b = rt
                 .block_on(client.post(&path, Default::default()))
                 .context("the store is locked by the running daemon; asked its admin API to prune (needs the admin token in this environment)")?;
@@ -253,7 +278,9 @@ fn prune(config: &std::path::Path, older_than: Option<&str>, json: bool) -> anyh
     } else {
         println!(
             "pruned {} tracking ID(s) in {} batch(es) committed before {}",
-            result["ids"], result["batches"], result["cutoff"].as_str().unwrap_or("-")
+            result["ids"],
+            result["batches"],
+            result["cutoff"].as_str().unwrap_or("-")
         );
     }
     Ok(ExitCode::SUCCESS)

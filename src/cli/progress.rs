@@ -25,7 +25,11 @@ impl Progress {
 
     /// At most ten redraws a second.
     pub fn update(&mut self, done: u64, total: u64) {
-        if !self.enabled || self.last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+        if !self.enabled
+            || self
+                .last
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
             return;
         }
         self.last = Some(Instant::now());

@@ -112,7 +112,15 @@ pub fn reset_offsets(args: &ResetOffsetsArgs) -> anyhow::Result<ExitCode> {
             let (start, end) = rt
                 .block_on(log_range(&mut consumer, settings.kafka.request_timeout))
                 .with_context(|| format!("reading the log range of {topic}/{p}"))?;
-            let (new, note) = rt.block_on(resolve(target, current, start, end, &mut consumer, settings.kafka.request_timeout))
+            let (new, note) = rt
+                .block_on(resolve(
+                    target,
+                    current,
+                    start,
+                    end,
+                    &mut consumer,
+                    settings.kafka.request_timeout,
+                ))
                 .with_context(|| format!("resolving the new offset of {topic}/{p}"))?;
             rows.push(Row {
                 topic: topic.clone(),
@@ -131,7 +139,10 @@ pub fn reset_offsets(args: &ResetOffsetsArgs) -> anyhow::Result<ExitCode> {
                 && r.current != Some(new)
             {
                 store.set_offset(&r.topic, r.partition, new)?;
-                tracing::warn!(topic = %r.topic, partition = r.partition, from = ?r.current, to = new, "offset reset");
+                tracing::warn!(
+                    topic = %r.topic, partition = r.partition,
+                    from = r.current.unwrap_or(-1), to = new, "offset reset"
+                );
             }
         }
     }
@@ -198,12 +209,19 @@ fn target(args: &ResetOffsetsArgs) -> anyhow::Result<Target> {
         Target::Timestamp(parse_datetime(ts)?)
     } else if let Some(d) = &args.by_duration {
         let d = humantime::parse_duration(d).map_err(|e| {
-            ConfigError::invalid("--by-duration", format!("\"{d}\" is not a duration ({e}); e.g. 1h30m, 2d"))
+            ConfigError::invalid(
+                "--by-duration",
+                format!("\"{d}\" is not a duration ({e}); e.g. 1h30m, 2d"),
+            )
         })?;
         let now = chrono::Utc::now().timestamp_millis();
         Target::Timestamp(now.saturating_sub(d.as_millis().min(i64::MAX as u128) as i64))
     } else {
-        return Err(ConfigError::invalid("reset-offsets", "choose one --to-*/--shift-by/--by-duration").into());
+        return Err(ConfigError::invalid(
+            "reset-offsets",
+            "choose one --to-*/--shift-by/--by-duration",
+        )
+        .into());
     })
 }
 
@@ -214,19 +232,28 @@ fn parse_datetime(ts: &str) -> Result<i64, ConfigError> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(ts) {
         return Ok(t.timestamp_millis());
     }
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
         if let Ok(t) = chrono::NaiveDateTime::parse_from_str(ts, fmt) {
             return Ok(t.and_utc().timestamp_millis());
         }
     }
     Err(ConfigError::invalid(
         "--to-datetime",
-        format!("\"{ts}\" is not a time; write 2024-05-01T12:00:00Z, 2024-05-01T12:00:00 (UTC) or epoch ms"),
+        format!(
+            "\"{ts}\" is not a time; write 2024-05-01T12:00:00Z, 2024-05-01T12:00:00 (UTC) or epoch ms"
+        ),
     ))
 }
 
 /// `(topic, explicit partitions)`; every topic must be one a route consumes.
-fn topics(args: &ResetOffsetsArgs, settings: &Settings) -> Result<Vec<(String, Option<Vec<i32>>)>, ConfigError> {
+fn topics(
+    args: &ResetOffsetsArgs,
+    settings: &Settings,
+) -> Result<Vec<(String, Option<Vec<i32>>)>, ConfigError> {
     let mut out = Vec::new();
     for spec in &args.topic {
         let (topic, parts) = match spec.split_once(':') {
@@ -234,7 +261,10 @@ fn topics(args: &ResetOffsetsArgs, settings: &Settings) -> Result<Vec<(String, O
                 let mut set = BTreeSet::new();
                 for p in ps.split(',').filter(|p| !p.trim().is_empty()) {
                     let p: i32 = p.trim().parse().map_err(|_| {
-                        ConfigError::invalid("--topic", format!("\"{spec}\": \"{p}\" is not a partition number"))
+                        ConfigError::invalid(
+                            "--topic",
+                            format!("\"{spec}\": \"{p}\" is not a partition number"),
+                        )
                     })?;
                     set.insert(p);
                 }
@@ -265,18 +295,26 @@ fn topics(args: &ResetOffsetsArgs, settings: &Settings) -> Result<Vec<(String, O
 
 /// (log start, log end): ListOffsets earliest, and the end from a fetch
 /// response (ListOffsets "latest" is unreliable on some brokers).
-async fn log_range(consumer: &mut PartitionConsumer, timeout: Duration) -> anyhow::Result<(i64, i64)> {
+async fn log_range(
+    consumer: &mut PartitionConsumer,
+    timeout: Duration,
+) -> anyhow::Result<(i64, i64)> {
     let run = async {
         let start = consumer.list_offset(OffsetSpec::Earliest).await?;
-        let f = consumer.fetch(start, 1024, Duration::from_millis(10)).await?;
+        let f = consumer
+            .fetch(start, 1024, Duration::from_millis(10))
+            .await?;
         let end = if f.last_stable_offset >= 0 {
-            f.last_stable_offset.min(f.high_watermark.max(f.last_stable_offset))
+            f.last_stable_offset
+                .min(f.high_watermark.max(f.last_stable_offset))
         } else {
             f.high_watermark
         };
         Ok::<_, crate::kafka::KafkaError>((start, end.max(start)))
     };
-    Ok(tokio::time::timeout(timeout * 2, run).await.context("timed out")??)
+    Ok(tokio::time::timeout(timeout * 2, run)
+        .await
+        .context("timed out")??)
 }
 
 async fn resolve(

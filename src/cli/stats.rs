@@ -30,7 +30,10 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<ExitCode> {
     }
     let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     println!("store           {}  ({via})", s.path);
-    println!("schema          v{} (this tally supports up to v{})", s.schema_version, s.supported_schema_version);
+    println!(
+        "schema          v{} (this tally supports up to v{})",
+        s.schema_version, s.supported_schema_version
+    );
     println!("created         {}", s.created);
     println!("size on disk    {}", human_bytes(s.size_on_disk_bytes));
     println!("tracking IDs    {} in {} batches", s.ids, s.batches);

@@ -47,11 +47,22 @@ pub(super) fn validate_admin(raw: Option<RawAdmin>) -> Result<Option<AdminSettin
             "set either token_env or token_file, not both",
         ));
     }
-    if raw.token_env.as_deref().is_some_and(|v| v.trim().is_empty()) {
+    if raw
+        .token_env
+        .as_deref()
+        .is_some_and(|v| v.trim().is_empty())
+    {
         return Err(ConfigError::invalid("admin.token_env", "must not be empty"));
     }
-    if raw.token_file.as_deref().is_some_and(|v| v.trim().is_empty()) {
-        return Err(ConfigError::invalid("admin.token_file", "must not be empty"));
+    if raw
+        .token_file
+        .as_deref()
+        .is_some_and(|v| v.trim().is_empty())
+    {
+        return Err(ConfigError::invalid(
+            "admin.token_file",
+            "must not be empty",
+        ));
     }
     Ok(Some(AdminSettings {
         listen,

@@ -108,7 +108,12 @@ impl Fetcher {
     /// watermark current. A probe fetches from the last known watermark (or
     /// `offset`) with a 1-byte limit: at the log end that is an empty answer,
     /// past it at most one record batch — cheap either way.
-    async fn send_probing(&mut self, tx: &mpsc::Sender<Fetched>, batch: Fetched, offset: i64) -> bool {
+    async fn send_probing(
+        &mut self,
+        tx: &mpsc::Sender<Fetched>,
+        batch: Fetched,
+        offset: i64,
+    ) -> bool {
         let cancel = self.shared.cancel.clone();
         let permit = loop {
             tokio::select! {

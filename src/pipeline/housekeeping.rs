@@ -22,8 +22,7 @@ pub(super) async fn run(live: Arc<Live>, retention: Option<Duration>, cancel: Ca
     tracing::info!(retention = ?retention, every = ?every, "tracking-ID retention enabled");
     loop {
         let store = Arc::clone(&live.store);
-        let pruned =
-            tokio::task::spawn_blocking(move || store.prune_older_than(retention)).await;
+        let pruned = tokio::task::spawn_blocking(move || store.prune_older_than(retention)).await;
         match pruned {
             Ok(Ok(stats)) => {
                 live.metrics.pruned_ids.inc_by(stats.ids as u64);
@@ -44,8 +43,14 @@ mod tests {
 
     #[test]
     fn interval_is_bounded() {
-        assert_eq!(prune_interval(Duration::from_secs(1)), Duration::from_secs(10));
-        assert_eq!(prune_interval(Duration::from_secs(120)), Duration::from_secs(30));
+        assert_eq!(
+            prune_interval(Duration::from_secs(1)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            prune_interval(Duration::from_secs(120)),
+            Duration::from_secs(30)
+        );
         assert_eq!(
             prune_interval(Duration::from_secs(30 * 86400)),
             Duration::from_secs(600)

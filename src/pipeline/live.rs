@@ -89,7 +89,11 @@ impl std::fmt::Debug for Live {
 }
 
 impl Live {
-    pub(crate) fn new(metrics: Arc<Metrics>, store: Arc<Store>, routes: Vec<Arc<RouteCtx>>) -> Live {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        store: Arc<Store>,
+        routes: Vec<Arc<RouteCtx>>,
+    ) -> Live {
         Live {
             metrics,
             store,
@@ -111,7 +115,12 @@ impl Live {
         }
     }
 
-    pub(crate) fn register(&self, route: &Arc<str>, topic: &str, partition: i32) -> Arc<PartitionLive> {
+    pub(crate) fn register(
+        &self,
+        route: &Arc<str>,
+        topic: &str,
+        partition: i32,
+    ) -> Arc<PartitionLive> {
         let live = Arc::new(PartitionLive {
             route: Arc::clone(route),
             metrics: self.metrics.partition(route, topic, partition),
