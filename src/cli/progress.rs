@@ -33,7 +33,7 @@ impl Progress {
             return;
         }
         self.last = Some(Instant::now());
-        let pct = if total > 0 { done * 100 / total } else { 100 };
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
         let mut e = std::io::stderr().lock();
         let _ = write!(e, "\r{}: {done}/{total} ({pct}%)\x1b[K", self.label);
         let _ = e.flush();

@@ -249,11 +249,11 @@ fn parse_datetime(ts: &str) -> Result<i64, ConfigError> {
     ))
 }
 
+/// A topic and, when given, its partitions.
+type TopicSpec = (String, Option<Vec<i32>>);
+
 /// `(topic, explicit partitions)`; every topic must be one a route consumes.
-fn topics(
-    args: &ResetOffsetsArgs,
-    settings: &Settings,
-) -> Result<Vec<(String, Option<Vec<i32>>)>, ConfigError> {
+fn topics(args: &ResetOffsetsArgs, settings: &Settings) -> Result<Vec<TopicSpec>, ConfigError> {
     let mut out = Vec::new();
     for spec in &args.topic {
         let (topic, parts) = match spec.split_once(':') {
