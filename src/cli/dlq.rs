@@ -72,11 +72,11 @@ pub fn dlq(args: &DlqArgs) -> anyhow::Result<ExitCode> {
                 for d in &letters {
                     println!(
                         "{:>6}  {:<12} {:<32} {:>5} {:>10}  {:<10} {}",
-                        d["id"],
+                        s(&d["id"]),
                         s(&d["route"]),
                         s(&d["topic"]),
-                        d["partition"],
-                        d["offset"],
+                        s(&d["partition"]),
+                        s(&d["offset"]),
                         s(&d["class"]),
                         s(&d["reason"])
                     );

@@ -19,7 +19,11 @@ pub(super) async fn run(live: Arc<Live>, retention: Option<Duration>, cancel: Ca
         return;
     };
     let every = prune_interval(retention);
-    tracing::info!(retention = ?retention, every = ?every, "tracking-ID retention enabled");
+    tracing::info!(
+        retention = %humantime::format_duration(retention),
+        every = %humantime::format_duration(every),
+        "tracking-ID retention enabled"
+    );
     loop {
         let store = Arc::clone(&live.store);
         let pruned = tokio::task::spawn_blocking(move || store.prune_older_than(retention)).await;
