@@ -3,6 +3,7 @@
 //! Data flow (see DESIGN.md): fetch → decode → dedupe lookup → sink.deliver
 //! → ack → store.commit(ids + offset) in one sled transaction.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod format;

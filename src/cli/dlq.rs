@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::access::{self, Access};
 use super::load;
-use crate::pipeline::store_config;
-use crate::store::{DeadLetter, Store};
+use crate::admin::views;
 
 #[derive(Debug, clap::Args)]
 pub struct DlqArgs {
@@ -47,30 +46,39 @@ pub fn dlq(args: &DlqArgs) -> anyhow::Result<ExitCode> {
             reason,
             json,
         } => {
-            let store = open(config)?;
-            let letters: Vec<(u64, DeadLetter)> = store
-                .dead_letters()?
-                .into_iter()
-                .filter(|(_, d)| route.as_ref().is_none_or(|r| &d.route == r))
-                .filter(|(_, d)| {
-                    reason
-                        .as_ref()
-                        .is_none_or(|r| d.reason.contains(r.as_str()))
-                })
-                .collect();
+            let settings = load(config)?;
+            let letters: Vec<Value> = match access::open(&settings)? {
+                Access::Store(store) => {
+                    views::dead_letter_list(&store, route.as_deref(), reason.as_deref())?
+                }
+                Access::Daemon(client) => {
+                    let q = access::query(&[
+                        ("route", route.as_deref()),
+                        ("reason", reason.as_deref()),
+                    ]);
+                    access::daemon_get(&client, &format!("/v1/dead-letters{q}"))?
+                }
+            };
             if *json {
-                for (id, d) in &letters {
-                    println!("{}", to_json(*id, d, false));
+                for d in &letters {
+                    println!("{d}");
                 }
             } else {
                 println!(
                     "{:>6}  {:<12} {:<32} {:>5} {:>10}  {:<10} REASON",
                     "ID", "ROUTE", "TOPIC", "PART", "OFFSET", "CLASS"
                 );
-                for (id, d) in &letters {
+                let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                for d in &letters {
                     println!(
                         "{:>6}  {:<12} {:<32} {:>5} {:>10}  {:<10} {}",
-                        id, d.route, d.topic, d.partition, d.offset, d.class, d.reason
+                        s(&d["id"]),
+                        s(&d["route"]),
+                        s(&d["topic"]),
+                        s(&d["partition"]),
+                        s(&d["offset"]),
+                        s(&d["class"]),
+                        s(&d["reason"])
                     );
                 }
                 eprintln!("{} dead letter(s)", letters.len());
@@ -78,10 +86,19 @@ pub fn dlq(args: &DlqArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DlqCommand::Show { config, id } => {
-            let store = open(config)?;
-            match store.dead_letter(*id)? {
-                Some(d) => {
-                    println!("{}", serde_json::to_string_pretty(&to_json(*id, &d, true))?);
+            let settings = load(config)?;
+            let found: Option<Value> = match access::open(&settings)? {
+                Access::Store(store) => store
+                    .dead_letter(*id)?
+                    .map(|d| views::dead_letter(*id, &d, true)),
+                Access::Daemon(client) => Some(access::daemon_get(
+                    &client,
+                    &format!("/v1/dead-letters/{id}"),
+                )?),
+            };
+            match found {
+                Some(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
                     Ok(ExitCode::SUCCESS)
                 }
                 None => {
@@ -90,53 +107,4 @@ pub fn dlq(args: &DlqArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-}
-
-fn open(config: &std::path::Path) -> anyhow::Result<Store> {
-    let settings = load(config)?;
-    Store::open(&store_config(&settings)).context("opening the store")
-}
-
-/// Bytes as UTF-8 text when they are, else hex — never silently mangled.
-fn bytes_json(b: &Option<Vec<u8>>) -> Value {
-    match b {
-        None => Value::Null,
-        Some(b) => match std::str::from_utf8(b) {
-            Ok(s) => json!(s),
-            Err(_) => json!({ "hex": b.iter().map(|x| format!("{x:02x}")).collect::<String>() }),
-        },
-    }
-}
-
-fn ms(t: i64) -> Value {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(t).map_or(Value::Null, |d| {
-        json!(d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-    })
-}
-
-fn to_json(id: u64, d: &DeadLetter, full: bool) -> Value {
-    let mut v = json!({
-        "id": id,
-        "route": d.route,
-        "topic": d.topic,
-        "partition": d.partition,
-        "offset": d.offset,
-        "key": bytes_json(&d.key),
-        "reason": d.reason,
-        "class": d.class,
-        "attempts": d.attempts,
-        "first_seen": ms(d.first_seen_ms),
-        "last_seen": ms(d.last_seen_ms),
-    });
-    if full {
-        v["timestamp"] = ms(d.timestamp_ms);
-        v["headers"] = Value::Array(
-            d.headers
-                .iter()
-                .map(|(k, val)| json!({ "key": k, "value": bytes_json(val) }))
-                .collect(),
-        );
-        v["payload"] = bytes_json(&d.payload);
-    }
-    v
 }

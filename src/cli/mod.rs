@@ -1,11 +1,16 @@
 //! Command line interface: one file per subcommand; `anyhow` lives here only.
 
+mod access;
 mod check;
 mod dlq;
 mod health;
+mod ids;
 mod offsets;
 mod produce;
+mod progress;
+mod reset_offsets;
 mod run;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,8 +38,17 @@ pub const VERSION: &str = concat!(
     about = "Consume events from Kafka and deliver each exactly once"
 )]
 struct Cli {
+    /// Log format on stderr: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "TALLY_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -47,6 +61,12 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Show committed offsets per partition, with the broker's log end and lag when reachable.
     Offsets(offsets::OffsetsArgs),
+    /// Move committed offsets (dry run unless --execute); the daemon must be stopped.
+    ResetOffsets(reset_offsets::ResetOffsetsArgs),
+    /// Tracking IDs (dedupe keys): lookup, count, export, prune.
+    Ids(ids::IdsArgs),
+    /// Store statistics: size, IDs, partitions, dead letters, schema version.
+    Stats(stats::StatsArgs),
     /// Inspect dead letters: records that were not delivered, with the reason.
     Dlq(dlq::DlqArgs),
     /// Exit 0 while a tally daemon holds this config's store (for health checks).
@@ -73,16 +93,22 @@ pub mod exit {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon logs its progress; one-shot commands only warnings.
-    init_tracing(if matches!(cli.command, Command::Run(_)) {
-        "info"
-    } else {
-        "warn"
-    });
+    init_tracing(
+        if matches!(cli.command, Command::Run(_)) {
+            "info"
+        } else {
+            "warn"
+        },
+        cli.log_format,
+    );
     let result = match cli.command {
         Command::Run(a) => run::run(&a),
         Command::Check(a) => check::check(&a),
         Command::Produce(a) => produce::produce(&a),
         Command::Offsets(a) => offsets::offsets(&a),
+        Command::ResetOffsets(a) => reset_offsets::reset_offsets(&a),
+        Command::Ids(a) => ids::ids(&a),
+        Command::Stats(a) => stats::stats(&a),
         Command::Dlq(a) => dlq::dlq(&a),
         Command::Health(a) => health::health(&a),
     };
@@ -112,14 +138,23 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
     exit::FAILURE
 }
 
-fn init_tracing(default_level: &str) {
+fn init_tracing(default_level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(format!("{default_level},rskafka=warn"))
     });
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        // Flattened fields: {"timestamp","level","message","route",...} per line.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+    };
 }
 
 pub(crate) fn load(config: &std::path::Path) -> anyhow::Result<Settings> {

@@ -3,10 +3,12 @@
 //! Unknown keys are errors that name the key; durations are written like
 //! `"30s"`; every default lives in `settings.rs`.
 
+mod admin;
 mod error;
 mod killbill;
 mod raw;
 mod settings;
 
+pub use admin::{AdminSettings, DEFAULT_ADMIN_LISTEN};
 pub use error::ConfigError;
 pub use settings::*;

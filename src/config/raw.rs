@@ -20,6 +20,8 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub sinks: RawSinks,
+    #[serde(default)]
+    pub admin: Option<super::admin::RawAdmin>,
 }
 
 #[derive(Debug, Deserialize)]

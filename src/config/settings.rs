@@ -22,6 +22,8 @@ pub struct Settings {
     pub pipeline: PipelineSettings,
     pub routes: Vec<Route>,
     pub sinks: SinkSettings,
+    /// `[admin]`: off (None) unless configured.
+    pub admin: Option<super::admin::AdminSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -221,6 +223,7 @@ impl Settings {
                 .map(super::killbill::validate)
                 .transpose()?,
         };
+        let admin = super::admin::validate_admin(raw.admin)?;
         let routes = validate_routes(raw.routes, &sinks)?;
         if let Assignment::Explicit { partitions } = &assignment {
             for topic in partitions.keys() {
@@ -239,6 +242,7 @@ impl Settings {
             pipeline,
             routes,
             sinks,
+            admin,
         })
     }
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -25,9 +26,13 @@ pub struct Committer {
 }
 
 impl Committer {
-    pub fn spawn(store: Arc<Store>, group_max: usize) -> (Committer, JoinHandle<()>) {
+    pub fn spawn(
+        store: Arc<Store>,
+        group_max: usize,
+        latency: Histogram,
+    ) -> (Committer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(group_max.max(1) * 2);
-        let task = tokio::spawn(run(store, rx, group_max.max(1)));
+        let task = tokio::spawn(run(store, rx, group_max.max(1), latency));
         (Committer { tx }, task)
     }
 
@@ -50,7 +55,12 @@ impl Committer {
     }
 }
 
-async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Request>, group_max: usize) {
+async fn run(
+    store: Arc<Store>,
+    mut rx: mpsc::Receiver<Request>,
+    group_max: usize,
+    latency: Histogram,
+) {
     while let Some(first) = rx.recv().await {
         let mut group = vec![first];
         while group.len() < group_max {
@@ -61,11 +71,14 @@ async fn run(store: Arc<Store>, mut rx: mpsc::Receiver<Request>, group_max: usiz
         }
         let (batches, acks): (Vec<CommitBatch>, Vec<_>) = group.into_iter().unzip();
         let store = Arc::clone(&store);
+        let latency = latency.clone();
         let outcome = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let result = store
                 .commit(&batches)
                 .map(|_| ())
                 .map_err(|e| CommitFailed(e.to_string()));
+            latency.observe(started.elapsed().as_secs_f64());
             (result, batches)
         })
         .await;

@@ -1,13 +1,21 @@
 //! Per-partition fetch-ahead: keeps up to `prefetch_batches` fetched batches
 //! queued for the worker, so delivery and fetching overlap. The bounded
 //! channel is the in-flight window: a slow sink stops the fetcher.
+//!
+//! Every fetch response carries the high watermark, which feeds the lag
+//! metric. While the window is full (sink slow or down) no fetch happens, so
+//! the fetcher probes the watermark with a tiny fetch every
+//! `WATERMARK_PROBE` instead: lag keeps growing with the log during an
+//! outage rather than freezing at its last value.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use super::Shared;
 use super::backoff::Backoff;
+use crate::admin::metrics::PartitionMetrics;
 use crate::config::{OutOfRangePolicy, StartPosition};
 use crate::kafka::{ConsumedRecord, ErrorKind, KafkaError, OffsetSpec, PartitionConsumer};
 
@@ -27,7 +35,11 @@ pub(super) struct Fetcher {
     pub topic: Arc<str>,
     pub partition: i32,
     pub on_out_of_range: OutOfRangePolicy,
+    pub metrics: PartitionMetrics,
 }
+
+/// How often a blocked fetcher asks for the high watermark.
+const WATERMARK_PROBE: Duration = Duration::from_secs(5);
 
 impl Fetcher {
     pub async fn run(mut self, mut offset: i64, tx: mpsc::Sender<Fetched>) {
@@ -46,6 +58,7 @@ impl Fetcher {
             match result {
                 Ok(f) => {
                     backoff.reset();
+                    self.metrics.set_high_watermark(f.high_watermark);
                     if f.next_offset <= offset && f.records.is_empty() {
                         // Nothing resolvable yet. An open transaction answers at
                         // once (its records are held back), so wait out the poll
@@ -65,8 +78,8 @@ impl Fetcher {
                         records: f.records,
                     };
                     offset = next;
-                    if tx.send(batch).await.is_err() {
-                        return; // worker gone
+                    if !self.send_probing(&tx, batch, offset).await {
+                        return; // worker gone or shutdown
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::OffsetOutOfRange => {
@@ -89,6 +102,43 @@ impl Fetcher {
                 }
             }
         }
+    }
+
+    /// Queue `batch` for the worker; while the window is full, keep the high
+    /// watermark current. A probe fetches from the last known watermark (or
+    /// `offset`) with a 1-byte limit: at the log end that is an empty answer,
+    /// past it at most one record batch — cheap either way.
+    async fn send_probing(
+        &mut self,
+        tx: &mpsc::Sender<Fetched>,
+        batch: Fetched,
+        offset: i64,
+    ) -> bool {
+        let cancel = self.shared.cancel.clone();
+        let permit = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                permit = tx.reserve() => match permit {
+                    Ok(p) => break p,
+                    Err(_) => return false,
+                },
+                _ = tokio::time::sleep(WATERMARK_PROBE) => {
+                    let from = offset.max(self.metrics.high_watermark.get());
+                    let probe = tokio::time::timeout(
+                        self.shared.kafka.request_timeout,
+                        self.consumer.fetch(from, 1, Duration::from_millis(10)),
+                    )
+                    .await;
+                    match probe {
+                        Ok(Ok(f)) => self.metrics.set_high_watermark(f.high_watermark),
+                        Ok(Err(e)) => tracing::debug!(topic = %self.topic, partition = self.partition, "watermark probe failed: {e}"),
+                        Err(_) => tracing::debug!(topic = %self.topic, partition = self.partition, "watermark probe timed out"),
+                    }
+                }
+            }
+        };
+        permit.send(batch);
+        true
     }
 
     async fn on_out_of_range(&mut self, offset: i64, e: &KafkaError) -> Option<i64> {

@@ -10,7 +10,9 @@ mod backoff;
 pub mod classify;
 mod committer;
 mod fetcher;
+mod housekeeping;
 mod inflight;
+pub mod live;
 mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,6 +27,11 @@ pub use backoff::Backoff;
 use committer::Committer;
 use inflight::InFlight;
 use worker::PartitionWorker;
+
+pub use live::{Live, PartitionState, PartitionView, Readiness};
+
+use crate::admin::metrics::{Metrics, RouteMetrics};
+use crate::admin::{AdminError, AdminServer};
 
 use crate::config::{KafkaSettings, PipelineSettings, Route, Settings};
 use crate::format::Decoder;
@@ -41,17 +48,10 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sink(#[from] SinkSetupError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("background task failed: {0}")]
     Task(String),
-}
-
-/// Counters per route, logged periodically and at exit.
-#[derive(Debug, Default)]
-pub struct RouteStats {
-    pub delivered: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub retries: AtomicU64,
 }
 
 pub(crate) struct RouteCtx {
@@ -59,7 +59,8 @@ pub(crate) struct RouteCtx {
     pub route: Route,
     pub decoder: Decoder,
     pub sink: Arc<Sink>,
-    pub stats: RouteStats,
+    /// Counters per route (exported as metrics, logged periodically and at exit).
+    pub stats: RouteMetrics,
     /// Set while the sink answers with a halt-class failure.
     pub halted: AtomicBool,
 }
@@ -73,6 +74,7 @@ pub(crate) struct Shared {
     pub pipeline: PipelineSettings,
     pub kafka: KafkaSettings,
     pub cancel: CancellationToken,
+    pub live: Arc<Live>,
     failed_partitions: AtomicU64,
 }
 
@@ -120,19 +122,8 @@ pub async fn run(
     let store = Arc::new(store);
     tracing::info!(path = %settings.store.path.display(), ids = store.id_count(), "store open");
     let sinks = Sinks::build(&settings)?;
+    let metrics = Arc::new(Metrics::new());
 
-    let (committer, commit_task) =
-        Committer::spawn(Arc::clone(&store), settings.pipeline.commit_group_max);
-    let shared = Arc::new(Shared {
-        store: Arc::clone(&store),
-        committer,
-        inflight: InFlight::default(),
-        client: ClusterClient::new(kafka_config(&settings.kafka)),
-        pipeline: settings.pipeline.clone(),
-        kafka: settings.kafka.clone(),
-        cancel: cancel.clone(),
-        failed_partitions: AtomicU64::new(0),
-    });
     let mut routes = BTreeMap::new();
     for route in &settings.routes {
         let sink = sinks
@@ -143,13 +134,47 @@ pub async fn run(
             route: route.clone(),
             decoder: Decoder::for_route(route),
             sink,
-            stats: RouteStats::default(),
+            stats: metrics.route(&route.name),
             halted: AtomicBool::new(false),
         });
         for topic in &route.topics {
             routes.insert(topic.clone(), Arc::clone(&ctx));
         }
     }
+    let unique_routes: BTreeMap<&str, &Arc<RouteCtx>> =
+        routes.values().map(|r| (&*r.name, r)).collect();
+    let live = Arc::new(Live::new(
+        Arc::clone(&metrics),
+        Arc::clone(&store),
+        unique_routes.values().map(|r| Arc::clone(r)).collect(),
+    ));
+    // Bind before consuming anything: a taken port fails the start, not later.
+    let admin = match &settings.admin {
+        Some(a) => Some(AdminServer::start(a, &settings, Arc::clone(&live)).await?),
+        None => None,
+    };
+
+    let (committer, commit_task) = Committer::spawn(
+        Arc::clone(&store),
+        settings.pipeline.commit_group_max,
+        metrics.commit_latency.clone(),
+    );
+    let shared = Arc::new(Shared {
+        store: Arc::clone(&store),
+        committer,
+        inflight: InFlight::default(),
+        client: ClusterClient::new(kafka_config(&settings.kafka)),
+        pipeline: settings.pipeline.clone(),
+        kafka: settings.kafka.clone(),
+        cancel: cancel.clone(),
+        live: Arc::clone(&live),
+        failed_partitions: AtomicU64::new(0),
+    });
+    let housekeeping = tokio::spawn(housekeeping::run(
+        Arc::clone(&live),
+        settings.store.retention,
+        cancel.clone(),
+    ));
 
     let mut workers = JoinSet::new();
     assign_loop(&settings, &shared, &routes, &mut workers).await;
@@ -170,6 +195,11 @@ pub async fn run(
     let failed_partitions = shared.failed_partitions.load(Ordering::Relaxed);
     drop(shared); // last committer handle goes with it
     let _ = commit_task.await;
+    let _ = housekeeping.await;
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
+    drop(live);
     tokio::task::spawn_blocking(move || store.flush())
         .await
         .map_err(|e| PipelineError::Task(e.to_string()))??;
@@ -181,9 +211,9 @@ pub async fn run(
     let unique: BTreeMap<&str, &Arc<RouteCtx>> = routes.values().map(|r| (&*r.name, r)).collect();
     for ctx in unique.values() {
         let s = &ctx.stats;
-        summary.delivered += s.delivered.load(Ordering::Relaxed);
-        summary.duplicates += s.duplicates.load(Ordering::Relaxed);
-        summary.dead_lettered += s.dead_lettered.load(Ordering::Relaxed);
+        summary.delivered += s.delivered.get();
+        summary.duplicates += s.duplicates.get();
+        summary.dead_lettered += s.dead_lettered.get();
         log_stats(ctx);
     }
     Ok(summary)
@@ -208,6 +238,7 @@ async fn assign_loop(
         let next_refresh = match shared.client.metadata(&topics).await {
             Ok(md) => {
                 backoff.reset();
+                shared.live.set_broker_connected(true);
                 for topic in &topics {
                     let Some(ctx) = routes.get(topic) else {
                         continue;
@@ -222,8 +253,10 @@ async fn assign_loop(
                                     continue;
                                 }
                                 running.insert(key.clone());
+                                let live = shared.live.register(&ctx.name, topic, partition);
                                 let worker = PartitionWorker {
                                     shared: Arc::clone(shared),
+                                    live,
                                     route: Arc::clone(ctx),
                                     topic: Arc::from(topic.as_str()),
                                     partition,
@@ -252,6 +285,7 @@ async fn assign_loop(
                 settings.kafka.metadata_refresh
             }
             Err(e) => {
+                shared.live.set_broker_connected(false);
                 let delay = backoff.next_delay();
                 tracing::warn!(retry_in = ?delay, "cannot fetch metadata: {e}");
                 delay
@@ -281,10 +315,10 @@ fn log_stats(ctx: &RouteCtx) {
     let s = &ctx.stats;
     tracing::info!(
         route = %ctx.name,
-        delivered = s.delivered.load(Ordering::Relaxed),
-        duplicates = s.duplicates.load(Ordering::Relaxed),
-        dead_lettered = s.dead_lettered.load(Ordering::Relaxed),
-        retries = s.retries.load(Ordering::Relaxed),
+        delivered = s.delivered.get(),
+        duplicates = s.duplicates.get(),
+        dead_lettered = s.dead_lettered.get(),
+        retries = s.retried.get(),
         "route totals"
     );
 }

@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
@@ -19,6 +20,7 @@ use super::backoff::Backoff;
 use super::classify::{FailureClass, classify_decode, classify_sink};
 use super::fetcher::{Fetched, Fetcher, resolve_position};
 use super::inflight::DigestHasher;
+use super::live::{PartitionLive, PartitionState};
 use super::{RouteCtx, Shared};
 use crate::kafka::ConsumedRecord;
 use crate::sink::Outgoing;
@@ -26,6 +28,7 @@ use crate::store::{CommitBatch, DeadLetter, digest};
 
 pub(super) struct PartitionWorker {
     pub shared: Arc<Shared>,
+    pub live: Arc<PartitionLive>,
     pub route: Arc<RouteCtx>,
     pub topic: Arc<str>,
     pub partition: i32,
@@ -54,6 +57,7 @@ impl PartitionWorker {
         let Some(start) = self.start_offset(&mut consumer).await else {
             return;
         };
+        self.live.metrics.set_committed(start);
         tracing::info!(route = %self.route.name, topic = %self.topic, partition = self.partition, offset = start, "partition assigned");
         let (tx, mut rx) = mpsc::channel(shared.pipeline.prefetch_batches);
         let fetcher = Fetcher {
@@ -62,6 +66,7 @@ impl PartitionWorker {
             topic: Arc::clone(&self.topic),
             partition: self.partition,
             on_out_of_range: self.route.route.on_out_of_range,
+            metrics: self.live.metrics.clone(),
         };
         let fetch_task = tokio::spawn(fetcher.run(start, tx));
         loop {
@@ -75,6 +80,7 @@ impl PartitionWorker {
             }
         }
         fetch_task.abort();
+        self.live.set_state(PartitionState::Stopped);
     }
 
     /// The committed offset, or the route's start position — persisted at
@@ -179,7 +185,7 @@ impl PartitionWorker {
                     });
                 }
                 Err(e) => {
-                    stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    stats.dead_lettered.inc();
                     tracing::warn!(
                         route = %self.route.name, topic = %self.topic, partition = self.partition,
                         offset = record.offset, class = classify_decode(&e).as_str(),
@@ -200,7 +206,7 @@ impl PartitionWorker {
                 match p.digest {
                     None => send.push(p),
                     Some(d) if self.shared.store.contains(d) => {
-                        stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                        stats.duplicates.inc();
                     }
                     Some(d) if reserved.contains(&d) => held.push(p),
                     Some(d) if self.shared.inflight.try_reserve(d) => {
@@ -236,9 +242,7 @@ impl PartitionWorker {
             if !committed {
                 return Delivery::Abandoned;
             }
-            stats
-                .delivered
-                .fetch_add(delivered.len() as u64, Ordering::Relaxed);
+            stats.delivered.inc_by(delivered.len() as u64);
             if held.is_empty() {
                 return Delivery::Done;
             }
@@ -263,7 +267,9 @@ impl PartitionWorker {
         while !remaining.is_empty() {
             attempts += 1;
             let batch: Vec<&Outgoing> = remaining.iter().map(|&i| &send[i].out).collect();
+            let started = Instant::now();
             let results = self.route.sink.deliver(&batch).await;
+            self.observe_sink(&results, started);
             let mut retry = Vec::new();
             let mut worst: Option<(FailureClass, String)> = None;
             for (&i, result) in remaining.iter().zip(results) {
@@ -271,10 +277,7 @@ impl PartitionWorker {
                     Ok(()) => delivered.push(i),
                     Err(e) => match classify_sink(&e) {
                         FailureClass::Permanent => {
-                            self.route
-                                .stats
-                                .dead_lettered
-                                .fetch_add(1, Ordering::Relaxed);
+                            self.route.stats.dead_lettered.inc();
                             tracing::warn!(
                                 route = %self.route.name, topic = %self.topic, partition = self.partition,
                                 offset = send[i].out.offset, "sink rejected record permanently (kept in dead letters): {e}"
@@ -297,17 +300,30 @@ impl PartitionWorker {
             }
             remaining = retry;
             if let Some((class, reason)) = worst {
-                self.route
-                    .stats
-                    .retries
-                    .fetch_add(remaining.len() as u64, Ordering::Relaxed);
+                let stats = &self.route.stats;
+                stats.retried.inc_by(remaining.len() as u64);
                 let delay = match class {
                     FailureClass::Halt => {
-                        self.route.halted.store(true, Ordering::Relaxed);
+                        stats.halt_retries.inc();
+                        self.live.set_state(PartitionState::Halted);
+                        if !self.route.halted.swap(true, Ordering::Relaxed) {
+                            stats.halted.set(1);
+                            tracing::error!(
+                                route = %self.route.name, sink = self.route.sink.name(),
+                                "route halted: the sink refuses deliveries until an operator acts ({reason}); \
+                                 retrying every {:?}, nothing is skipped",
+                                self.shared.pipeline.retry_max
+                            );
+                        }
                         self.shared.pipeline.retry_max
                     }
-                    _ => backoff.next_delay(),
+                    _ => {
+                        stats.transient_retries.inc();
+                        self.live.set_state(PartitionState::Retrying);
+                        backoff.next_delay()
+                    }
                 };
+                self.live.metrics.backoff.set(delay.as_secs_f64());
                 tracing::warn!(
                     route = %self.route.name, sink = self.route.sink.name(), topic = %self.topic,
                     partition = self.partition, records = remaining.len(), class = class.as_str(),
@@ -322,8 +338,41 @@ impl PartitionWorker {
                 }
             }
         }
-        self.route.halted.store(false, Ordering::Relaxed);
+        if attempts > 1 {
+            self.live.metrics.backoff.set(0.0);
+            self.live.set_state(PartitionState::Running);
+            tracing::info!(
+                route = %self.route.name, topic = %self.topic, partition = self.partition,
+                attempts, "deliveries succeed again"
+            );
+        }
+        if self.route.halted.swap(false, Ordering::Relaxed) {
+            self.route.stats.halted.set(0);
+            tracing::info!(route = %self.route.name, sink = self.route.sink.name(), "route resumed");
+        }
         Some(delivered)
+    }
+
+    /// Sink latency by the worst result class of the call.
+    fn observe_sink(&self, results: &[Result<(), crate::sink::SinkError>], started: Instant) {
+        let mut status = "ok";
+        for r in results {
+            if let Err(e) = r {
+                let class = classify_sink(e);
+                status = match (status, class) {
+                    (_, FailureClass::Halt) => "halt",
+                    ("halt", _) => "halt",
+                    (_, FailureClass::Transient) => "transient",
+                    ("transient", _) => "transient",
+                    _ => "permanent",
+                };
+            }
+        }
+        self.shared.live.metrics.observe_sink(
+            self.route.sink.name(),
+            status,
+            started.elapsed().as_secs_f64(),
+        );
     }
 
     /// Commit, retrying while the store fails (e.g. disk full): the sink has
@@ -335,8 +384,12 @@ impl PartitionWorker {
         );
         let mut batch = batch;
         loop {
+            let next_offset = batch.next_offset;
             match self.shared.committer.try_commit(batch).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self.live.metrics.set_committed(next_offset);
+                    return true;
+                }
                 Err((e, returned)) => {
                     if returned.topic.is_empty() {
                         // The committer is gone (shutdown): nothing to retry into.

@@ -233,6 +233,24 @@ impl Store {
         &self.path
     }
 
+    /// The schema version recorded in the store's `meta` tree.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        let v = self
+            .trees
+            .meta
+            .get(keys::META_SCHEMA_VERSION)
+            .map_err(self.sled_err("read meta"))?;
+        let bytes: Option<[u8; 4]> = v.as_ref().and_then(|v| v.as_ref().try_into().ok());
+        bytes.map(u32::from_be_bytes).ok_or_else(|| {
+            corrupt(
+                &self.path,
+                keys::TREE_META,
+                keys::META_SCHEMA_VERSION,
+                "schema_version missing or not 4 bytes".into(),
+            )
+        })
+    }
+
     pub fn created_at_ms(&self) -> i64 {
         self.created_at_ms
     }
@@ -560,6 +578,16 @@ impl Store {
     /// Drop whole batches committed more than `age` ago (and their keys),
     /// then forget their digests. Stops at the first batch young enough to keep.
     pub fn prune_older_than(&self, age: Duration) -> Result<PruneStats, StoreError> {
+        self.prune_older_than_with(age, |_| {})
+    }
+
+    /// `prune_older_than`, calling `progress` after each durable chunk
+    /// (for a progress line on a terminal).
+    pub fn prune_older_than_with(
+        &self,
+        age: Duration,
+        mut progress: impl FnMut(&PruneStats),
+    ) -> Result<PruneStats, StoreError> {
         let cutoff_ms =
             super::now_ms().saturating_sub(age.as_millis().min(i64::MAX as u128) as i64);
         let mut stats = PruneStats {
@@ -624,6 +652,7 @@ impl Store {
             drop(index);
             stats.batches += chunk.len();
             stats.ids += ids as usize;
+            progress(&stats);
             start = last + 1;
             if reached_young {
                 break;
@@ -692,6 +721,16 @@ impl Store {
             .map_err(self.sled_err("remove dead letters"))?;
         self.flush_locked()?;
         Ok(n)
+    }
+
+    /// Dead letters kept (counts entries: O(n), for scrapes and `stats`).
+    pub fn dead_letter_count(&self) -> usize {
+        self.trees.dead_letters.len()
+    }
+
+    /// True after a failed flush: the store refuses writes until restart.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
     }
 
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {

@@ -193,7 +193,7 @@ fn newer_schema_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     drop(Store::open(&cfg(tmp.path())).unwrap());
     {
-        let db = sled::open(tmp.path()).unwrap();
+        let db = sled_open_retrying(tmp.path());
         db.open_tree("meta")
             .unwrap()
             .insert("schema_version", &99u32.to_be_bytes())
@@ -232,7 +232,7 @@ fn garbage_directory_is_refused() {
 fn foreign_sled_db_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(tmp.path()).unwrap();
+        let db = sled_open_retrying(tmp.path());
         db.insert("something", "else").unwrap();
         db.flush().unwrap();
     }
@@ -268,7 +268,7 @@ fn undecodable_batch_is_a_typed_error() {
     let tmp = tempfile::tempdir().unwrap();
     drop(Store::open(&cfg(tmp.path())).unwrap());
     {
-        let db = sled::open(tmp.path()).unwrap();
+        let db = sled_open_retrying(tmp.path());
         db.open_tree("id_batches")
             .unwrap()
             .insert(7u64.to_be_bytes(), &b"\x01\x00"[..])
@@ -469,5 +469,22 @@ fn concurrent_readers_and_group_commits() {
     assert_eq!(s.id_count(), 4 * 25 * 20);
     for p in 0..4 {
         assert_eq!(s.offset("t", p).unwrap().unwrap().next_offset, 500);
+    }
+}
+
+/// sled releases its `db` file lock from background threads a moment after the
+/// last handle drops; under a loaded test run an immediate re-open can lose
+/// that race. Retry briefly instead of failing spuriously.
+fn sled_open_retrying(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("sled::open {}: {e}", path.display()),
+        }
     }
 }

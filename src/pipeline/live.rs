@@ -1,0 +1,181 @@
+//! What the running pipeline looks like right now: readiness and per-partition
+//! state, for the admin API. Metrics live in `admin::metrics`; this holds the
+//! handles plus the few facts that are not numbers.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+
+use super::RouteCtx;
+use crate::admin::metrics::{Metrics, PartitionMetrics};
+use crate::store::Store;
+
+/// What a partition worker is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionState {
+    Running,
+    /// Transient sink failures: backing off and retrying.
+    Retrying,
+    /// Halt-class sink failure: no progress until an operator acts.
+    Halted,
+    /// The worker ended (error or shutdown).
+    Stopped,
+}
+
+impl PartitionState {
+    fn from_u8(v: u8) -> PartitionState {
+        match v {
+            0 => PartitionState::Running,
+            1 => PartitionState::Retrying,
+            2 => PartitionState::Halted,
+            _ => PartitionState::Stopped,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct PartitionLive {
+    pub route: Arc<str>,
+    pub metrics: PartitionMetrics,
+    state: AtomicU8,
+}
+
+impl PartitionLive {
+    pub fn set_state(&self, s: PartitionState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    pub fn state(&self) -> PartitionState {
+        PartitionState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+}
+
+/// One row of `GET /v1/partitions`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionView {
+    pub topic: String,
+    pub partition: i32,
+    pub route: String,
+    pub committed: i64,
+    pub high_watermark: i64,
+    pub lag: i64,
+    pub state: PartitionState,
+    pub backoff_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub broker_connected: bool,
+    pub store_ok: bool,
+    pub halted_routes: Vec<String>,
+}
+
+pub struct Live {
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<Store>,
+    broker_connected: AtomicBool,
+    routes: Vec<Arc<RouteCtx>>,
+    partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionLive>>>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").finish_non_exhaustive()
+    }
+}
+
+impl Live {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        store: Arc<Store>,
+        routes: Vec<Arc<RouteCtx>>,
+    ) -> Live {
+        Live {
+            metrics,
+            store,
+            broker_connected: AtomicBool::new(false),
+            routes,
+            partitions: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn set_broker_connected(&self, up: bool) {
+        let was = self.broker_connected.swap(up, Ordering::Relaxed);
+        self.metrics.broker_connected.set(i64::from(up));
+        if was != up {
+            if up {
+                tracing::info!("broker connected");
+            } else {
+                tracing::warn!("broker unreachable: not ready until metadata succeeds again");
+            }
+        }
+    }
+
+    pub(crate) fn register(
+        &self,
+        route: &Arc<str>,
+        topic: &str,
+        partition: i32,
+    ) -> Arc<PartitionLive> {
+        let live = Arc::new(PartitionLive {
+            route: Arc::clone(route),
+            metrics: self.metrics.partition(route, topic, partition),
+            state: AtomicU8::new(PartitionState::Running as u8),
+        });
+        let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert((topic.to_string(), partition), Arc::clone(&live));
+        self.metrics.partitions_assigned.set(map.len() as i64);
+        live
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        let halted_routes: Vec<String> = self
+            .routes
+            .iter()
+            .filter(|r| r.halted.load(Ordering::Relaxed))
+            .map(|r| r.name.to_string())
+            .collect();
+        let broker_connected = self.broker_connected.load(Ordering::Relaxed);
+        let store_ok = !self.store.is_failed();
+        Readiness {
+            ready: broker_connected && store_ok && halted_routes.is_empty(),
+            broker_connected,
+            store_ok,
+            halted_routes,
+        }
+    }
+
+    pub fn partitions(&self) -> Vec<PartitionView> {
+        let map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        map.iter()
+            .map(|((topic, partition), p)| PartitionView {
+                topic: topic.clone(),
+                partition: *partition,
+                route: p.route.to_string(),
+                committed: p.metrics.committed.get(),
+                high_watermark: p.metrics.high_watermark.get(),
+                lag: p.metrics.lag(),
+                state: p.state(),
+                backoff_seconds: p.metrics.backoff.get(),
+            })
+            .collect()
+    }
+
+    /// Refresh the store gauges (size on disk walks the directory: on scrape only).
+    pub fn refresh_store_gauges(&self) {
+        let m = &self.metrics;
+        m.store_ids.set(self.store.id_count() as i64);
+        match self.store.size_on_disk() {
+            Ok(b) => {
+                m.store_size.set(b as i64);
+            }
+            Err(e) => tracing::debug!("store size unknown: {e}"),
+        }
+        m.store_dead_letters
+            .set(self.store.dead_letter_count() as i64);
+    }
+}
