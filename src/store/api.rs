@@ -153,14 +153,7 @@ impl Store {
         let path = cfg.path.clone();
         let state = schema::prepare_dir(&path)?;
         let dir_lock = DirLock::acquire(&path)?;
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(cfg.cache_capacity_bytes)
-            .mode(sled::Mode::HighThroughput)
-            // Durability comes from our flush per commit, not a timer.
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| map_open_error(&path, e))?;
+        let db = open_sled(&path, cfg.cache_capacity_bytes)?;
         let meta = schema::check_or_init(&path, &db, state)?;
         let p = &path;
         let sled_err = |op: &'static str| {
@@ -791,6 +784,29 @@ fn corrupt(path: &Path, tree: &'static str, key: &[u8], detail: String) -> Store
         tree,
         key: keys::show_key(key),
         detail,
+    }
+}
+
+/// Open sled. We already hold the directory lock, so no other tally owns the
+/// store; a conflict on sled's own lock can only be a store this process just
+/// dropped, whose background threads release sled's lock a moment later.
+/// Retry briefly before calling it locked.
+fn open_sled(path: &Path, cache_capacity_bytes: u64) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            .mode(sled::Mode::HighThroughput)
+            // Durability comes from our flush per commit, not a timer.
+            .flush_every_ms(None)
+            .open();
+        match opened.map_err(|e| map_open_error(path, e)) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 
