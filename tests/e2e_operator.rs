@@ -404,7 +404,13 @@ fn publish_endpoint_round_trips_into_the_file_sink() {
     // And the daemon can say where it went.
     let key = usage_key(&events[0]);
     let enc: String = key.replace('/', "%2F");
-    let (s, body) = get(port, &format!("/v1/ids/main/{enc}"));
+    // The sink line is written before the store commit lands: wait for it.
+    let mut found = (0, String::new());
+    let _ = wait_until(RUN_TIMEOUT, || {
+        found = get(port, &format!("/v1/ids/main/{enc}"));
+        found.0 == 200
+    });
+    let (s, body) = found;
     assert_eq!(s, 200, "{body}");
     let loc: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(loc["key"], key);
@@ -633,12 +639,21 @@ fn ids_lookup_count_export_prune_on_a_known_store() {
         wait_for("40 deliveries", RUN_TIMEOUT, || {
             count_lines(dir.path().join("delivered.jsonl")) >= 40
         });
-        // Through the daemon's API while it runs.
-        let out = tally(
+        // Through the daemon's API while it runs. The sink line is written
+        // before the store commit lands, so wait for the count to catch up.
+        let mut out = tally(
             dir.path(),
             &["ids", "count", "--config", cfg_s, "--json"],
             &[],
         );
+        let _ = wait_until(RUN_TIMEOUT, || {
+            out = tally(
+                dir.path(),
+                &["ids", "count", "--config", cfg_s, "--json"],
+                &[],
+            );
+            out.status.success() && out.json()[0]["ids"] == 40
+        });
         assert!(out.status.success(), "{}", out.stderr);
         assert_eq!(out.json()[0]["ids"], 40, "{}", out.stdout);
         let key = usage_key(&events[3]);
