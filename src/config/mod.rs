@@ -4,6 +4,7 @@
 //! `"30s"`; every default lives in `settings.rs`.
 
 mod error;
+mod http;
 mod killbill;
 mod raw;
 mod settings;

@@ -79,6 +79,7 @@ pub struct RawRoute {
 pub struct RawSinks {
     pub file: Option<RawFileSink>,
     pub killbill: Option<RawKillbillSink>,
+    pub http: Option<RawHttpSink>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,4 +118,24 @@ pub struct RawKillbillTenant {
     pub api_secret: Option<serde::de::IgnoredAny>,
     pub api_secret_env: Option<String>,
     pub api_secret_file: Option<String>,
+}
+
+/// `[sinks.http]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpSink {
+    pub url: String,
+    pub envelope: Option<bool>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers_file: BTreeMap<String, String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub max_in_flight: Option<usize>,
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::error::ConfigError;
+pub use super::http::HttpSinkSettings;
 pub use super::killbill::{KillbillSinkSettings, KillbillTenant, SecretRef};
 use super::raw::{RawAssignment, RawConfig, RawPipeline, RawRoute};
 
@@ -126,6 +127,7 @@ pub enum OutOfRangePolicy {
 pub enum SinkKind {
     File,
     Killbill,
+    Http,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -143,6 +145,7 @@ pub struct Route {
 pub struct SinkSettings {
     pub file: Option<FileSinkSettings>,
     pub killbill: Option<KillbillSinkSettings>,
+    pub http: Option<HttpSinkSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -220,6 +223,7 @@ impl Settings {
                 .killbill
                 .map(super::killbill::validate)
                 .transpose()?,
+            http: raw.sinks.http.map(super::http::validate).transpose()?,
         };
         let routes = validate_routes(raw.routes, &sinks)?;
         if let Assignment::Explicit { partitions } = &assignment {
@@ -482,11 +486,20 @@ fn validate_routes(raw: Vec<RawRoute>, sinks: &SinkSettings) -> Result<Vec<Route
                 }
                 SinkKind::Killbill
             }
-            "http" | "amqp" => {
+            "http" => {
+                if sinks.http.is_none() {
+                    return Err(ConfigError::invalid(
+                        key("sink"),
+                        "sink \"http\" is used but [sinks.http] is not configured; add it with a `url`",
+                    ));
+                }
+                SinkKind::Http
+            }
+            "amqp" => {
                 return Err(ConfigError::invalid(
                     key("sink"),
                     format!(
-                        "sink \"{}\" is not available in this build yet; use \"file\" or \"killbill\"",
+                        "sink \"{}\" is not available in this build yet; use \"file\", \"killbill\" or \"http\"",
                         r.sink
                     ),
                 ));
@@ -494,7 +507,9 @@ fn validate_routes(raw: Vec<RawRoute>, sinks: &SinkSettings) -> Result<Vec<Route
             other => {
                 return Err(ConfigError::invalid(
                     key("sink"),
-                    format!("unknown sink \"{other}\"; expected \"file\" or \"killbill\""),
+                    format!(
+                        "unknown sink \"{other}\"; expected \"file\", \"killbill\", \"http\" or \"amqp\""
+                    ),
                 ));
             }
         };

@@ -3,9 +3,13 @@
 //!
 //! One folder per sink (config lives in `config`, tests beside the code).
 
+mod envelope;
 pub mod file;
+pub mod http;
+pub mod http_client;
 pub mod killbill;
 mod outgoing;
+pub mod secrets;
 
 use std::sync::Arc;
 
@@ -29,6 +33,8 @@ pub enum SinkError {
     Stopped,
     #[error(transparent)]
     Killbill(#[from] killbill::KillbillError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
 }
 
 impl SinkError {
@@ -50,6 +56,7 @@ pub enum Sink {
     File(file::FileSink),
     /// Boxed: the client and caches are large next to the file sink's handle.
     Killbill(Box<killbill::KillbillSink>),
+    Http(Box<http::HttpSink>),
 }
 
 impl Sink {
@@ -58,6 +65,7 @@ impl Sink {
         match self {
             Sink::File(s) => s.deliver(batch).await,
             Sink::Killbill(s) => s.deliver(batch).await,
+            Sink::Http(s) => s.deliver(batch).await,
         }
     }
 
@@ -65,6 +73,7 @@ impl Sink {
         match self {
             Sink::File(_) => "file",
             Sink::Killbill(_) => "killbill",
+            Sink::Http(_) => "http",
         }
     }
 }
@@ -74,6 +83,7 @@ impl Sink {
 pub struct Sinks {
     file: Option<Arc<Sink>>,
     killbill: Option<Arc<Sink>>,
+    http: Option<Arc<Sink>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +94,8 @@ pub enum SinkSetupError {
     File(#[from] file::FileSinkError),
     #[error(transparent)]
     Killbill(#[from] killbill::ClientSetupError),
+    #[error(transparent)]
+    Http(#[from] http::HttpSetupError),
 }
 
 impl Sinks {
@@ -112,6 +124,15 @@ impl Sinks {
                     ))));
                 }
                 SinkKind::Killbill => {}
+                SinkKind::Http if sinks.http.is_none() => {
+                    let cfg = settings
+                        .sinks
+                        .http
+                        .as_ref()
+                        .ok_or(SinkSetupError::NotConfigured("http"))?;
+                    sinks.http = Some(Arc::new(Sink::Http(Box::new(http::HttpSink::new(cfg)?))));
+                }
+                SinkKind::Http => {}
             }
         }
         Ok(sinks)
@@ -121,6 +142,7 @@ impl Sinks {
         match kind {
             SinkKind::File => self.file.clone(),
             SinkKind::Killbill => self.killbill.clone(),
+            SinkKind::Http => self.http.clone(),
         }
     }
 }
