@@ -89,8 +89,8 @@ async fn probe(settings: &Settings) -> usize {
                 // Not probed yet: a probe needs a read-only Kill Bill call per tenant.
                 println!("# sink killbill: not probed (route {})", route.name);
             }
-            SinkKind::Http => {
-                println!("# sink http: not probed (route {})", route.name);
+            SinkKind::Http | SinkKind::Amqp => {
+                println!("# sink {:?}: not probed (route {})", route.sink, route.name);
             }
             SinkKind::File => {
                 let Some(file) = &settings.sinks.file else {

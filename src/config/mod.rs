@@ -3,6 +3,7 @@
 //! Unknown keys are errors that name the key; durations are written like
 //! `"30s"`; every default lives in `settings.rs`.
 
+mod amqp;
 mod error;
 mod http;
 mod killbill;

@@ -80,6 +80,7 @@ pub struct RawSinks {
     pub file: Option<RawFileSink>,
     pub killbill: Option<RawKillbillSink>,
     pub http: Option<RawHttpSink>,
+    pub amqp: Option<RawAmqpSink>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,4 +139,22 @@ pub struct RawHttpSink {
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub max_in_flight: Option<usize>,
+}
+
+/// `[sinks.amqp]`. The URL carries credentials: by reference only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmqpSink {
+    pub url: Option<serde::de::IgnoredAny>,
+    pub url_env: Option<String>,
+    pub url_file: Option<String>,
+    pub exchange_type: Option<String>,
+    #[serde(default)]
+    pub exchanges: BTreeMap<String, String>,
+    pub declare: Option<bool>,
+    pub on_nack: Option<String>,
+    pub on_unroutable: Option<String>,
+    pub ca_file: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub confirm_timeout: Option<String>,
 }

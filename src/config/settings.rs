@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use super::amqp::{AmqpSinkSettings, ExchangeType, RejectPolicy};
 use super::error::ConfigError;
 pub use super::http::HttpSinkSettings;
 pub use super::killbill::{KillbillSinkSettings, KillbillTenant, SecretRef};
@@ -128,6 +129,7 @@ pub enum SinkKind {
     File,
     Killbill,
     Http,
+    Amqp,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,6 +148,7 @@ pub struct SinkSettings {
     pub file: Option<FileSinkSettings>,
     pub killbill: Option<KillbillSinkSettings>,
     pub http: Option<HttpSinkSettings>,
+    pub amqp: Option<AmqpSinkSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -224,6 +227,7 @@ impl Settings {
                 .map(super::killbill::validate)
                 .transpose()?,
             http: raw.sinks.http.map(super::http::validate).transpose()?,
+            amqp: raw.sinks.amqp.map(super::amqp::validate).transpose()?,
         };
         let routes = validate_routes(raw.routes, &sinks)?;
         if let Assignment::Explicit { partitions } = &assignment {
@@ -496,13 +500,23 @@ fn validate_routes(raw: Vec<RawRoute>, sinks: &SinkSettings) -> Result<Vec<Route
                 SinkKind::Http
             }
             "amqp" => {
-                return Err(ConfigError::invalid(
-                    key("sink"),
-                    format!(
-                        "sink \"{}\" is not available in this build yet; use \"file\", \"killbill\" or \"http\"",
-                        r.sink
-                    ),
-                ));
+                let Some(amqp) = &sinks.amqp else {
+                    return Err(ConfigError::invalid(
+                        key("sink"),
+                        "sink \"amqp\" is used but [sinks.amqp] is not configured",
+                    ));
+                };
+                // Every topic needs its exchange: an unmapped one could never be delivered.
+                if let Some(t) = r.topics.iter().find(|t| !amqp.exchanges.contains_key(*t)) {
+                    return Err(ConfigError::invalid(
+                        format!("sinks.amqp.exchanges.\"{t}\""),
+                        format!(
+                            "topic \"{t}\" of route \"{}\" has no exchange; map it in [sinks.amqp.exchanges]",
+                            r.name
+                        ),
+                    ));
+                }
+                SinkKind::Amqp
             }
             other => {
                 return Err(ConfigError::invalid(

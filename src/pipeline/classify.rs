@@ -8,8 +8,10 @@
 //! * **Permanent** — the record itself is wrong: dead-letter it with the
 //!   reason and move on.
 
+use crate::config::RejectPolicy;
 use crate::format::DecodeError;
 use crate::sink::SinkError;
+use crate::sink::amqp::AmqpError;
 use crate::sink::http::HttpError;
 use crate::sink::killbill::KillbillError;
 
@@ -48,6 +50,22 @@ pub fn classify_sink(e: &SinkError) -> FailureClass {
         SinkError::Stopped => FailureClass::Transient,
         SinkError::Killbill(e) => classify_killbill(e),
         SinkError::Http(e) => classify_http(e),
+        SinkError::Amqp(e) => classify_amqp(e),
+    }
+}
+
+fn classify_amqp(e: &AmqpError) -> FailureClass {
+    match e {
+        // Reconnect, redeclare, re-send the unconfirmed.
+        AmqpError::Unavailable { .. } | AmqpError::ConfirmTimeout { .. } | AmqpError::HeldBack => {
+            FailureClass::Transient
+        }
+        AmqpError::Refused { .. } | AmqpError::Unmapped { .. } => FailureClass::Halt,
+        // The operator chose: wait for a queue / the broker, or dead-letter.
+        AmqpError::Rejected { policy, .. } => match policy {
+            RejectPolicy::Retry => FailureClass::Transient,
+            RejectPolicy::DeadLetter => FailureClass::Permanent,
+        },
     }
 }
 

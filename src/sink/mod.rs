@@ -3,6 +3,7 @@
 //!
 //! One folder per sink (config lives in `config`, tests beside the code).
 
+pub mod amqp;
 mod envelope;
 pub mod file;
 pub mod http;
@@ -35,6 +36,8 @@ pub enum SinkError {
     Killbill(#[from] killbill::KillbillError),
     #[error(transparent)]
     Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Amqp(#[from] amqp::AmqpError),
 }
 
 impl SinkError {
@@ -57,6 +60,7 @@ pub enum Sink {
     /// Boxed: the client and caches are large next to the file sink's handle.
     Killbill(Box<killbill::KillbillSink>),
     Http(Box<http::HttpSink>),
+    Amqp(Box<amqp::AmqpSink>),
 }
 
 impl Sink {
@@ -66,6 +70,7 @@ impl Sink {
             Sink::File(s) => s.deliver(batch).await,
             Sink::Killbill(s) => s.deliver(batch).await,
             Sink::Http(s) => s.deliver(batch).await,
+            Sink::Amqp(s) => s.deliver(batch).await,
         }
     }
 
@@ -74,6 +79,7 @@ impl Sink {
             Sink::File(_) => "file",
             Sink::Killbill(_) => "killbill",
             Sink::Http(_) => "http",
+            Sink::Amqp(_) => "amqp",
         }
     }
 }
@@ -84,6 +90,7 @@ pub struct Sinks {
     file: Option<Arc<Sink>>,
     killbill: Option<Arc<Sink>>,
     http: Option<Arc<Sink>>,
+    amqp: Option<Arc<Sink>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +103,8 @@ pub enum SinkSetupError {
     Killbill(#[from] killbill::ClientSetupError),
     #[error(transparent)]
     Http(#[from] http::HttpSetupError),
+    #[error(transparent)]
+    Amqp(#[from] amqp::AmqpSetupError),
 }
 
 impl Sinks {
@@ -133,6 +142,15 @@ impl Sinks {
                     sinks.http = Some(Arc::new(Sink::Http(Box::new(http::HttpSink::new(cfg)?))));
                 }
                 SinkKind::Http => {}
+                SinkKind::Amqp if sinks.amqp.is_none() => {
+                    let cfg = settings
+                        .sinks
+                        .amqp
+                        .as_ref()
+                        .ok_or(SinkSetupError::NotConfigured("amqp"))?;
+                    sinks.amqp = Some(Arc::new(Sink::Amqp(Box::new(amqp::AmqpSink::new(cfg)?))));
+                }
+                SinkKind::Amqp => {}
             }
         }
         Ok(sinks)
@@ -143,6 +161,7 @@ impl Sinks {
             SinkKind::File => self.file.clone(),
             SinkKind::Killbill => self.killbill.clone(),
             SinkKind::Http => self.http.clone(),
+            SinkKind::Amqp => self.amqp.clone(),
         }
     }
 }
