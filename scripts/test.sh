@@ -5,9 +5,10 @@
 #
 # Steps: install the rig's tools (scripts/broker.sh install), build once
 # (cargo build --all-targets), start ONE broker for the run, export
-#   TALLY_TEST_BROKER, TALLY_TEST_PYTHON, TALLY_TEST_KAFKA_TOOL, TALLY_TANSU_BIN
+#   TALLY_TEST_BROKER, TALLY_TEST_PYTHON, TALLY_TEST_KAFKA_TOOL, TALLY_TANSU_BIN,
+# start ONE private RabbitMQ node (scripts/rabbitmq.sh) and export TALLY_TEST_AMQP_URL,
 # and run `cargo nextest run --no-fail-fast` (or `cargo test --no-fail-fast`
-# without cargo-nextest). The broker is always stopped on exit; the exit
+# without cargo-nextest). The broker and RabbitMQ are always stopped on exit; the exit
 # code is the test runner's.
 #
 # Environment: TALLY_TEST_RUNNER=nextest|cargo forces a runner;
@@ -24,6 +25,7 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 stop_broker() {
     local rc=$?
     "$ROOT/scripts/broker.sh" stop "$BROKER_NAME" || true
+    "$ROOT/scripts/rabbitmq.sh" stop "$BROKER_NAME" || true
     exit "$rc"
 }
 
@@ -44,6 +46,10 @@ export TALLY_TEST_KAFKA_TOOL="$ROOT/tests/support/kafka_tool.py"
 export TALLY_TANSU_BIN="$TOOLS/bin/tansu"
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 echo "TALLY_TEST_BROKER=$TALLY_TEST_BROKER" >&2
+
+log "rabbitmq (amqp sink tests)"
+line=$("$ROOT/scripts/rabbitmq.sh" start "$BROKER_NAME")
+export TALLY_TEST_AMQP_URL="${line#TALLY_TEST_AMQP_URL=}"
 
 runner="${TALLY_TEST_RUNNER:-}"
 if [[ -z "$runner" ]]; then

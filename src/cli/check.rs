@@ -89,6 +89,9 @@ async fn probe(settings: &Settings) -> usize {
                 // Not probed yet: a probe needs a read-only Kill Bill call per tenant.
                 println!("# sink killbill: not probed (route {})", route.name);
             }
+            SinkKind::Http | SinkKind::Amqp => {
+                println!("# sink {:?}: not probed (route {})", route.sink, route.name);
+            }
             SinkKind::File => {
                 let Some(file) = &settings.sinks.file else {
                     continue;

@@ -172,7 +172,7 @@ pub(super) fn validate(raw: RawKillbillSink) -> Result<KillbillSinkSettings, Con
 }
 
 /// Exactly one of `NAME_env` / `NAME_file`; a literal `NAME` is refused.
-fn secret(
+pub(super) fn secret(
     table: &str,
     name: &str,
     literal: bool,

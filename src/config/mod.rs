@@ -4,7 +4,9 @@
 //! `"30s"`; every default lives in `settings.rs`.
 
 mod admin;
+mod amqp;
 mod error;
+mod http;
 mod killbill;
 mod raw;
 mod settings;

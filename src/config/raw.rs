@@ -81,6 +81,8 @@ pub struct RawRoute {
 pub struct RawSinks {
     pub file: Option<RawFileSink>,
     pub killbill: Option<RawKillbillSink>,
+    pub http: Option<RawHttpSink>,
+    pub amqp: Option<RawAmqpSink>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,4 +121,42 @@ pub struct RawKillbillTenant {
     pub api_secret: Option<serde::de::IgnoredAny>,
     pub api_secret_env: Option<String>,
     pub api_secret_file: Option<String>,
+}
+
+/// `[sinks.http]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpSink {
+    pub url: String,
+    pub envelope: Option<bool>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers_env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub headers_file: BTreeMap<String, String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub max_in_flight: Option<usize>,
+}
+
+/// `[sinks.amqp]`. The URL carries credentials: by reference only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAmqpSink {
+    pub url: Option<serde::de::IgnoredAny>,
+    pub url_env: Option<String>,
+    pub url_file: Option<String>,
+    pub exchange_type: Option<String>,
+    #[serde(default)]
+    pub exchanges: BTreeMap<String, String>,
+    pub declare: Option<bool>,
+    pub on_nack: Option<String>,
+    pub on_unroutable: Option<String>,
+    pub ca_file: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub confirm_timeout: Option<String>,
 }

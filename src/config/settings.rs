@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use super::amqp::{AmqpSinkSettings, ExchangeType, RejectPolicy};
 use super::error::ConfigError;
+pub use super::http::HttpSinkSettings;
 pub use super::killbill::{KillbillSinkSettings, KillbillTenant, SecretRef};
 use super::raw::{RawAssignment, RawConfig, RawPipeline, RawRoute};
 
@@ -128,6 +130,8 @@ pub enum OutOfRangePolicy {
 pub enum SinkKind {
     File,
     Killbill,
+    Http,
+    Amqp,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -145,6 +149,8 @@ pub struct Route {
 pub struct SinkSettings {
     pub file: Option<FileSinkSettings>,
     pub killbill: Option<KillbillSinkSettings>,
+    pub http: Option<HttpSinkSettings>,
+    pub amqp: Option<AmqpSinkSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -222,6 +228,8 @@ impl Settings {
                 .killbill
                 .map(super::killbill::validate)
                 .transpose()?,
+            http: raw.sinks.http.map(super::http::validate).transpose()?,
+            amqp: raw.sinks.amqp.map(super::amqp::validate).transpose()?,
         };
         let admin = super::admin::validate_admin(raw.admin)?;
         let routes = validate_routes(raw.routes, &sinks)?;
@@ -486,19 +494,40 @@ fn validate_routes(raw: Vec<RawRoute>, sinks: &SinkSettings) -> Result<Vec<Route
                 }
                 SinkKind::Killbill
             }
-            "http" | "amqp" => {
-                return Err(ConfigError::invalid(
-                    key("sink"),
-                    format!(
-                        "sink \"{}\" is not available in this build yet; use \"file\" or \"killbill\"",
-                        r.sink
-                    ),
-                ));
+            "http" => {
+                if sinks.http.is_none() {
+                    return Err(ConfigError::invalid(
+                        key("sink"),
+                        "sink \"http\" is used but [sinks.http] is not configured; add it with a `url`",
+                    ));
+                }
+                SinkKind::Http
+            }
+            "amqp" => {
+                let Some(amqp) = &sinks.amqp else {
+                    return Err(ConfigError::invalid(
+                        key("sink"),
+                        "sink \"amqp\" is used but [sinks.amqp] is not configured",
+                    ));
+                };
+                // Every topic needs its exchange: an unmapped one could never be delivered.
+                if let Some(t) = r.topics.iter().find(|t| !amqp.exchanges.contains_key(*t)) {
+                    return Err(ConfigError::invalid(
+                        format!("sinks.amqp.exchanges.\"{t}\""),
+                        format!(
+                            "topic \"{t}\" of route \"{}\" has no exchange; map it in [sinks.amqp.exchanges]",
+                            r.name
+                        ),
+                    ));
+                }
+                SinkKind::Amqp
             }
             other => {
                 return Err(ConfigError::invalid(
                     key("sink"),
-                    format!("unknown sink \"{other}\"; expected \"file\" or \"killbill\""),
+                    format!(
+                        "unknown sink \"{other}\"; expected \"file\", \"killbill\", \"http\" or \"amqp\""
+                    ),
                 ));
             }
         };

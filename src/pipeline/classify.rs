@@ -8,8 +8,11 @@
 //! * **Permanent** — the record itself is wrong: dead-letter it with the
 //!   reason and move on.
 
+use crate::config::RejectPolicy;
 use crate::format::DecodeError;
 use crate::sink::SinkError;
+use crate::sink::amqp::AmqpError;
+use crate::sink::http::HttpError;
 use crate::sink::killbill::KillbillError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +49,42 @@ pub fn classify_sink(e: &SinkError) -> FailureClass {
         }
         SinkError::Stopped => FailureClass::Transient,
         SinkError::Killbill(e) => classify_killbill(e),
+        SinkError::Http(e) => classify_http(e),
+        SinkError::Amqp(e) => classify_amqp(e),
+    }
+}
+
+fn classify_amqp(e: &AmqpError) -> FailureClass {
+    match e {
+        // Reconnect, redeclare, re-send the unconfirmed.
+        AmqpError::Unavailable { .. } | AmqpError::ConfirmTimeout { .. } | AmqpError::HeldBack => {
+            FailureClass::Transient
+        }
+        AmqpError::Refused { .. } | AmqpError::Unmapped { .. } => FailureClass::Halt,
+        // The operator chose: wait for a queue / the broker, or dead-letter.
+        AmqpError::Rejected { policy, .. } => match policy {
+            RejectPolicy::Retry => FailureClass::Transient,
+            RejectPolicy::DeadLetter => FailureClass::Permanent,
+        },
+    }
+}
+
+fn classify_http(e: &HttpError) -> FailureClass {
+    match e {
+        HttpError::Connect { .. } | HttpError::Timeout { .. } | HttpError::Transport { .. } => {
+            FailureClass::Transient
+        }
+        // Certificates, CA, or a request we cannot form: configuration.
+        HttpError::Tls { .. } | HttpError::Request { .. } => FailureClass::Halt,
+        HttpError::Status { status, .. } => match *status {
+            408 | 429 => FailureClass::Transient,
+            500..=599 => FailureClass::Transient,
+            401 | 403 | 407 => FailureClass::Halt,
+            // The receiver refused this record (validation, conflict, …): dead-letter it.
+            400..=499 => FailureClass::Permanent,
+            // Redirects (not followed) and 1xx: never skip, never assume delivered.
+            _ => FailureClass::Halt,
+        },
     }
 }
 
@@ -149,6 +188,40 @@ mod tests {
             message: "refused".into(),
         });
         assert_eq!(classify_sink(&down), Transient);
+    }
+
+    #[test]
+    fn http_outcomes() {
+        use FailureClass::*;
+        let status = |s: u16| {
+            SinkError::Http(HttpError::Status {
+                status: s,
+                body: String::new(),
+            })
+        };
+        for (s, class) in [
+            (400, Permanent),
+            (404, Permanent),
+            (409, Permanent),
+            (422, Permanent),
+            (401, Halt),
+            (403, Halt),
+            (407, Halt),
+            (408, Transient),
+            (429, Transient),
+            (500, Transient),
+            (502, Transient),
+            (503, Transient),
+            (301, Halt),
+            (101, Halt),
+        ] {
+            assert_eq!(classify_sink(&status(s)), class, "{s}");
+        }
+        let e = |e: HttpError| classify_sink(&SinkError::Http(e));
+        let m = || "x".to_string();
+        assert_eq!(e(HttpError::Connect { message: m() }), Transient);
+        assert_eq!(e(HttpError::Timeout { message: m() }), Transient);
+        assert_eq!(e(HttpError::Tls { message: m() }), Halt);
     }
 
     #[test]

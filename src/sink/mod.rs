@@ -3,9 +3,14 @@
 //!
 //! One folder per sink (config lives in `config`, tests beside the code).
 
+pub mod amqp;
+mod envelope;
 pub mod file;
+pub mod http;
+pub mod http_client;
 pub mod killbill;
 mod outgoing;
+pub mod secrets;
 
 use std::sync::Arc;
 
@@ -29,6 +34,10 @@ pub enum SinkError {
     Stopped,
     #[error(transparent)]
     Killbill(#[from] killbill::KillbillError),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Amqp(#[from] amqp::AmqpError),
 }
 
 impl SinkError {
@@ -50,6 +59,8 @@ pub enum Sink {
     File(file::FileSink),
     /// Boxed: the client and caches are large next to the file sink's handle.
     Killbill(Box<killbill::KillbillSink>),
+    Http(Box<http::HttpSink>),
+    Amqp(Box<amqp::AmqpSink>),
 }
 
 impl Sink {
@@ -58,6 +69,8 @@ impl Sink {
         match self {
             Sink::File(s) => s.deliver(batch).await,
             Sink::Killbill(s) => s.deliver(batch).await,
+            Sink::Http(s) => s.deliver(batch).await,
+            Sink::Amqp(s) => s.deliver(batch).await,
         }
     }
 
@@ -65,6 +78,8 @@ impl Sink {
         match self {
             Sink::File(_) => "file",
             Sink::Killbill(_) => "killbill",
+            Sink::Http(_) => "http",
+            Sink::Amqp(_) => "amqp",
         }
     }
 }
@@ -74,6 +89,8 @@ impl Sink {
 pub struct Sinks {
     file: Option<Arc<Sink>>,
     killbill: Option<Arc<Sink>>,
+    http: Option<Arc<Sink>>,
+    amqp: Option<Arc<Sink>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +101,10 @@ pub enum SinkSetupError {
     File(#[from] file::FileSinkError),
     #[error(transparent)]
     Killbill(#[from] killbill::ClientSetupError),
+    #[error(transparent)]
+    Http(#[from] http::HttpSetupError),
+    #[error(transparent)]
+    Amqp(#[from] amqp::AmqpSetupError),
 }
 
 impl Sinks {
@@ -112,6 +133,24 @@ impl Sinks {
                     ))));
                 }
                 SinkKind::Killbill => {}
+                SinkKind::Http if sinks.http.is_none() => {
+                    let cfg = settings
+                        .sinks
+                        .http
+                        .as_ref()
+                        .ok_or(SinkSetupError::NotConfigured("http"))?;
+                    sinks.http = Some(Arc::new(Sink::Http(Box::new(http::HttpSink::new(cfg)?))));
+                }
+                SinkKind::Http => {}
+                SinkKind::Amqp if sinks.amqp.is_none() => {
+                    let cfg = settings
+                        .sinks
+                        .amqp
+                        .as_ref()
+                        .ok_or(SinkSetupError::NotConfigured("amqp"))?;
+                    sinks.amqp = Some(Arc::new(Sink::Amqp(Box::new(amqp::AmqpSink::new(cfg)?))));
+                }
+                SinkKind::Amqp => {}
             }
         }
         Ok(sinks)
@@ -121,6 +160,8 @@ impl Sinks {
         match kind {
             SinkKind::File => self.file.clone(),
             SinkKind::Killbill => self.killbill.clone(),
+            SinkKind::Http => self.http.clone(),
+            SinkKind::Amqp => self.amqp.clone(),
         }
     }
 }

@@ -14,7 +14,10 @@
 //! Every wait here has a timeout; every spawned process is killed on drop.
 #![allow(dead_code)]
 
+pub mod amqp;
+pub mod http_receiver;
 pub mod killbill_double;
+pub mod logs;
 pub mod proxy;
 
 use std::ffi::OsStr;

@@ -3,7 +3,6 @@
 //! bounds requests in flight across every partition and route.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -12,23 +11,18 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 use tokio::sync::Semaphore;
 
 use super::error::{KillbillError, Op};
-use super::secrets::{self, SecretError};
 use crate::config::KillbillSinkSettings;
+use crate::sink::http_client::{self, ClientOptions, HttpClientError};
+use crate::sink::secrets::{self, SecretError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientSetupError {
     #[error("kill bill sink: {0}")]
     Secret(#[from] SecretError),
-    #[error("kill bill sink: cannot read ca_file {path}: {message}")]
-    CaFile { path: PathBuf, message: String },
-    #[error("kill bill sink: ca_file {path} holds no certificate")]
-    CaFileEmpty { path: PathBuf },
-    #[error("kill bill sink: TLS setup: {0}")]
-    Tls(String),
+    #[error("kill bill sink: {0}")]
+    Client(#[from] HttpClientError),
     #[error("kill bill sink: {what} cannot be sent as an HTTP header value")]
     Header { what: String },
-    #[error("kill bill sink: cannot build the HTTP client: {0}")]
-    Build(String),
 }
 
 /// One tenant's headers: Basic auth, api key and secret, created-by/reason/comment.
@@ -107,17 +101,13 @@ impl KbClient {
             );
         }
 
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config(cfg.ca_file.as_deref())?)
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.request_timeout)
-            // A redirect means `url` points at the wrong place; do not follow it with credentials.
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(cfg.max_in_flight)
-            .tcp_nodelay(true)
-            .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ClientSetupError::Build(e.to_string()))?;
+        let http = http_client::build(ClientOptions {
+            ca_file: cfg.ca_file.as_deref(),
+            identity: None,
+            connect_timeout: cfg.connect_timeout,
+            request_timeout: cfg.request_timeout,
+            max_idle: cfg.max_in_flight,
+        })?;
         Ok(KbClient {
             http,
             usages_url: endpoint(&cfg.url, "1.0/kb/usages"),
@@ -207,46 +197,6 @@ fn endpoint(base: &url::Url, path: &str) -> reqwest::Url {
     url
 }
 
-/// rustls with the ring provider (pure Rust + ring: no OpenSSL, no aws-lc),
-/// trusting `ca_file` if given, else the built-in Mozilla roots (a `FROM
-/// scratch` image has no system store).
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, ClientSetupError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            use rustls::pki_types::CertificateDer;
-            use rustls::pki_types::pem::PemObject;
-            let err = |message: String| ClientSetupError::CaFile {
-                path: path.to_path_buf(),
-                message,
-            };
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| err(e.to_string()))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| err(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(ClientSetupError::CaFileEmpty {
-                    path: path.to_path_buf(),
-                });
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| err(e.to_string()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    // Also the process default: reqwest panics when it needs a provider and
-    // none is installed (the `*-no-provider` features); ring is the only one built.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ClientSetupError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(config)
-}
-
 fn plain(value: &str, what: &str) -> Result<HeaderValue, ClientSetupError> {
     HeaderValue::from_str(value).map_err(|_| ClientSetupError::Header {
         what: what.to_string(),
@@ -276,18 +226,5 @@ mod tests {
             endpoint(&base, "1.0/kb/subscriptions").as_str(),
             "http://127.0.0.1:8080/1.0/kb/subscriptions"
         );
-    }
-
-    #[test]
-    fn tls_with_ring_and_builtin_roots() {
-        assert!(tls_config(None).is_ok());
-        let dir = tempfile::tempdir().unwrap();
-        let empty = dir.path().join("ca.pem");
-        std::fs::write(&empty, "not a cert\n").unwrap();
-        assert!(matches!(
-            tls_config(Some(&empty)),
-            Err(ClientSetupError::CaFileEmpty { .. })
-        ));
-        assert!(tls_config(Some(&dir.path().join("missing.pem"))).is_err());
     }
 }

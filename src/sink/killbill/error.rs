@@ -51,7 +51,7 @@ pub enum KillbillError {
 
 impl KillbillError {
     pub(super) fn from_reqwest(op: Op, e: &reqwest::Error) -> KillbillError {
-        let message = error_chain(e);
+        let message = crate::sink::http_client::error_chain(e);
         if e.is_timeout() {
             KillbillError::Timeout { op, message }
         } else if e.is_connect() {
@@ -62,19 +62,4 @@ impl KillbillError {
             KillbillError::Transport { op, message }
         }
     }
-}
-
-/// reqwest's own message is terse ("error sending request"); the causes say why.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }

@@ -12,15 +12,14 @@ mod client;
 mod error;
 mod lookup;
 mod response;
-mod secrets;
 
 use std::sync::Arc;
 
 use futures_util::future::join_all;
 
+pub use crate::sink::secrets::SecretError;
 pub use client::ClientSetupError;
 pub use error::{KillbillError, Op};
-pub use secrets::SecretError;
 
 use super::{Outgoing, SinkError};
 use crate::config::KillbillSinkSettings;

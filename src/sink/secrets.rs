@@ -21,7 +21,7 @@ pub enum SecretError {
 
 /// The secret's value. A trailing newline in a secret file (as editors and
 /// `echo` leave) is not part of the secret.
-pub(super) fn resolve(what: &str, r: &SecretRef) -> Result<String, SecretError> {
+pub(crate) fn resolve(what: &str, r: &SecretRef) -> Result<String, SecretError> {
     match r {
         SecretRef::Env(var) => match std::env::var(var) {
             Ok(v) if !v.is_empty() => Ok(v),

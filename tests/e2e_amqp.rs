@@ -1,0 +1,348 @@
+//! End to end: the real `tally` binary forwarding JSON events from the test
+//! broker to a real RabbitMQ (scripts/rabbitmq.sh), checked with an
+//! independent client (Python pika): envelope, message_id, properties, order
+//! within a partition, topic → exchange mapping, unroutable policies, a
+//! deleted exchange (channel loss, redeclare) and repeated SIGKILLs.
+//! Needs scripts/test.sh (Kafka broker, RabbitMQ, Python tools).
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::amqp::{AmqpMessage, amqp_url, delete_exchange, drain, setup_queue};
+use support::logs::{summary_field, tail};
+use support::*;
+
+const EXIT_TIMEOUT: Duration = Duration::from_secs(45);
+
+fn events(prefix: &str, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|n| {
+            format!(
+                r#"{{"eventId":"{prefix}-{n:05}","n":{n},"claimId":{},"amount":{}.{:03}0,"note":"caf\u00e9 ü"}}"#,
+                n % 13,
+                n % 97,
+                n % 1000
+            )
+        })
+        .collect()
+}
+
+fn id_of(line: &str) -> String {
+    let v: Value = serde_json::from_str(line).expect("event");
+    v["eventId"].as_str().expect("eventId").to_string()
+}
+
+/// `dir/tally.toml`: one json route over the topics of `exchanges`, sink amqp.
+fn write_config(dir: &Path, exchanges: &[(&str, &str)], sink_extra: &str, extra: &str) -> PathBuf {
+    let topics: Vec<String> = exchanges.iter().map(|(t, _)| format!("{t:?}")).collect();
+    let map: String = exchanges
+        .iter()
+        .map(|(t, e)| format!("{t:?} = {e:?}\n"))
+        .collect();
+    let text = format!(
+        "[kafka]\nbrokers = [{:?}]\n[store]\npath = {:?}\n[assignment]\nmode = \"static\"\nmember = 0\nmembers = 1\n\
+         \n[[routes]]\nname = \"forward\"\ntopics = [{}]\nformat = \"json\"\ndedupe = \"/eventId\"\nsink = \"amqp\"\nstart = \"earliest\"\n\
+         \n[sinks.amqp]\nurl_env = \"TEST_AMQP_URL\"\n{sink_extra}\n[sinks.amqp.exchanges]\n{map}\n{extra}",
+        broker(),
+        dir.join("state").display().to_string(),
+        topics.join(", "),
+    );
+    let path = dir.join("tally.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn spawn(dir: &Path, config: &Path) -> TallyProcess {
+    let url = amqp_url();
+    TallyProcess::spawn_in(
+        dir,
+        &["run", "--config", config.to_str().unwrap()],
+        &[("TEST_AMQP_URL", url.as_str())],
+    )
+}
+
+fn stop(tally: &mut TallyProcess) -> String {
+    let status = tally.terminate_and_wait(EXIT_TIMEOUT);
+    let stderr = tally.stderr();
+    assert!(
+        status.success(),
+        "tally exit {status:?}:\n{}",
+        tail(&stderr)
+    );
+    stderr
+}
+
+fn offsets(dir: &Path, config: &Path) -> Vec<Value> {
+    let out = TallyProcess::run(
+        dir,
+        &["offsets", "--config", config.to_str().unwrap(), "--json"],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "offsets: {}", out.stderr);
+    out.json().as_array().cloned().unwrap_or_default()
+}
+
+fn assert_fully_committed(dir: &Path, config: &Path) {
+    for row in offsets(dir, config) {
+        assert_eq!(row["lag"], 0, "partition not fully committed: {row}");
+    }
+}
+
+/// Drains `queue` into `got` until it holds `n` distinct message ids.
+fn collect(
+    queue: &str,
+    got: &mut Vec<AmqpMessage>,
+    n: usize,
+    tally: &mut TallyProcess,
+    timeout: Duration,
+) {
+    let ok = wait_until(timeout, || {
+        assert!(
+            tally.is_running(),
+            "tally exited early:\n{}",
+            tail(&tally.stderr())
+        );
+        got.extend(drain(queue));
+        distinct_ids(got) >= n
+    });
+    assert!(
+        ok,
+        "{} of {n} messages after {timeout:?}\n{}",
+        distinct_ids(got),
+        tail(&tally.stderr())
+    );
+}
+
+fn distinct_ids(got: &[AmqpMessage]) -> usize {
+    got.iter()
+        .filter_map(|m| m.message_id.as_deref())
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+/// The envelope's members; `event` as the exact text it was embedded as.
+fn open_envelope(m: &AmqpMessage) -> (String, String) {
+    let v: Value = serde_json::from_str(&m.body).expect("envelope is JSON");
+    let keys: BTreeSet<&str> = v
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["topic", "notifiedAt", "event"]),
+        "{}",
+        m.body
+    );
+    let at = v["notifiedAt"].as_str().expect("notifiedAt");
+    assert!(at.ends_with('Z'), "{at}");
+    chrono::DateTime::parse_from_rfc3339(at).expect("RFC 3339");
+    let start = m.body.find(",\"event\":").expect("event") + ",\"event\":".len();
+    (
+        v["topic"].as_str().expect("topic").to_string(),
+        m.body[start..m.body.len() - 1].to_string(),
+    )
+}
+
+/// Per message_id: one event (re-sends identical); order of first
+/// appearances by offset within each partition. Returns id → event, re-sends.
+fn check_messages(
+    got: &[AmqpMessage],
+    topic: &str,
+    exchange: &str,
+) -> (BTreeMap<String, String>, usize) {
+    let mut by_id: BTreeMap<String, String> = BTreeMap::new();
+    let mut resends = 0;
+    let mut last_offset: BTreeMap<i64, i64> = BTreeMap::new();
+    for m in got {
+        assert_eq!(m.exchange, exchange);
+        assert_eq!(m.routing_key, topic);
+        assert_eq!(m.content_type.as_deref(), Some("application/json"));
+        assert_eq!(m.delivery_mode, Some(2), "not persistent");
+        assert_eq!(m.app_id.as_deref(), Some("tally"));
+        let (t, event) = open_envelope(m);
+        assert_eq!(t, topic);
+        let id = m.message_id.clone().expect("message_id");
+        assert_eq!(id, id_of(&event), "message_id is the dedupe key");
+        let partition = m.headers["x-tally-partition"]
+            .as_i64()
+            .expect("partition header");
+        let offset = m.headers["x-tally-offset"].as_i64().expect("offset header");
+        if let Some(prev) = by_id.insert(id.clone(), event.clone()) {
+            assert_eq!(prev, event, "{id} re-sent with a different event");
+            resends += 1;
+        } else {
+            let last = last_offset.entry(partition).or_insert(-1);
+            assert!(
+                offset > *last,
+                "partition {partition}: offset {offset} after {last}"
+            );
+            *last = offset;
+        }
+    }
+    (by_id, resends)
+}
+
+#[test]
+fn forwards_each_topic_to_its_exchange_as_envelopes_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (unique_topic("amqp-a"), unique_topic("amqp-b"));
+    let (xa, xb) = (format!("{a}-x"), format!("{b}-x"));
+    let (qa, qb) = (format!("{a}-q"), format!("{b}-q"));
+    create_topic(&a, 3);
+    create_topic(&b, 1);
+    setup_queue(&xa, "topic", &qa);
+    setup_queue(&xb, "topic", &qb);
+    let mut la = events("a", 500);
+    la.extend(la[..40].to_vec()); // exact duplicates in Kafka: forwarded once
+    let lb = events("b", 120);
+    produce_jsonl(&a, &la, Some("/eventId"));
+    produce_jsonl(&b, &lb, Some("/eventId"));
+    let config = write_config(dir.path(), &[(&a, &xa), (&b, &xb)], "", "");
+    let mut tally = spawn(dir.path(), &config);
+    let (mut ga, mut gb) = (Vec::new(), Vec::new());
+    collect(&qa, &mut ga, 500, &mut tally, Duration::from_secs(60));
+    collect(&qb, &mut gb, 120, &mut tally, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let stderr = stop(&mut tally);
+    ga.extend(drain(&qa));
+    gb.extend(drain(&qb));
+
+    let (ea, ra) = check_messages(&ga, &a, &xa);
+    let (eb, rb) = check_messages(&gb, &b, &xb);
+    assert_eq!((ra, rb), (0, 0), "no crash, no re-sends");
+    let want_a: BTreeMap<String, String> = la.iter().map(|l| (id_of(l), l.clone())).collect();
+    let want_b: BTreeMap<String, String> = lb.iter().map(|l| (id_of(l), l.clone())).collect();
+    assert_eq!(ea, want_a, "events embedded verbatim");
+    assert_eq!(eb, want_b);
+    assert_eq!(summary_field(&stderr, "duplicates"), 40);
+    assert_eq!(summary_field(&stderr, "dead_lettered"), 0);
+    assert_fully_committed(dir.path(), &config);
+}
+
+#[test]
+fn unroutable_waits_for_a_queue_by_default_and_survives_a_deleted_exchange() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("amqp-unroutable");
+    let (x, q) = (format!("{topic}-x"), format!("{topic}-q"));
+    create_topic(&topic, 2);
+    let lines = events("u", 200);
+    produce_jsonl(&topic, &lines, Some("/eventId"));
+    let config = write_config(
+        dir.path(),
+        &[(&topic, &x)],
+        "",
+        "\n[pipeline]\nretry_initial = \"50ms\"\nretry_max = \"500ms\"\n",
+    );
+    let mut tally = spawn(dir.path(), &config);
+    // No queue is bound: every publish comes back; nothing may be committed.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+    // Bind a queue to the exchange tally declared: everything arrives.
+    setup_queue(&x, "topic", &q);
+    let mut got = Vec::new();
+    collect(&q, &mut got, 100, &mut tally, Duration::from_secs(60));
+    // Delete the exchange under tally: its channel closes; it reconnects,
+    // redeclares, and (queue binding gone) waits again until we rebind.
+    delete_exchange(&x);
+    produce_jsonl(&topic, &events("u2", 100), Some("/eventId"));
+    std::thread::sleep(Duration::from_secs(2));
+    setup_queue(&x, "topic", &q);
+    collect(&q, &mut got, 300, &mut tally, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let stderr = stop(&mut tally);
+    got.extend(drain(&q));
+    let (ids, resends) = check_messages(&got, &topic, &x);
+    assert_eq!(ids.len(), 300);
+    assert_eq!(summary_field(&stderr, "dead_lettered"), 0);
+    assert_fully_committed(dir.path(), &config);
+    eprintln!("unroutable/deleted exchange: 300 delivered, {resends} re-sends");
+}
+
+#[test]
+fn unroutable_is_dead_lettered_when_configured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("amqp-dl");
+    create_topic(&topic, 1);
+    let lines = events("d", 25);
+    produce_jsonl(&topic, &lines, Some("/eventId"));
+    let x = format!("{topic}-x");
+    let config = write_config(
+        dir.path(),
+        &[(&topic, &x)],
+        "exchange_type = \"fanout\"\non_unroutable = \"dead-letter\"\n",
+        "",
+    );
+    let mut tally = spawn(dir.path(), &config);
+    // (`tally offsets` needs the store lock: check after the run.)
+    std::thread::sleep(Duration::from_secs(4));
+    let stderr = stop(&mut tally);
+    assert_eq!(
+        summary_field(&stderr, "dead_lettered"),
+        25,
+        "{}",
+        tail(&stderr)
+    );
+    assert_fully_committed(dir.path(), &config);
+}
+
+#[test]
+fn sigkill_while_forwarding_every_event_arrives_resends_keep_message_id() {
+    const EVENTS: usize = 20_000;
+    const KILLS: usize = 5;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("amqp-crash");
+    let (x, q) = (format!("{topic}-x"), format!("{topic}-q"));
+    create_topic(&topic, 4);
+    setup_queue(&x, "topic", &q);
+    let lines = events("c", EVENTS);
+    produce_jsonl(&topic, &lines, Some("/eventId"));
+    let config = write_config(
+        dir.path(),
+        &[(&topic, &x)],
+        "",
+        "\n[pipeline]\nmax_batch_records = 64\nprefetch_batches = 1\n",
+    );
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(7);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    eprintln!("amqp crash test seed {seed}");
+    let mut got = Vec::new();
+    let mut mid_stream = 0;
+    for k in 1..=KILLS {
+        // Kill by time: forwarding is faster than draining the queue.
+        let mut tally = spawn(dir.path(), &config);
+        std::thread::sleep(Duration::from_millis(rng.u64(250..900)));
+        assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+        tally.kill();
+        got.extend(drain(&q));
+        eprintln!("kill {k}: {} distinct so far", distinct_ids(&got));
+        if distinct_ids(&got) < EVENTS {
+            mid_stream += 1;
+        }
+    }
+    let t0 = Instant::now();
+    let mut tally = spawn(dir.path(), &config);
+    collect(&q, &mut got, EVENTS, &mut tally, Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&mut tally);
+    got.extend(drain(&q));
+    let (ids, resends) = check_messages(&got, &topic, &x);
+    let want: BTreeMap<String, String> = lines.iter().map(|l| (id_of(l), l.clone())).collect();
+    assert_eq!(ids, want);
+    assert!(mid_stream >= 4, "only {mid_stream} kills mid-stream");
+    assert_fully_committed(dir.path(), &config);
+    eprintln!(
+        "amqp crash test: events={EVENTS} kills_mid_stream={mid_stream} messages={} resends_same_message_id={resends} final_run={:?}",
+        got.len(),
+        t0.elapsed()
+    );
+}
