@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dlq;
 pub mod format;
 pub mod kafka;
 pub mod pipeline;

@@ -47,7 +47,7 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Show committed offsets per partition, with the broker's log end and lag when reachable.
     Offsets(offsets::OffsetsArgs),
-    /// Inspect dead letters: records that were not delivered, with the reason.
+    /// Dead letters: records that were not delivered, with the reason; list, show, replay, purge.
     Dlq(dlq::DlqArgs),
     /// Exit 0 while a tally daemon holds this config's store (for health checks).
     Health(health::HealthArgs),
