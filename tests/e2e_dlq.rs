@@ -166,3 +166,80 @@ fn replay_after_a_config_fix_delivers_once_and_purge_deletes() {
     assert_eq!(count_lines(&out), 5);
     assert!(letters(d, cfg).is_empty());
 }
+
+#[test]
+fn oversized_and_schema_registry_framed_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique_topic("e2e-dlq-frame");
+    create_topic(&topic, 1);
+    let good = gen_usage(4, 0.0, 1, 31);
+    let frame = |id: u32, body: &[u8]| {
+        let mut v = vec![0u8];
+        v.extend_from_slice(&id.to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    };
+    // A valid event padded past the limit: refused for its size alone.
+    let big = good[3].replacen('{', &format!("{{\"pad\":\"{}\",", "x".repeat(3000)), 1);
+    produce_raw(&topic, good[0].as_bytes(), None);
+    produce_raw(&topic, &frame(9, good[1].as_bytes()), None);
+    produce_raw(&topic, big.as_bytes(), None);
+    produce_raw(&topic, &frame(77, b"{\"trackingId\":1}"), None);
+    produce_raw(&topic, good[2].as_bytes(), None);
+    let config = write_file_sink_config(
+        d,
+        &[&topic],
+        "killbill-usage",
+        "max_record_bytes = 2048\n",
+        "",
+    );
+    let cfg = config.to_str().unwrap();
+    let out = d.join("delivered.jsonl");
+    let mut daemon = TallyProcess::spawn_in(d, &["run", "--config", cfg], &[]);
+    wait_for("3 good records delivered", Duration::from_secs(90), || {
+        assert!(daemon.is_running(), "tally exited:\n{}", daemon.stderr());
+        count_lines(&out) >= 3
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let status = daemon.terminate_and_wait(Duration::from_secs(45));
+    assert!(status.success(), "{}", daemon.stderr());
+
+    let lines = read_jsonl(&out);
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    // The framed event reaches the sink without its frame.
+    let framed_good: Value = serde_json::from_str(&good[1]).unwrap();
+    assert_eq!(lines[1]["event"], framed_good);
+
+    let dl = letters(d, cfg);
+    assert_eq!(dl.len(), 2, "{dl:?}");
+    let reason = |i: usize| dl[i]["reason"].as_str().unwrap().to_string();
+    assert!(
+        reason(0).contains(&format!(
+            "{} bytes, over max_record_bytes = 2048",
+            big.len()
+        )),
+        "{}",
+        reason(0)
+    );
+    assert!(reason(1).contains("schema id 77"), "{}", reason(1));
+    // The oversized payload is kept whole, for replay after raising the limit.
+    let id = dl[0]["id"].to_string();
+    let shown = tally(d, &["dlq", "show", "--config", cfg, &id]);
+    assert_eq!(shown.json()["payload"].as_str(), Some(big.as_str()));
+    write_file_sink_config(
+        d,
+        &[&topic],
+        "killbill-usage",
+        "max_record_bytes = 8192\n",
+        "",
+    );
+    let replay = tally(d, &["dlq", "replay", "--config", cfg, &id]);
+    assert!(
+        replay.status.success(),
+        "{}\n{}",
+        replay.stdout,
+        replay.stderr
+    );
+    assert_eq!(count_lines(&out), 4);
+}

@@ -60,6 +60,7 @@ pub struct RawPipeline {
     pub retry_max: Option<String>,
     pub drain_timeout: Option<String>,
     pub commit_group_max: Option<usize>,
+    pub max_record_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +73,8 @@ pub struct RawRoute {
     pub sink: String,
     pub start: Option<String>,
     pub on_out_of_range: Option<String>,
+    /// Overrides `pipeline.max_record_bytes` for this route.
+    pub max_record_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
