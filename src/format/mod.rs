@@ -9,6 +9,8 @@ mod frame;
 mod json;
 mod killbill_fast;
 mod killbill_usage;
+#[cfg(test)]
+mod proptests;
 mod record_date;
 
 use bytes::Bytes;
@@ -154,6 +156,16 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Both Kill Bill usage decoders on the same bytes: the fast path (None
+/// when it declines) and the checked one. For the fuzz targets under fuzz/.
+#[doc(hidden)]
+pub fn killbill_both_paths(bytes: &[u8]) -> (Option<UsageEvent>, Result<UsageEvent, DecodeError>) {
+    (
+        killbill_fast::parse(bytes),
+        killbill_usage::parse_checked(bytes),
+    )
 }
 
 /// Slice off JSON-insignificant whitespace (a trailing newline from a
