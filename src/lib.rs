@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod dlq;
 pub mod format;
 pub mod kafka;
 pub mod pipeline;

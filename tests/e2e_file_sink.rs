@@ -176,23 +176,20 @@ fn exact_amounts_survive_byte_for_byte() {
 
 #[test]
 fn bad_records_are_skipped_and_do_not_stall_the_partition() {
-    let (dir, topic, config) = setup("e2e-bad", 1, "killbill-usage", "");
+    let route_extra = format!("max_record_bytes = {CORPUS_MAX_RECORD_BYTES}\n");
+    let (dir, topic, config) = setup("e2e-bad", 1, "killbill-usage", &route_extra);
     let good = gen_usage(20, 0.0, 1, 21);
-    // Interleave every file of the bad-input corpus with good events on one partition.
-    let bad_dir = repo_root().join("data/bad-input");
-    let mut bad_files: Vec<PathBuf> = std::fs::read_dir(&bad_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().is_some_and(|n| n != "README.md"))
-        .collect();
-    bad_files.sort();
+    // Interleave every file of the corpus with good events on one partition;
+    // the Kafka key names the file, so each dead letter can be traced to its row.
+    let corpus = bad_corpus();
+    let bad_dir = repo_root().join("data/bad");
     let mut good_iter = good.iter();
-    for bad in &bad_files {
+    for entry in &corpus {
         if let Some(g) = good_iter.next() {
             produce_jsonl(&topic, &[g], None);
         }
-        let bytes = std::fs::read(bad).unwrap();
-        produce_raw(&topic, &bytes, Some("bad"));
+        let bytes = std::fs::read(bad_dir.join(&entry.file)).unwrap();
+        produce_raw(&topic, &bytes, Some(&entry.file));
     }
     let rest: Vec<&String> = good_iter.collect();
     produce_jsonl(&topic, &rest, None);
@@ -210,9 +207,17 @@ fn bad_records_are_skipped_and_do_not_stall_the_partition() {
         Some(b""),
     );
 
-    let lines = run_until_delivered(dir.path(), &config, good.len());
-    assert_eq!(lines.len(), good.len());
+    let good_corpus: Vec<&CorpusEntry> = corpus.iter().filter(|e| e.good).collect();
+    let bad_corpus: Vec<&CorpusEntry> = corpus.iter().filter(|e| !e.good).collect();
+    let expected = good.len() + good_corpus.len();
+    let lines = run_until_delivered(dir.path(), &config, expected);
+    assert_eq!(lines.len(), expected);
     assert_fully_committed(dir.path(), &config, 1);
+    // Each good corpus record delivered exactly once (keyed by its file name).
+    for e in &good_corpus {
+        let n = lines.iter().filter(|l| l["key"] == e.file.as_str()).count();
+        assert_eq!(n, 1, "good corpus record {} delivered {n} times", e.file);
+    }
 
     // Every rejected record is kept with its reason and origin.
     let out = TallyProcess::run(
@@ -233,15 +238,30 @@ fn bad_records_are_skipped_and_do_not_stall_the_partition() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(letters.len(), bad_files.len() + 1, "{}", out.stdout);
+    assert_eq!(letters.len(), bad_corpus.len() + 1, "{}", out.stdout);
     for l in &letters {
         assert_eq!(l["topic"], topic.as_str());
-        assert!(!l["reason"].as_str().unwrap().is_empty(), "{l}");
     }
+    let mut wrong = Vec::new();
+    for e in &bad_corpus {
+        let found: Vec<&Value> = letters
+            .iter()
+            .filter(|l| l["key"] == e.file.as_str())
+            .collect();
+        match found.as_slice() {
+            [l] if l["reason"].as_str().unwrap().contains(&e.reason) => {}
+            [l] => wrong.push(format!(
+                "{}: reason {} wanted {:?}",
+                e.file, l["reason"], e.reason
+            )),
+            other => wrong.push(format!("{}: {} dead letters", e.file, other.len())),
+        }
+    }
+    assert!(wrong.is_empty(), "\n{}", wrong.join("\n"));
     assert!(
         letters
             .iter()
-            .any(|l| l["reason"].as_str().unwrap().contains("null")),
+            .any(|l| l["key"].is_null() && l["reason"] == "record has no value (null/tombstone)"),
         "tombstone not explained: {}",
         out.stdout
     );

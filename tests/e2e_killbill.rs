@@ -633,3 +633,79 @@ fn sigkill_while_delivering_keeps_every_record_exactly_once() {
         double.statuses()
     );
 }
+
+#[test]
+fn unmapped_tenant_is_replayed_once_after_the_config_maps_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("kb-replay");
+    create_topic(&topic, 2);
+    let lines = gen_usage(120, 0.0, 2, 41);
+    let events: Vec<Expected> = lines.iter().map(|l| expected(l)).collect();
+    let double = KillbillDouble::with_tenants(&[T0, T1]);
+    register(&double, &events, &[T0, T1], &[]);
+    let mapped_first = events.iter().filter(|e| e.tenant == T0).count();
+    let later = events.len() - mapped_first;
+    assert!(mapped_first > 0 && later > 0);
+    let routes = [RouteSpec {
+        name: "usage",
+        topics: vec![&topic],
+        sink: "killbill",
+    }];
+    // Only T0 has credentials: T1's events are dead-lettered (permanent).
+    let (config, envs) = write_config(dir.path(), &double, &[T0], &routes, "", "");
+    produce_jsonl(&topic, &lines, Some("/trackingId"));
+    let mut tally = spawn(dir.path(), &config, &envs);
+    wait_accepted(&double, &mut tally, mapped_first, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(700));
+    stop(&mut tally);
+    assert_fully_committed(dir.path(), &config);
+
+    let cfg = config.to_str().unwrap().to_string();
+    let env_refs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let dlq = |args: &[&str]| {
+        let mut all = vec!["dlq"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--config", &cfg]);
+        TallyProcess::run(dir.path(), &all, &env_refs, Duration::from_secs(60))
+    };
+    let listed = dlq(&["list", "--json"]);
+    assert_eq!(listed.stdout.lines().count(), later, "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("has no credentials"),
+        "{}",
+        listed.stdout
+    );
+
+    // The fix is config: map T1. Replay delivers each once, with its trackingId.
+    let (_, envs) = write_config(dir.path(), &double, &[T0, T1], &routes, "", "");
+    let env_refs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let replay = TallyProcess::run(
+        dir.path(),
+        &["dlq", "replay", "--all", "--config", &cfg],
+        &env_refs,
+        Duration::from_secs(60),
+    );
+    assert!(
+        replay.status.success(),
+        "{}\n{}",
+        replay.stdout,
+        replay.stderr
+    );
+    assert!(
+        replay
+            .stdout
+            .contains(&format!("replayed {later}, duplicate 0, still failing 0")),
+        "{}",
+        replay.stdout
+    );
+    assert_exactly(&double, &events);
+    assert_eq!(double.duplicate_posts(), 0);
+    assert!(dlq(&["list", "--json"]).stdout.trim().is_empty());
+
+    // A restart delivers nothing again: offsets were never moved by the replay.
+    let mut tally = spawn(dir.path(), &config, &envs);
+    std::thread::sleep(Duration::from_secs(3));
+    let log = stop(&mut tally);
+    assert_eq!(summary_field(&log, "delivered"), 0);
+    assert_exactly(&double, &events);
+}

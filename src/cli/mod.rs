@@ -67,7 +67,7 @@ enum Command {
     Ids(ids::IdsArgs),
     /// Store statistics: size, IDs, partitions, dead letters, schema version.
     Stats(stats::StatsArgs),
-    /// Inspect dead letters: records that were not delivered, with the reason.
+    /// Dead letters: records that were not delivered, with the reason; list, show, replay, purge.
     Dlq(dlq::DlqArgs),
     /// Exit 0 while a tally daemon holds this config's store (for health checks).
     Health(health::HealthArgs),

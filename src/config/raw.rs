@@ -62,6 +62,7 @@ pub struct RawPipeline {
     pub retry_max: Option<String>,
     pub drain_timeout: Option<String>,
     pub commit_group_max: Option<usize>,
+    pub max_record_bytes: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -74,6 +75,8 @@ pub struct RawRoute {
     pub sink: String,
     pub start: Option<String>,
     pub on_out_of_range: Option<String>,
+    /// Overrides `pipeline.max_record_bytes` for this route.
+    pub max_record_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -89,6 +89,8 @@ pub struct PipelineSettings {
     pub drain_timeout: Duration,
     /// Most partition batches written in one store transaction (group commit).
     pub commit_group_max: usize,
+    /// Default for routes: a larger record value is dead-lettered unparsed.
+    pub max_record_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -143,6 +145,9 @@ pub struct Route {
     pub sink: SinkKind,
     pub start: StartPosition,
     pub on_out_of_range: OutOfRangePolicy,
+    /// A record value larger than this is dead-lettered before any parsing
+    /// (a JSON parser's time and memory grow with the input).
+    pub max_record_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -232,7 +237,7 @@ impl Settings {
             amqp: raw.sinks.amqp.map(super::amqp::validate).transpose()?,
         };
         let admin = super::admin::validate_admin(raw.admin)?;
-        let routes = validate_routes(raw.routes, &sinks)?;
+        let routes = validate_routes(raw.routes, &sinks, pipeline.max_record_bytes)?;
         if let Assignment::Explicit { partitions } = &assignment {
             for topic in partitions.keys() {
                 if !routes.iter().any(|r| r.topics.contains(topic)) {
@@ -362,6 +367,7 @@ fn validate_pipeline(raw: Option<RawPipeline>) -> Result<PipelineSettings, Confi
         retry_max: None,
         drain_timeout: None,
         commit_group_max: None,
+        max_record_bytes: None,
     });
     let retry_initial = duration_or("pipeline.retry_initial", raw.retry_initial, "200ms")?;
     let retry_max = duration_or("pipeline.retry_max", raw.retry_max, "30s")?;
@@ -382,10 +388,22 @@ fn validate_pipeline(raw: Option<RawPipeline>) -> Result<PipelineSettings, Confi
         retry_max,
         drain_timeout: duration_or("pipeline.drain_timeout", raw.drain_timeout, "30s")?,
         commit_group_max: positive_usize("pipeline.commit_group_max", raw.commit_group_max, 64)?,
+        max_record_bytes: positive_usize(
+            "pipeline.max_record_bytes",
+            raw.max_record_bytes,
+            DEFAULT_MAX_RECORD_BYTES,
+        )?,
     })
 }
 
-fn validate_routes(raw: Vec<RawRoute>, sinks: &SinkSettings) -> Result<Vec<Route>, ConfigError> {
+/// 1 MiB: Kafka's own default `max.message.bytes`; usage events are ~1 KiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+
+fn validate_routes(
+    raw: Vec<RawRoute>,
+    sinks: &SinkSettings,
+    default_max_record_bytes: usize,
+) -> Result<Vec<Route>, ConfigError> {
     if raw.is_empty() {
         return Err(ConfigError::invalid(
             "routes",
@@ -562,6 +580,11 @@ fn validate_routes(raw: Vec<RawRoute>, sinks: &SinkSettings) -> Result<Vec<Route
             sink,
             start,
             on_out_of_range,
+            max_record_bytes: positive_usize(
+                &key("max_record_bytes"),
+                r.max_record_bytes,
+                default_max_record_bytes,
+            )?,
         });
     }
     Ok(routes)
@@ -661,6 +684,20 @@ path = "./out.jsonl"
         ));
         assert_eq!(s.routes[0].dedupe, DedupeSource::Format);
         assert_eq!(s.routes[0].start, StartPosition::Earliest);
+    }
+
+    #[test]
+    fn max_record_bytes_defaults_and_per_route_override() {
+        let s = load(MINIMAL).unwrap();
+        assert_eq!(s.pipeline.max_record_bytes, 1 << 20);
+        assert_eq!(s.routes[0].max_record_bytes, 1 << 20);
+        let text = format!("{MINIMAL}[pipeline]\nmax_record_bytes = 4096\n");
+        assert_eq!(load(&text).unwrap().routes[0].max_record_bytes, 4096);
+        let text = MINIMAL.replace("sink = \"file\"", "sink = \"file\"\nmax_record_bytes = 512");
+        assert_eq!(load(&text).unwrap().routes[0].max_record_bytes, 512);
+        let text = MINIMAL.replace("sink = \"file\"", "sink = \"file\"\nmax_record_bytes = 0");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("routes[0].max_record_bytes"), "{err}");
     }
 
     #[test]

@@ -247,7 +247,7 @@ mod tests {
                 .lines()
                 .map(|l| l.as_bytes().to_vec())
                 .collect();
-        if let Ok(dir) = std::fs::read_dir(root.join("bad-input")) {
+        if let Ok(dir) = std::fs::read_dir(root.join("bad")) {
             for entry in dir.flatten() {
                 inputs.push(std::fs::read(entry.path()).unwrap_or_default());
             }

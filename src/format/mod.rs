@@ -5,14 +5,17 @@
 //! amounts and ids reach the sink byte for byte — nothing passes through f64.
 
 mod decimal;
+mod frame;
 mod json;
 mod killbill_fast;
 mod killbill_usage;
+#[cfg(test)]
+mod proptests;
 mod record_date;
 
 use bytes::Bytes;
 
-use crate::config::{DedupeSource, FormatKind, Route};
+use crate::config::{DEFAULT_MAX_RECORD_BYTES, DedupeSource, FormatKind, Route};
 
 pub use decimal::Decimal;
 pub use killbill_usage::{UnitUsage, UsageEvent, UsageRecord};
@@ -27,6 +30,9 @@ pub struct Decoded {
     pub event: Bytes,
     /// The parsed Kill Bill usage event, for `killbill-usage` routes.
     pub usage: Option<UsageEvent>,
+    /// The schema-registry schema id when the value was framed (the frame
+    /// itself is not part of `event`).
+    pub schema_id: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +49,18 @@ pub enum DecodeError {
     Field { field: String, problem: String },
     #[error("dedupe key: {0}")]
     DedupeKey(String),
+    #[error("record value is {size} bytes, over max_record_bytes = {max}; not parsed")]
+    TooLarge { size: usize, max: usize },
+    #[error(
+        "value starts with schema-registry magic byte 0 but is {0} bytes, shorter than the 5-byte frame header"
+    )]
+    TruncatedFrame(usize),
+    /// A framed value whose body failed: the schema id helps find the producer.
+    #[error("{source} (schema-registry frame, schema id {schema_id})")]
+    Framed {
+        schema_id: u32,
+        source: Box<DecodeError>,
+    },
 }
 
 impl DecodeError {
@@ -59,6 +77,7 @@ impl DecodeError {
 pub struct Decoder {
     kind: FormatKind,
     dedupe: DedupeSource,
+    max_record_bytes: usize,
 }
 
 impl Decoder {
@@ -66,11 +85,23 @@ impl Decoder {
         Decoder {
             kind: route.format,
             dedupe: route.dedupe.clone(),
+            max_record_bytes: route.max_record_bytes,
         }
     }
 
     pub fn new(kind: FormatKind, dedupe: DedupeSource) -> Decoder {
-        Decoder { kind, dedupe }
+        Decoder {
+            kind,
+            dedupe,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+        }
+    }
+
+    pub fn with_max_record_bytes(self, max_record_bytes: usize) -> Decoder {
+        Decoder {
+            max_record_bytes,
+            ..self
+        }
     }
 
     pub fn decode(
@@ -79,6 +110,30 @@ impl Decoder {
         value: Option<&Bytes>,
     ) -> Result<Decoded, DecodeError> {
         let value = value.ok_or(DecodeError::NullValue)?;
+        // Checked before anything looks inside: the size alone decides.
+        if value.len() > self.max_record_bytes {
+            return Err(DecodeError::TooLarge {
+                size: value.len(),
+                max: self.max_record_bytes,
+            });
+        }
+        let (schema_id, body) = frame::strip(value)?;
+        match schema_id {
+            None => self.decode_body(key, &body),
+            Some(id) => match self.decode_body(key, &body) {
+                Ok(decoded) => Ok(Decoded {
+                    schema_id: Some(id),
+                    ..decoded
+                }),
+                Err(e) => Err(DecodeError::Framed {
+                    schema_id: id,
+                    source: Box::new(e),
+                }),
+            },
+        }
+    }
+
+    fn decode_body(&self, key: Option<&Bytes>, value: &Bytes) -> Result<Decoded, DecodeError> {
         let event = trim_json(value);
         match self.kind {
             FormatKind::KillbillUsage => {
@@ -87,6 +142,7 @@ impl Decoder {
                     dedupe_key: Some(usage.dedupe_key()),
                     event,
                     usage: Some(usage),
+                    schema_id: None,
                 })
             }
             FormatKind::Json => {
@@ -95,10 +151,21 @@ impl Decoder {
                     dedupe_key,
                     event,
                     usage: None,
+                    schema_id: None,
                 })
             }
         }
     }
+}
+
+/// Both Kill Bill usage decoders on the same bytes: the fast path (None
+/// when it declines) and the checked one. For the fuzz targets under fuzz/.
+#[doc(hidden)]
+pub fn killbill_both_paths(bytes: &[u8]) -> (Option<UsageEvent>, Result<UsageEvent, DecodeError>) {
+    (
+        killbill_fast::parse(bytes),
+        killbill_usage::parse_checked(bytes),
+    )
 }
 
 /// Slice off JSON-insignificant whitespace (a trailing newline from a
@@ -111,4 +178,69 @@ fn trim_json(value: &Bytes) -> Bytes {
         .rposition(|b| !is_ws(b))
         .map_or(start, |i| i + 1);
     value.slice(start..end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const USAGE: &[u8] = br#"{"subscriptionExternalKey":"s","trackingId":"t","tenantId":"x","unitUsageRecords":[{"unitType":"u","usageRecords":[{"recordDate":"2026-11-01","amount":1}]}]}"#;
+
+    fn framed(id: u32, body: &[u8]) -> Bytes {
+        let mut v = vec![0];
+        v.extend_from_slice(&id.to_be_bytes());
+        v.extend_from_slice(body);
+        Bytes::from(v)
+    }
+
+    #[test]
+    fn oversized_values_are_refused_before_parsing() {
+        let d = Decoder::new(FormatKind::Json, DedupeSource::None).with_max_record_bytes(8);
+        assert!(
+            d.decode(None, Some(&Bytes::from_static(b"{\"a\":1}")))
+                .is_ok()
+        );
+        // Not even JSON: the size alone decides, so the reason is the size.
+        let big = Bytes::from_static(b"not json!");
+        let e = d.decode(None, Some(&big)).unwrap_err();
+        assert_eq!(e, DecodeError::TooLarge { size: 9, max: 8 });
+        assert!(e.to_string().contains("over max_record_bytes = 8"), "{e}");
+    }
+
+    #[test]
+    fn schema_registry_frame_is_stripped_for_every_format() {
+        let kb = Decoder::new(FormatKind::KillbillUsage, DedupeSource::Format);
+        let d = kb.decode(None, Some(&framed(7, USAGE))).unwrap();
+        assert_eq!(d.schema_id, Some(7));
+        assert_eq!(&d.event[..], USAGE);
+        assert_eq!(d.dedupe_key.as_deref(), Some("x/s/t"));
+
+        let json = Decoder::new(FormatKind::Json, DedupeSource::Pointer("/id".into()));
+        let d = json
+            .decode(None, Some(&framed(1, b" {\"id\":\"a\"}\n")))
+            .unwrap();
+        assert_eq!(
+            (d.schema_id, &d.event[..]),
+            (Some(1), &b"{\"id\":\"a\"}"[..])
+        );
+        let plain = json
+            .decode(None, Some(&Bytes::from_static(b"{\"id\":\"a\"}")))
+            .unwrap();
+        assert_eq!(plain.schema_id, None);
+    }
+
+    #[test]
+    fn a_framed_bad_body_names_the_schema_id() {
+        let json = Decoder::new(FormatKind::Json, DedupeSource::Pointer("/id".into()));
+        let e = json
+            .decode(None, Some(&framed(42, b"\x02avro-ish\xff")))
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("schema id 42"), "{text}");
+        assert!(text.contains("not valid UTF-8"), "{text}");
+        let e = json
+            .decode(None, Some(&Bytes::from_static(b"\x00\x01")))
+            .unwrap_err();
+        assert_eq!(e, DecodeError::TruncatedFrame(2));
+    }
 }

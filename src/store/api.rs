@@ -68,6 +68,18 @@ pub struct CommitBatch {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+/// What one `dlq replay` resolved, for `Store::commit_replay`.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayCommit {
+    /// Keys delivered by the replay, one batch per (route, topic, partition);
+    /// the offset range only records where the records came from.
+    pub delivered: Vec<CommitBatch>,
+    /// Dead letters resolved (delivered, or duplicates of committed keys).
+    pub remove: Vec<u64>,
+    /// Dead letters that failed again, rewritten under their own sequence.
+    pub update: Vec<(u64, DeadLetter)>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CommitStats {
     pub batches: usize,
@@ -282,36 +294,8 @@ impl Store {
             ..CommitStats::default()
         };
 
-        // Drop digests already committed (or repeated within this commit).
-        let mut filtered: Vec<Fresh<'_>> = Vec::with_capacity(batches.len());
-        {
-            let index = self.read_index();
-            let mut in_commit =
-                DigestIndex::with_expected(batches.iter().map(|b| b.digests.len()).sum());
-            for b in batches {
-                let fresh: Vec<bool> = b
-                    .digests
-                    .iter()
-                    .map(|d| !index.contains(*d) && in_commit.insert(*d))
-                    .collect();
-                if fresh.iter().all(|f| *f) {
-                    filtered.push((Cow::Borrowed(&b.digests[..]), Cow::Borrowed(&b.keys[..])));
-                } else {
-                    let pick = |i: &usize| fresh[*i];
-                    let ds = (0..b.digests.len())
-                        .filter(pick)
-                        .map(|i| b.digests[i])
-                        .collect();
-                    let ks = (0..b.keys.len())
-                        .filter(pick)
-                        .map(|i| b.keys[i].clone())
-                        .collect();
-                    stats.duplicates_skipped +=
-                        b.digests.len() - fresh.iter().filter(|f| **f).count();
-                    filtered.push((Cow::Owned(ds), Cow::Owned(ks)));
-                }
-            }
-        }
+        let (filtered, skipped) = self.fresh(batches);
+        stats.duplicates_skipped = skipped;
 
         // Encode everything up front: the transaction closure may be retried.
         struct Prepared<'a> {
@@ -440,6 +424,147 @@ impl Store {
 
         let mut index = self.write_index();
         index.reserve(stats.ids_written);
+        for (ds, _) in &filtered {
+            for d in ds.iter() {
+                index.insert(*d);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Each batch's digests and keys minus those already committed (or
+    /// repeated within these batches), and how many were dropped.
+    fn fresh<'a>(&self, batches: &'a [CommitBatch]) -> (Vec<Fresh<'a>>, usize) {
+        let mut skipped = 0;
+        let mut filtered: Vec<Fresh<'_>> = Vec::with_capacity(batches.len());
+        let index = self.read_index();
+        let mut in_commit =
+            DigestIndex::with_expected(batches.iter().map(|b| b.digests.len()).sum());
+        for b in batches {
+            let fresh: Vec<bool> = b
+                .digests
+                .iter()
+                .map(|d| !index.contains(*d) && in_commit.insert(*d))
+                .collect();
+            if fresh.iter().all(|f| *f) {
+                filtered.push((Cow::Borrowed(&b.digests[..]), Cow::Borrowed(&b.keys[..])));
+            } else {
+                let pick = |i: &usize| fresh[*i];
+                let ds = (0..b.digests.len())
+                    .filter(pick)
+                    .map(|i| b.digests[i])
+                    .collect();
+                let ks = (0..b.keys.len())
+                    .filter(pick)
+                    .map(|i| b.keys[i].clone())
+                    .collect();
+                skipped += b.digests.len() - fresh.iter().filter(|f| **f).count();
+                filtered.push((Cow::Owned(ds), Cow::Owned(ks)));
+            }
+        }
+        (filtered, skipped)
+    }
+
+    /// Commit a `dlq replay`: the keys it delivered, the dead letters it
+    /// resolved (removed) and those still failing (rewritten), in ONE sled
+    /// transaction and one flush — so a replayed record is never both
+    /// delivered-and-recorded and still a dead letter, and never lost from
+    /// both. Partition offsets are not touched (a replay never moves them).
+    pub fn commit_replay(&self, replay: &ReplayCommit) -> Result<CommitStats, StoreError> {
+        for b in &replay.delivered {
+            validate(b)?;
+            if !b.dead_letters.is_empty() {
+                return Err(StoreError::InvalidBatch {
+                    topic: b.topic.clone(),
+                    partition: b.partition,
+                    detail: "a replay commit carries dead letters in `update`, not in batches"
+                        .into(),
+                });
+            }
+        }
+        let mut counters = self.lock_writer()?;
+        let (filtered, skipped) = self.fresh(&replay.delivered);
+        let mut stats = CommitStats {
+            batches: replay.delivered.len(),
+            duplicates_skipped: skipped,
+            ..CommitStats::default()
+        };
+        let now = super::now_ms();
+        let mut next = *counters;
+        let mut id_values = Vec::new();
+        for (b, (ds, ks)) in replay.delivered.iter().zip(&filtered) {
+            if ds.is_empty() {
+                continue;
+            }
+            let seq = next.next_seq;
+            next.next_seq += 1;
+            next.digest_count += ds.len() as u64;
+            let info = BatchInfo {
+                seq,
+                route: b.route.clone(),
+                topic: b.topic.clone(),
+                partition: b.partition,
+                first_offset: b.first_offset,
+                next_offset: b.next_offset,
+                committed_at_ms: now,
+                count: ds.len() as u32,
+            };
+            let v = batch::encode_batch(&info, ds);
+            let kv = batch::encode_keys(ks);
+            stats.ids_written += ds.len();
+            stats.bytes_written += v.len() + kv.len();
+            id_values.push((
+                IVec::from(&keys::seq_key(seq)[..]),
+                IVec::from(v),
+                IVec::from(kv),
+            ));
+        }
+        // Still-failing letters keep their sequence: ids stay stable across replays.
+        let updates: Vec<(IVec, IVec)> = replay
+            .update
+            .iter()
+            .map(|(seq, d)| {
+                let v = dead_letter::encode_dead_letter(d);
+                stats.bytes_written += v.len();
+                (IVec::from(&keys::seq_key(*seq)[..]), IVec::from(v))
+            })
+            .collect();
+        stats.dead_letters = updates.len();
+
+        let t = &self.trees;
+        let txn_started = Instant::now();
+        (&t.id_batches, &t.id_keys, &t.dead_letters, &t.meta)
+            .transaction(|(id_batches, id_keys, dead_letters, meta)| {
+                for (k, v, kv) in &id_values {
+                    id_batches.insert(k.clone(), v.clone())?;
+                    id_keys.insert(k.clone(), kv.clone())?;
+                }
+                for seq in &replay.remove {
+                    dead_letters.remove(&keys::seq_key(*seq)[..])?;
+                }
+                for (k, v) in &updates {
+                    dead_letters.insert(k.clone(), v.clone())?;
+                }
+                meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                Ok::<(), ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(source) => StoreError::Sled {
+                    path: self.path.clone(),
+                    op: "replay transaction",
+                    source,
+                },
+                TransactionError::Abort(()) => StoreError::Failed {
+                    path: self.path.clone(),
+                },
+            })?;
+        *counters = next;
+        stats.txn_time = txn_started.elapsed();
+        let flush_started = Instant::now();
+        self.flush_locked()?;
+        stats.flush_time = flush_started.elapsed();
+        // Durable first, then visible to dedupe lookups.
+        let mut index = self.write_index();
         for (ds, _) in &filtered {
             for d in ds.iter() {
                 index.insert(*d);

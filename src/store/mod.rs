@@ -17,7 +17,9 @@ mod schema;
 #[cfg(test)]
 mod tests;
 
-pub use api::{CommitBatch, CommitStats, IdLocation, PruneStats, Store, StoreConfig, digest};
+pub use api::{
+    CommitBatch, CommitStats, IdLocation, PruneStats, ReplayCommit, Store, StoreConfig, digest,
+};
 pub use batch::BatchInfo;
 pub use dead_letter::DeadLetter;
 pub use error::StoreError;

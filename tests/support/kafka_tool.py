@@ -822,7 +822,7 @@ def main(argv=None):
     p.add_argument("--key-pointer", default=None, help="JSON pointer for the record key, e.g. /trackingId (default: no key)")
     p.add_argument("--key", default=None, help="fixed key for every record")
     p.add_argument("--header", action="append", help="K=V header (K alone: null value); repeatable")
-    p.add_argument("--whole", action="store_true", help="stdin is ONE record value, verbatim (for data/bad-input files)")
+    p.add_argument("--whole", action="store_true", help="stdin is ONE record value, verbatim (for data/bad files)")
     p.add_argument("--keep-empty", action="store_true", help="produce blank lines as records too")
     p.add_argument("--null-value", action="store_true", help="produce ONE record with a null value (tombstone); stdin ignored")
     p.set_defaults(fn=cmd_produce)

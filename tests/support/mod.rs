@@ -204,7 +204,7 @@ pub fn produce_jsonl<S: AsRef<str>>(topic: &str, lines: &[S], key_pointer: Optio
     v
 }
 
-/// Produces one record whose value is exactly `value` (for bad-input tests).
+/// Produces one record whose value is exactly `value` (for data/bad corpus tests).
 pub fn produce_raw(topic: &str, value: &[u8], key: Option<&str>) -> Value {
     let b = broker();
     let mut args = vec!["produce", "--broker", &b, "--topic", topic, "--whole"];
@@ -598,3 +598,47 @@ impl Drop for TallyProcess {
         }
     }
 }
+
+/// One row of the data/bad corpus table (data/bad/README.md).
+#[derive(Debug, Clone)]
+pub struct CorpusEntry {
+    pub file: String,
+    /// Delivered (true) or dead-lettered (false).
+    pub good: bool,
+    /// For bad records: text the dead letter's reason must contain.
+    pub reason: String,
+}
+
+/// The corpus table, parsed: rows `| `file` | kind | good/bad | `reason` |`.
+/// The README is the contract, so the tests read it rather than repeat it.
+pub fn bad_corpus() -> Vec<CorpusEntry> {
+    let text = std::fs::read_to_string(repo_root().join("data/bad/README.md"))
+        .expect("data/bad/README.md");
+    let code = |cell: &str| {
+        cell.trim()
+            .trim_start_matches('`')
+            .trim_end_matches('`')
+            .trim()
+            .to_string()
+    };
+    text.lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').collect();
+            assert_eq!(cells.len(), 6, "corpus row has 4 columns: {l}");
+            let good = match cells[3].trim() {
+                "good" => true,
+                "bad" => false,
+                other => panic!("outcome must be good or bad, got {other:?}: {l}"),
+            };
+            CorpusEntry {
+                file: code(cells[1]),
+                good,
+                reason: if good { String::new() } else { code(cells[4]) },
+            }
+        })
+        .collect()
+}
+
+/// The corpus's `max_record_bytes` (see data/bad/README.md).
+pub const CORPUS_MAX_RECORD_BYTES: usize = 262_144;

@@ -1,0 +1,25 @@
+//! Any bytes, as value and key, through every decoder: must return, never panic.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use tally::config::{DedupeSource, FormatKind};
+use tally::format::Decoder;
+
+fuzz_target!(|data: &[u8]| {
+    // First byte splits key from value so both are explored.
+    let (key, value) = match data.split_first() {
+        Some((&n, rest)) => rest.split_at((n as usize).min(rest.len())),
+        None => (&[][..], data),
+    };
+    let key = Bytes::copy_from_slice(key);
+    let value = Bytes::copy_from_slice(value);
+    for decoder in [
+        Decoder::new(FormatKind::KillbillUsage, DedupeSource::Format),
+        Decoder::new(FormatKind::Json, DedupeSource::Pointer("/id".into())),
+        Decoder::new(FormatKind::Json, DedupeSource::KafkaKey),
+        Decoder::new(FormatKind::Json, DedupeSource::None).with_max_record_bytes(4096),
+    ] {
+        let _ = decoder.decode(Some(&key), Some(&value));
+    }
+});

@@ -1,0 +1,234 @@
+//! `dlq replay`: run dead letters through their route again — decode with
+//! the route's current decoder, dedupe against the store, deliver through the
+//! route's sink — then commit the delivered keys and drop the resolved
+//! letters in ONE store transaction (`Store::commit_replay`).
+//!
+//! Same rule as the pipeline: never mark before the ack. A crash between
+//! delivery and commit leaves the letter in place; replaying it again is
+//! absorbed by the sink's idempotency key, exactly as a re-fetch would be.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+
+use crate::config::Settings;
+use crate::format::Decoder;
+use crate::pipeline::classify::classify_sink;
+use crate::sink::{Outgoing, Sink, SinkSetupError, Sinks};
+use crate::store::{CommitBatch, DeadLetter, ReplayCommit, Store, StoreError, digest};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sink(#[from] SinkSetupError),
+}
+
+/// What happened to one dead letter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayOutcome {
+    /// Delivered now; the letter is gone.
+    Replayed,
+    /// Its dedupe key was already committed (or delivered earlier in this
+    /// replay); nothing sent, the letter is gone.
+    Duplicate,
+    /// Failed again; the letter stays with attempts + 1 and this reason.
+    StillFailing { class: String, reason: String },
+}
+
+#[derive(Debug, Default)]
+pub struct ReplaySummary {
+    /// Per dead letter id, in the order replayed.
+    pub outcomes: Vec<(u64, ReplayOutcome)>,
+}
+
+impl ReplaySummary {
+    pub fn count(&self, f: impl Fn(&ReplayOutcome) -> bool) -> usize {
+        self.outcomes.iter().filter(|(_, o)| f(o)).count()
+    }
+    pub fn replayed(&self) -> usize {
+        self.count(|o| *o == ReplayOutcome::Replayed)
+    }
+    pub fn duplicates(&self) -> usize {
+        self.count(|o| *o == ReplayOutcome::Duplicate)
+    }
+    pub fn still_failing(&self) -> usize {
+        self.count(|o| matches!(o, ReplayOutcome::StillFailing { .. }))
+    }
+}
+
+/// A letter that decoded and is to be sent.
+struct Candidate {
+    seq: u64,
+    out: Outgoing,
+    digest: Option<u128>,
+}
+
+/// Replay `letters` (oldest first) on a store this process holds.
+pub async fn replay(
+    settings: &Settings,
+    store: &Store,
+    letters: Vec<(u64, DeadLetter)>,
+) -> Result<ReplaySummary, ReplayError> {
+    let sinks = Sinks::build(settings)?;
+    let mut routes: HashMap<&str, (Decoder, Arc<Sink>)> = HashMap::new();
+    for route in &settings.routes {
+        let sink = sinks
+            .get(route.sink)
+            .ok_or(SinkSetupError::NotConfigured("route sink"))?;
+        routes.insert(&route.name, (Decoder::for_route(route), sink));
+    }
+
+    let now = Utc::now();
+    let mut outcomes: BTreeMap<u64, ReplayOutcome> = BTreeMap::new();
+    let by_seq: HashMap<u64, DeadLetter> = letters.iter().cloned().collect();
+    // Per route, in letter order: what to send.
+    let mut to_send: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    // Letters whose key an earlier letter of this replay is sending: they are
+    // duplicates only if that one is delivered.
+    let mut behind: Vec<(u64, u64)> = Vec::new();
+    let mut holders: HashMap<u128, u64> = HashMap::new();
+    for (seq, d) in &letters {
+        let Some((decoder, _)) = routes.get(d.route.as_str()) else {
+            outcomes.insert(
+                *seq,
+                failing(
+                    "permanent",
+                    format!("route `{}` is not in the config", d.route),
+                ),
+            );
+            continue;
+        };
+        let key = d.key.clone().map(Bytes::from);
+        let value = d.payload.clone().map(Bytes::from);
+        let decoded = match decoder.decode(key.as_ref(), value.as_ref()) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                outcomes.insert(*seq, failing("decode", e.to_string()));
+                continue;
+            }
+        };
+        let digest = decoded.dedupe_key.as_deref().map(|k| digest(&d.route, k));
+        if let Some(dg) = digest {
+            if store.contains(dg) {
+                outcomes.insert(*seq, ReplayOutcome::Duplicate);
+                continue;
+            }
+            if let Some(holder) = holders.get(&dg) {
+                behind.push((*seq, *holder));
+                continue;
+            }
+            holders.insert(dg, *seq);
+        }
+        let out = Outgoing {
+            route: Arc::from(d.route.as_str()),
+            topic: Arc::from(d.topic.as_str()),
+            partition: d.partition,
+            offset: d.offset,
+            key,
+            dedupe_key: decoded.dedupe_key,
+            event: decoded.event,
+            usage: decoded.usage,
+            received_at: now,
+        };
+        to_send.entry(d.route.clone()).or_default().push(Candidate {
+            seq: *seq,
+            out,
+            digest,
+        });
+    }
+
+    // Deliver route by route; collect delivered keys per (route, topic, partition).
+    let mut delivered: BTreeMap<(String, String, i32), CommitBatch> = BTreeMap::new();
+    for (route, cands) in &to_send {
+        let Some((_, sink)) = routes.get(route.as_str()) else {
+            continue;
+        };
+        let batch: Vec<&Outgoing> = cands.iter().map(|c| &c.out).collect();
+        let results = sink.deliver(&batch).await;
+        for (c, result) in cands.iter().zip(results) {
+            match result {
+                Ok(()) => {
+                    outcomes.insert(c.seq, ReplayOutcome::Replayed);
+                    let (Some(dg), Some(k)) = (c.digest, c.out.dedupe_key.clone()) else {
+                        continue;
+                    };
+                    let b = delivered
+                        .entry((route.clone(), c.out.topic.to_string(), c.out.partition))
+                        .or_insert_with(|| CommitBatch {
+                            route: route.clone(),
+                            topic: c.out.topic.to_string(),
+                            partition: c.out.partition,
+                            first_offset: c.out.offset,
+                            next_offset: c.out.offset + 1,
+                            ..CommitBatch::default()
+                        });
+                    b.first_offset = b.first_offset.min(c.out.offset);
+                    b.next_offset = b.next_offset.max(c.out.offset + 1);
+                    b.keys.push(k);
+                    b.digests.push(dg);
+                }
+                Err(e) => {
+                    let class = classify_sink(&e).as_str();
+                    outcomes.insert(c.seq, failing(class, e.to_string()));
+                }
+            }
+        }
+    }
+    for (seq, holder) in behind {
+        let outcome = match outcomes.get(&holder) {
+            Some(ReplayOutcome::Replayed) => ReplayOutcome::Duplicate,
+            _ => failing(
+                "permanent",
+                format!("same dedupe key as dead letter {holder}, which was not delivered"),
+            ),
+        };
+        outcomes.insert(seq, outcome);
+    }
+
+    let now_ms = now.timestamp_millis();
+    let mut commit = ReplayCommit {
+        delivered: delivered.into_values().collect(),
+        ..ReplayCommit::default()
+    };
+    for (seq, outcome) in &outcomes {
+        match outcome {
+            ReplayOutcome::Replayed | ReplayOutcome::Duplicate => commit.remove.push(*seq),
+            ReplayOutcome::StillFailing { class, reason } => {
+                if let Some(d) = by_seq.get(seq) {
+                    let mut d = d.clone();
+                    d.attempts = d.attempts.saturating_add(1);
+                    d.last_seen_ms = now_ms;
+                    d.reason = reason.clone();
+                    d.class = class.clone();
+                    commit.update.push((*seq, d));
+                }
+            }
+        }
+    }
+    store.commit_replay(&commit)?;
+    for (seq, outcome) in &outcomes {
+        match outcome {
+            ReplayOutcome::StillFailing { reason, .. } => {
+                tracing::warn!(id = seq, "dead letter still failing: {reason}")
+            }
+            o => tracing::info!(id = seq, outcome = ?o, "dead letter resolved"),
+        }
+    }
+    // Report in the order given (oldest first).
+    let outcomes = letters
+        .iter()
+        .filter_map(|(seq, _)| outcomes.remove(seq).map(|o| (*seq, o)))
+        .collect();
+    Ok(ReplaySummary { outcomes })
+}
+
+fn failing(class: &str, reason: String) -> ReplayOutcome {
+    ReplayOutcome::StillFailing {
+        class: class.to_string(),
+        reason,
+    }
+}

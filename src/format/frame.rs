@@ -1,0 +1,58 @@
+//! Confluent schema-registry framing: magic byte 0, the schema id as 4
+//! bytes big-endian, then the serialized value (JSON for the JSON Schema
+//! serializer). JSON text never starts with a 0 byte, so a framed value is
+//! recognised without configuration and plain values pass untouched.
+
+use bytes::Bytes;
+
+use super::DecodeError;
+
+const MAGIC: u8 = 0;
+const HEADER: usize = 5;
+
+/// The schema id (if framed) and the value without its frame. No copy: the
+/// body is a slice of the same buffer.
+pub(super) fn strip(value: &Bytes) -> Result<(Option<u32>, Bytes), DecodeError> {
+    if value.first() != Some(&MAGIC) {
+        return Ok((None, value.clone()));
+    }
+    let Some(id) = value.get(1..HEADER) else {
+        return Err(DecodeError::TruncatedFrame(value.len()));
+    };
+    let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+    Ok((Some(id), value.slice(HEADER..)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_values_pass_untouched() {
+        let v = Bytes::from_static(b"{\"a\":1}");
+        assert_eq!(strip(&v).unwrap(), (None, v.clone()));
+        assert_eq!(strip(&Bytes::new()).unwrap(), (None, Bytes::new()));
+    }
+
+    #[test]
+    fn frame_is_stripped_and_id_kept() {
+        let v = Bytes::from_static(b"\x00\x00\x01\x00\x2a{\"a\":1}");
+        assert_eq!(
+            strip(&v).unwrap(),
+            (Some(65_578), Bytes::from_static(b"{\"a\":1}"))
+        );
+        // A frame with an empty body is a frame; the body then fails to decode.
+        assert_eq!(
+            strip(&Bytes::from_static(b"\x00\xff\xff\xff\xff")).unwrap(),
+            (Some(u32::MAX), Bytes::new())
+        );
+    }
+
+    #[test]
+    fn short_frames_are_errors() {
+        for n in 1..HEADER {
+            let v = Bytes::from(vec![0u8; n]);
+            assert_eq!(strip(&v), Err(DecodeError::TruncatedFrame(n)));
+        }
+    }
+}
