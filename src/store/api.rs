@@ -311,28 +311,7 @@ impl Store {
             let batch = if ds.is_empty() {
                 None
             } else {
-                let seq = next.next_seq;
-                next.next_seq += 1;
-                next.digest_count += ds.len() as u64;
-                let info = BatchInfo {
-                    seq,
-                    route: b.route.clone(),
-                    topic: b.topic.clone(),
-                    partition: b.partition,
-                    first_offset: b.first_offset,
-                    next_offset: b.next_offset,
-                    committed_at_ms: now,
-                    count: ds.len() as u32,
-                };
-                let v = batch::encode_batch(&info, ds);
-                let kv = batch::encode_keys(ks);
-                stats.ids_written += ds.len();
-                stats.bytes_written += v.len() + kv.len();
-                Some((
-                    IVec::from(&keys::seq_key(seq)[..]),
-                    IVec::from(v),
-                    IVec::from(kv),
-                ))
+                Some(encode_id_batch(b, ds, ks, now, &mut next, &mut stats))
             };
             let dls = b
                 .dead_letters
@@ -496,28 +475,7 @@ impl Store {
             if ds.is_empty() {
                 continue;
             }
-            let seq = next.next_seq;
-            next.next_seq += 1;
-            next.digest_count += ds.len() as u64;
-            let info = BatchInfo {
-                seq,
-                route: b.route.clone(),
-                topic: b.topic.clone(),
-                partition: b.partition,
-                first_offset: b.first_offset,
-                next_offset: b.next_offset,
-                committed_at_ms: now,
-                count: ds.len() as u32,
-            };
-            let v = batch::encode_batch(&info, ds);
-            let kv = batch::encode_keys(ks);
-            stats.ids_written += ds.len();
-            stats.bytes_written += v.len() + kv.len();
-            id_values.push((
-                IVec::from(&keys::seq_key(seq)[..]),
-                IVec::from(v),
-                IVec::from(kv),
-            ));
+            id_values.push(encode_id_batch(b, ds, ks, now, &mut next, &mut stats));
         }
         // Still-failing letters keep their sequence: ids stay stable across replays.
         let updates: Vec<(IVec, IVec)> = replay
@@ -910,6 +868,40 @@ fn corrupt(path: &Path, tree: &'static str, key: &[u8], detail: String) -> Store
         key: keys::show_key(key),
         detail,
     }
+}
+
+/// Encode one committed batch of fresh digests and keys under the next
+/// sequence number: (id_batches key, id_batches value, id_keys value).
+fn encode_id_batch(
+    b: &CommitBatch,
+    digests: &[u128],
+    keys_: &[String],
+    now: i64,
+    next: &mut Counters,
+    stats: &mut CommitStats,
+) -> (IVec, IVec, IVec) {
+    let seq = next.next_seq;
+    next.next_seq += 1;
+    next.digest_count += digests.len() as u64;
+    let info = BatchInfo {
+        seq,
+        route: b.route.clone(),
+        topic: b.topic.clone(),
+        partition: b.partition,
+        first_offset: b.first_offset,
+        next_offset: b.next_offset,
+        committed_at_ms: now,
+        count: digests.len() as u32,
+    };
+    let v = batch::encode_batch(&info, digests);
+    let kv = batch::encode_keys(keys_);
+    stats.ids_written += digests.len();
+    stats.bytes_written += v.len() + kv.len();
+    (
+        IVec::from(&keys::seq_key(seq)[..]),
+        IVec::from(v),
+        IVec::from(kv),
+    )
 }
 
 /// Open sled. We already hold the directory lock, so no other tally owns the
