@@ -12,3 +12,4 @@ pub mod kafka;
 pub mod pipeline;
 pub mod sink;
 pub mod store;
+pub mod tls;

@@ -35,6 +35,8 @@ pub enum AdminError {
     },
     #[error("admin API: {0}")]
     Token(String),
+    #[error("admin API: {0}")]
+    Kafka(#[from] crate::kafka::SecurityError),
 }
 
 /// A running admin server; `stop` ends it.
@@ -68,7 +70,7 @@ impl AdminServer {
         let state = Arc::new(routes::AdminState::new(
             live,
             token,
-            kafka_config(&settings.kafka),
+            kafka_config(&settings.kafka)?,
         ));
         let stop = CancellationToken::new();
         let shutdown = stop.clone();

@@ -42,7 +42,13 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 /// Print one line per probe; return how many failed.
 async fn probe(settings: &Settings) -> usize {
     let mut problems = 0;
-    let client = ClusterClient::new(kafka_config(&settings.kafka));
+    let client = match kafka_config(&settings.kafka) {
+        Ok(cfg) => ClusterClient::new(cfg),
+        Err(e) => {
+            println!("# broker: FAILED ({e})");
+            return problems + 1;
+        }
+    };
     let topics = settings.all_topics();
     match client.metadata(&topics).await {
         Ok(md) => {

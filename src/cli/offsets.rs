@@ -32,8 +32,8 @@ pub fn offsets(args: &OffsetsArgs) -> anyhow::Result<ExitCode> {
             let mut log_ends = vec![None; stored.len()];
             if !args.offline {
                 let rt = runtime()?;
+                let client = ClusterClient::new(kafka_config(&settings.kafka)?);
                 rt.block_on(async {
-                    let client = ClusterClient::new(kafka_config(&settings.kafka));
                     for (i, (topic, partition, entry)) in stored.iter().enumerate() {
                         let mut consumer = client.partition_consumer(topic, *partition);
                         // The fetch response's high watermark is the log end the consumer sees.

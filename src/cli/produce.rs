@@ -59,7 +59,7 @@ pub fn produce(args: &ProduceArgs) -> anyhow::Result<ExitCode> {
     let rt = runtime()?;
     let total = records.len();
     let per_partition = rt.block_on(async {
-        let producer = Producer::connect(&kafka_config(&settings.kafka)).await?;
+        let producer = Producer::connect(&kafka_config(&settings.kafka)?).await?;
         let partitions = producer.partition_count(&args.topic).await?;
         if partitions <= 0 {
             anyhow::bail!("topic {} has no partitions", args.topic);

@@ -85,7 +85,7 @@ pub fn reset_offsets(args: &ResetOffsetsArgs) -> anyhow::Result<ExitCode> {
     let wanted = topics(args, &settings)?;
     let store = access::open_exclusive(&settings, "reset-offsets")?;
     let rt = runtime()?;
-    let client = ClusterClient::new(kafka_config(&settings.kafka));
+    let client = ClusterClient::new(kafka_config(&settings.kafka)?);
     let mut rows = Vec::new();
     for (topic, explicit) in &wanted {
         let partitions: Vec<i32> = match explicit {

@@ -7,10 +7,12 @@ mod admin;
 mod amqp;
 mod error;
 mod http;
+mod kafka_security;
 mod killbill;
 mod raw;
 mod settings;
 
 pub use admin::{AdminSettings, DEFAULT_ADMIN_LISTEN};
 pub use error::ConfigError;
+pub use kafka_security::{KafkaSaslSettings, KafkaTlsSettings, SaslMechanism};
 pub use settings::*;

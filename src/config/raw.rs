@@ -34,6 +34,8 @@ pub struct RawKafka {
     pub fetch_max_bytes: Option<i64>,
     pub fetch_max_wait: Option<String>,
     pub metadata_refresh: Option<String>,
+    pub tls: Option<super::kafka_security::RawKafkaTls>,
+    pub sasl: Option<super::kafka_security::RawKafkaSasl>,
 }
 
 #[derive(Debug, Deserialize)]

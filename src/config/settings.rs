@@ -41,6 +41,10 @@ pub struct KafkaSettings {
     pub fetch_max_wait: Duration,
     #[serde(with = "human_duration")]
     pub metadata_refresh: Duration,
+    /// `[kafka.tls]`: TLS to every broker when present.
+    pub tls: Option<super::KafkaTlsSettings>,
+    /// `[kafka.sasl]`: authenticate every connection when present.
+    pub sasl: Option<super::KafkaSaslSettings>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -304,6 +308,14 @@ fn validate_kafka(
         fetch_max_bytes: fetch_max_bytes as i32,
         fetch_max_wait: duration_or("kafka.fetch_max_wait", raw.fetch_max_wait, "500ms")?,
         metadata_refresh: duration_or("kafka.metadata_refresh", raw.metadata_refresh, "30s")?,
+        tls: raw
+            .tls
+            .map(super::kafka_security::validate_tls)
+            .transpose()?,
+        sasl: raw
+            .sasl
+            .map(super::kafka_security::validate_sasl)
+            .transpose()?,
     })
 }
 

@@ -251,6 +251,7 @@ async fn observe_raw(broker: &str, topic: &str) {
         "tally-test",
         Duration::from_secs(5),
         Duration::from_secs(5),
+        None,
     )
     .await
     .unwrap();

@@ -16,6 +16,8 @@ use super::error::{self, ErrorKind, KafkaError, Location};
 use super::fetch::{self, FetchParams, Fetched, PartitionData, Seen, Undecided};
 use super::list_offsets::{self, OffsetSpec};
 use super::metadata::{self, ClusterMetadata};
+use super::sasl::SaslCredentials;
+use super::tls::{TlsConnector, TlsTransport};
 
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -24,6 +26,10 @@ pub struct KafkaConfig {
     pub client_id: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
+    /// TLS to every broker (`[kafka.tls]`), loaded and ready.
+    pub tls: Option<TlsTransport>,
+    /// SASL login on every connection (`[kafka.sasl]`), secret resolved.
+    pub sasl: Option<SaslCredentials>,
 }
 
 impl KafkaConfig {
@@ -33,6 +39,8 @@ impl KafkaConfig {
             client_id: "tally".into(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            tls: None,
+            sasl: None,
         }
     }
 }
@@ -61,8 +69,13 @@ struct Cache {
 }
 
 impl ClusterClient {
+    /// TLS when `cfg.tls` says so, plain TCP otherwise.
     pub fn new(cfg: KafkaConfig) -> Self {
-        Self::with_connector(cfg, Arc::new(TcpConnector))
+        let connector: Arc<dyn Connector> = match &cfg.tls {
+            Some(t) => Arc::new(TlsConnector::new(t.clone())),
+            None => Arc::new(TcpConnector),
+        };
+        Self::with_connector(cfg, connector)
     }
 
     /// Use another transport (e.g. TLS).
@@ -165,6 +178,7 @@ impl ClusterClient {
             &cfg.client_id,
             cfg.connect_timeout,
             cfg.request_timeout,
+            cfg.sasl.as_ref(),
         )
         .await
     }

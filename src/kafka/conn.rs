@@ -16,17 +16,18 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::{KafkaError, Location};
+use super::sasl::{self, SaslCredentials};
 use super::versions::{self, ApiVersions};
 
-/// Anything a Kafka connection can run over (plain TCP now; TLS later).
+/// Anything a Kafka connection can run over (plain TCP or TLS).
 pub trait KafkaStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> KafkaStream for T {}
 
 pub type BoxStream = Box<dyn KafkaStream>;
 pub type ConnectFuture<'a> = Pin<Box<dyn Future<Output = io::Result<BoxStream>> + Send + 'a>>;
 
-/// Opens transport streams to `host:port`. Swap this to add TLS; SASL will
-/// hook in after the transport is up, before version negotiation is used.
+/// Opens transport streams to `host:port` (TCP, or TLS: `super::tls`). SASL
+/// runs on top, in `BrokerConn::open`, once versions are negotiated.
 pub trait Connector: Send + Sync {
     fn connect<'a>(&'a self, addr: &'a str) -> ConnectFuture<'a>;
 }
@@ -44,6 +45,22 @@ impl Connector for TcpConnector {
     }
 }
 
+/// A TLS failure inside `source` becomes `KafkaError::Tls` (fatal, with a
+/// hint); anything else is what `other` makes of it.
+fn tls_or(
+    source: io::Error,
+    at: Location,
+    other: impl FnOnce(Location, io::Error) -> KafkaError,
+) -> KafkaError {
+    match crate::tls::rustls_error(&source) {
+        Some(e) => KafkaError::Tls {
+            at,
+            reason: crate::tls::explain(e),
+        },
+        None => other(at, source),
+    }
+}
+
 /// Largest response frame accepted; bounds what a broker (or a stray
 /// non-Kafka peer) can make us allocate. Fetch sizes are capped below it.
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
@@ -57,18 +74,24 @@ pub struct BrokerConn {
 }
 
 impl BrokerConn {
-    /// Connects and negotiates API versions.
+    /// Connects, negotiates API versions and, with `sasl`, logs in.
     pub async fn open(
         connector: &dyn Connector,
         addr: &str,
         client_id: &str,
         connect_timeout: Duration,
         request_timeout: Duration,
+        sasl: Option<&SaslCredentials>,
     ) -> Result<BrokerConn, KafkaError> {
         let at = || Location::broker(addr);
         let stream = match tokio::time::timeout(connect_timeout, connector.connect(addr)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(source)) => return Err(KafkaError::Connect { at: at(), source }),
+            Ok(Err(source)) => {
+                return Err(tls_or(source, at(), |at, source| KafkaError::Connect {
+                    at,
+                    source,
+                }));
+            }
             Err(_) => {
                 return Err(KafkaError::Timeout {
                     at: at(),
@@ -94,6 +117,9 @@ impl BrokerConn {
             )
             .await?;
         conn.versions = versions::parse_response(body, &conn.addr)?;
+        if let Some(creds) = sasl {
+            sasl::authenticate(&mut conn, creds, request_timeout).await?;
+        }
         tracing::debug!(broker = addr, "connected");
         Ok(conn)
     }
@@ -142,10 +168,12 @@ impl BrokerConn {
         frame.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
         frame.extend_from_slice(client_id);
         frame.extend_from_slice(body);
-        let io_err = |source| KafkaError::Io {
-            at: Location::broker(&self.addr),
-            op,
-            source,
+        // With TLS 1.3 a server that refuses our client certificate says so
+        // only after the handshake: the first read carries its alert.
+        let io_err = |source| {
+            tls_or(source, Location::broker(&self.addr), |at, source| {
+                KafkaError::Io { at, op, source }
+            })
         };
         self.stream.write_all(&frame).await.map_err(io_err)?;
         self.stream.flush().await.map_err(io_err)?;

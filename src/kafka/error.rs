@@ -131,6 +131,20 @@ pub enum KafkaError {
 
     #[error("invalid request: {0}")]
     Invalid(String),
+
+    /// The TLS handshake failed (certificate, CA, name, client certificate
+    /// refused): configuration to fix, not an outage to wait out.
+    #[error("TLS with {at}: {reason}")]
+    Tls { at: Location, reason: String },
+
+    /// SASL login failed; names the mechanism and the user, never the password.
+    #[error("SASL {mechanism} login as user \"{user}\" at {at} failed: {reason}")]
+    Sasl {
+        at: Box<Location>,
+        mechanism: &'static str,
+        user: String,
+        reason: String,
+    },
 }
 
 impl KafkaError {
@@ -141,12 +155,18 @@ impl KafkaError {
             }
             KafkaError::Broker { code, .. } => code_kind(*code),
             KafkaError::OffsetOutOfRange { .. } => ErrorKind::OffsetOutOfRange,
-            KafkaError::NoBrokerReachable { .. } => ErrorKind::Transient,
+            // Every broker refusing our certificate or login is still that.
+            KafkaError::NoBrokerReachable { last, .. } => match last.kind() {
+                ErrorKind::Fatal => ErrorKind::Fatal,
+                _ => ErrorKind::Transient,
+            },
             KafkaError::Produce { source, .. } => rskafka_kind(source),
             KafkaError::UnsupportedVersion { .. }
             | KafkaError::Protocol { .. }
             | KafkaError::Corrupt { .. }
-            | KafkaError::Invalid(_) => ErrorKind::Fatal,
+            | KafkaError::Invalid(_)
+            | KafkaError::Tls { .. }
+            | KafkaError::Sasl { .. } => ErrorKind::Fatal,
         }
     }
 

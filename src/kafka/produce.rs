@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
 use tokio::sync::Mutex;
 
 use super::client::KafkaConfig;
 use super::error::{KafkaError, Location};
+use crate::config::SaslMechanism;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutRecord {
@@ -35,9 +36,27 @@ impl Producer {
             broker: Some(cfg.brokers.join(",")),
             ..Default::default()
         };
-        let build = ClientBuilder::new(cfg.brokers.clone())
-            .client_id(cfg.client_id.as_str())
-            .build();
+        let mut builder = ClientBuilder::new(cfg.brokers.clone()).client_id(cfg.client_id.as_str());
+        if let Some(tls) = &cfg.tls {
+            if tls.server_name.is_some() {
+                // rskafka verifies each broker's certificate against its host.
+                return Err(KafkaError::Invalid(
+                    "kafka.tls.server_name is not supported for producing (tally produce, the admin publish endpoint): \
+                     the producer verifies each broker's certificate against the host it connects to"
+                        .into(),
+                ));
+            }
+            builder = builder.tls_config(Arc::clone(&tls.config));
+        }
+        if let Some(sasl) = &cfg.sasl {
+            let creds = Credentials::new(sasl.username.clone(), sasl.password.clone());
+            builder = builder.sasl_config(match sasl.mechanism {
+                SaslMechanism::Plain => SaslConfig::Plain(creds),
+                SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
+                SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
+            });
+        }
+        let build = builder.build();
         let client = bounded(
             build,
             cfg.connect_timeout + cfg.request_timeout,

@@ -10,6 +10,7 @@
 
 use crate::config::RejectPolicy;
 use crate::format::DecodeError;
+use crate::kafka::{ErrorKind as KafkaErrorKind, KafkaError};
 use crate::sink::SinkError;
 use crate::sink::amqp::AmqpError;
 use crate::sink::http::HttpError;
@@ -123,6 +124,16 @@ fn classify_killbill(e: &KillbillError) -> FailureClass {
             // Redirects (not followed) and unexpected 1xx/2xx: never skip, never assume delivered.
             _ => FailureClass::Halt,
         },
+    }
+}
+
+/// A Kafka failure the consume path cannot retry its way out of (TLS or
+/// SASL refused, protocol mismatch) halts; everything else is transient
+/// (the offset-out-of-range policy is applied before this is asked).
+pub fn classify_kafka(e: &KafkaError) -> FailureClass {
+    match e.kind() {
+        KafkaErrorKind::Fatal => FailureClass::Halt,
+        KafkaErrorKind::Transient | KafkaErrorKind::OffsetOutOfRange => FailureClass::Transient,
     }
 }
 

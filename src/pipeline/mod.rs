@@ -35,7 +35,9 @@ use crate::admin::{AdminError, AdminServer};
 
 use crate::config::{KafkaSettings, PipelineSettings, Route, Settings};
 use crate::format::Decoder;
-use crate::kafka::{ClusterClient, KafkaConfig, error_name};
+use crate::kafka::{
+    ClusterClient, KafkaConfig, KafkaError, SecurityError, error_name, load_security,
+};
 
 /// Kafka's error code for a topic the broker does not know.
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -52,6 +54,11 @@ pub enum PipelineError {
     Admin(#[from] AdminError),
     #[error("background task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    KafkaSecurity(#[from] SecurityError),
+    /// A Kafka failure that retrying cannot fix (TLS, SASL, protocol).
+    #[error("stopped: {0}")]
+    Kafka(#[from] KafkaError),
 }
 
 pub(crate) struct RouteCtx {
@@ -100,13 +107,17 @@ pub fn store_config(settings: &Settings) -> StoreConfig {
     }
 }
 
-pub fn kafka_config(kafka: &KafkaSettings) -> KafkaConfig {
-    KafkaConfig {
+/// Reads the TLS files and the SASL secret: a bad one fails here, named.
+pub fn kafka_config(kafka: &KafkaSettings) -> Result<KafkaConfig, SecurityError> {
+    let (tls, sasl) = load_security(kafka.tls.as_ref(), kafka.sasl.as_ref())?;
+    Ok(KafkaConfig {
         brokers: kafka.brokers.clone(),
         client_id: kafka.client_id.clone(),
         connect_timeout: kafka.connect_timeout,
         request_timeout: kafka.request_timeout,
-    }
+        tls,
+        sasl,
+    })
 }
 
 /// Run until `cancel` fires. Opening the store and the sinks happens first,
@@ -115,6 +126,7 @@ pub async fn run(
     settings: Settings,
     cancel: CancellationToken,
 ) -> Result<RunSummary, PipelineError> {
+    let kafka = kafka_config(&settings.kafka)?;
     let store_cfg = store_config(&settings);
     let store = tokio::task::spawn_blocking(move || Store::open(&store_cfg))
         .await
@@ -163,7 +175,7 @@ pub async fn run(
         store: Arc::clone(&store),
         committer,
         inflight: InFlight::default(),
-        client: ClusterClient::new(kafka_config(&settings.kafka)),
+        client: ClusterClient::new(kafka),
         pipeline: settings.pipeline.clone(),
         kafka: settings.kafka.clone(),
         cancel: cancel.clone(),
@@ -177,7 +189,7 @@ pub async fn run(
     ));
 
     let mut workers = JoinSet::new();
-    assign_loop(&settings, &shared, &routes, &mut workers).await;
+    let fatal = assign_loop(&settings, &shared, &routes, &mut workers).await;
 
     // Drain: workers finish the batch in hand, then stop.
     let drain = tokio::time::timeout(settings.pipeline.drain_timeout, async {
@@ -203,6 +215,9 @@ pub async fn run(
     tokio::task::spawn_blocking(move || store.flush())
         .await
         .map_err(|e| PipelineError::Task(e.to_string()))??;
+    if let Some(e) = fatal {
+        return Err(e.into());
+    }
 
     let mut summary = RunSummary {
         failed_partitions,
@@ -220,13 +235,15 @@ pub async fn run(
 }
 
 /// Keep one worker per owned partition, refreshing metadata periodically so
-/// new partitions are picked up. Returns when `cancel` fires.
+/// new partitions are picked up. Returns when `cancel` fires, or with the
+/// error when the brokers cannot be reached for a reason retrying will not
+/// fix (TLS, SASL): then it has cancelled the run itself.
 async fn assign_loop(
     settings: &Settings,
     shared: &Arc<Shared>,
     routes: &BTreeMap<String, Arc<RouteCtx>>,
     workers: &mut JoinSet<(String, i32)>,
-) {
+) -> Option<KafkaError> {
     let topics = settings.all_topics();
     let mut running: BTreeSet<(String, i32)> = BTreeSet::new();
     let mut backoff = Backoff::new(
@@ -284,6 +301,12 @@ async fn assign_loop(
                 }
                 settings.kafka.metadata_refresh
             }
+            Err(e) if classify::classify_kafka(&e) == classify::FailureClass::Halt => {
+                shared.live.set_broker_connected(false);
+                tracing::error!("cannot fetch metadata, not retrying: {e}");
+                shared.cancel.cancel();
+                return Some(e);
+            }
             Err(e) => {
                 shared.live.set_broker_connected(false);
                 let delay = backoff.next_delay();
@@ -305,7 +328,7 @@ async fn assign_loop(
             unique.values().for_each(|ctx| log_stats(ctx));
         }
         tokio::select! {
-            _ = shared.cancel.cancelled() => return,
+            _ = shared.cancel.cancelled() => return None,
             _ = tokio::time::sleep(next_refresh.min(Duration::from_secs(30))) => {}
         }
     }

@@ -3,29 +3,13 @@
 //! build works), a custom CA bundle or the built-in Mozilla roots, an optional
 //! client certificate, timeouts, and no redirects.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
-
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpClientError {
-    #[error("cannot read {what} {path}: {message}")]
-    Pem {
-        what: &'static str,
-        path: PathBuf,
-        message: String,
-    },
-    #[error("{what} {path} holds no {expected}")]
-    PemEmpty {
-        what: &'static str,
-        path: PathBuf,
-        expected: &'static str,
-    },
-    #[error("TLS setup: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
 }
@@ -57,67 +41,12 @@ pub fn build(opts: ClientOptions<'_>) -> Result<reqwest::Client, HttpClientError
         .map_err(|e| HttpClientError::Build(e.to_string()))
 }
 
-/// rustls with the ring provider, trusting `ca_file` if given, else the
-/// built-in Mozilla roots (a `FROM scratch` image has no system store).
+/// See [`crate::tls::client_config`]: the same loading (and errors) as the Kafka transport.
 pub fn tls_config(
     ca_file: Option<&Path>,
     identity: Option<(&Path, &Path)>,
 ) -> Result<rustls::ClientConfig, HttpClientError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for cert in certs("ca_file", path)? {
-                roots.add(cert).map_err(|e| HttpClientError::Pem {
-                    what: "ca_file",
-                    path: path.to_path_buf(),
-                    message: e.to_string(),
-                })?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    // Also the process default: reqwest panics when it needs a provider and
-    // none is installed (the `*-no-provider` features); ring is the only one built.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| HttpClientError::Tls(e.to_string()))?
-        .with_root_certificates(roots);
-    match identity {
-        None => Ok(builder.with_no_client_auth()),
-        Some((cert_file, key_file)) => {
-            let chain = certs("cert_file", cert_file)?;
-            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| HttpClientError::Pem {
-                what: "key_file",
-                path: key_file.to_path_buf(),
-                message: e.to_string(),
-            })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| HttpClientError::Tls(format!("client certificate: {e}")))
-        }
-    }
-}
-
-fn certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpClientError> {
-    let err = |message: String| HttpClientError::Pem {
-        what,
-        path: path.to_path_buf(),
-        message,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| err(e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| err(e.to_string()))?;
-    if certs.is_empty() {
-        return Err(HttpClientError::PemEmpty {
-            what,
-            path: path.to_path_buf(),
-            expected: "certificate",
-        });
-    }
-    Ok(certs)
+    Ok(crate::tls::client_config(ca_file, identity)?)
 }
 
 /// Whether a reqwest failure came from TLS itself (bad certificate, unknown
@@ -168,7 +97,7 @@ mod tests {
         std::fs::write(&empty, "not a cert\n").unwrap();
         assert!(matches!(
             tls_config(Some(&empty), None),
-            Err(HttpClientError::PemEmpty { .. })
+            Err(HttpClientError::Tls(crate::tls::TlsError::PemEmpty { .. }))
         ));
         assert!(tls_config(Some(&dir.path().join("missing.pem")), None).is_err());
         let missing = dir.path().join("missing.key");
