@@ -16,6 +16,8 @@
 #   TALLY_BROKER_PORT           fixed port instead of a free one
 #   TALLY_BROKER_STORAGE        storage engine (default memory://tansu/)
 #   TALLY_BROKER_START_TIMEOUT  seconds to wait for readiness (default 30)
+#   TALLY_BROKER_ADVERTISED     host:port advertised in metadata instead of the
+#                               listener (e.g. a stunnel4 TLS terminator's port)
 #
 # Tansu quirks seen with the bundled build (tansu 0.6.0, v0.6.0-510f3e2) -- see README.md:
 #   * ListOffsets "latest" is wrong after multi-record batches (it counts
@@ -181,7 +183,7 @@ start_once() {
             "${setsid[@]}" "$TOOLS/bin/tansu" broker \
             --cluster-id "tally-test" \
             --listener-url "tcp://$addr" \
-            --advertised-listener-url "tcp://$addr" \
+            --advertised-listener-url "tcp://${TALLY_BROKER_ADVERTISED:-$addr}" \
             --storage-engine "$storage" \
             </dev/null >>"$log_file" 2>&1
     ) &

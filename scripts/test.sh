@@ -31,6 +31,7 @@ stop_broker() {
 
 log "tools"
 "$ROOT/scripts/broker.sh" install
+"$ROOT/scripts/stunnel.sh" install
 
 log "cargo build --all-targets"
 cargo build --all-targets

@@ -135,6 +135,11 @@ impl ClusterClient {
         }
     }
 
+    /// Opens one connection (TLS handshake, SASL login) and drops it.
+    pub async fn check_connect(&self) -> Result<(), KafkaError> {
+        self.connect_any().await.map(drop)
+    }
+
     /// Bootstrap brokers first (from a random one, to spread load), then
     /// brokers learnt from metadata.
     async fn connect_any(&self) -> Result<BrokerConn, KafkaError> {

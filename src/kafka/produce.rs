@@ -56,6 +56,13 @@ impl Producer {
                 SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
             });
         }
+        if cfg.tls.is_some() || cfg.sasl.is_some() {
+            // rskafka retries a refused handshake or login until our timeout
+            // runs out; our own client says why, once.
+            super::client::ClusterClient::new(cfg.clone())
+                .check_connect()
+                .await?;
+        }
         let build = builder.build();
         let client = bounded(
             build,

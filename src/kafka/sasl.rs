@@ -72,9 +72,26 @@ pub async fn authenticate(
 
     let mut w = Writer::new();
     w.string(creds.mechanism.name());
-    let body = conn
+    let body = match conn
         .request(HANDSHAKE_KEY, hv, &w.buf, "SaslHandshake", timeout)
-        .await?;
+        .await
+    {
+        Ok(body) => body,
+        // Some brokers (Tansu) hang up instead of answering
+        // UNSUPPORTED_SASL_MECHANISM; reconnecting would only repeat it.
+        Err(KafkaError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+            ) =>
+        {
+            return Err(fail(
+                "the broker closed the connection on SaslHandshake: it does not offer this mechanism"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(e),
+    };
     let (code, offered) = parse_handshake(body).map_err(|e| protocol(&at, e))?;
     if code == UNSUPPORTED_SASL_MECHANISM {
         return Err(fail(format!(

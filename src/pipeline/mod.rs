@@ -57,7 +57,7 @@ pub enum PipelineError {
     #[error(transparent)]
     KafkaSecurity(#[from] SecurityError),
     /// A Kafka failure that retrying cannot fix (TLS, SASL, protocol).
-    #[error("stopped: {0}")]
+    #[error("stopped, not retrying")]
     Kafka(#[from] KafkaError),
 }
 
