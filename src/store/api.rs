@@ -167,6 +167,7 @@ impl Store {
         let dir_lock = DirLock::acquire(&path)?;
         let db = open_sled(&path, cfg.cache_capacity_bytes)?;
         let meta = schema::check_or_init(&path, &db, state)?;
+        super::perms::restrict(&path)?;
         let p = &path;
         let sled_err = |op: &'static str| {
             move |source| StoreError::Sled {

@@ -13,6 +13,7 @@ mod error;
 mod index;
 mod keys;
 mod lock;
+mod perms;
 mod schema;
 #[cfg(test)]
 mod tests;

@@ -529,3 +529,37 @@ fn sled_open_retrying(path: &std::path::Path) -> sled::Db {
         }
     }
 }
+
+/// Dedupe IDs and dead-lettered payloads are nobody else's business.
+#[test]
+fn store_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let check = |dir: &std::path::Path| {
+        assert_eq!(mode(dir), 0o700, "{}", dir.display());
+        let mut files = 0;
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                files += 1;
+                assert_eq!(mode(&e.path()), 0o600, "{}", e.path().display());
+            }
+        }
+        // sled's conf, db, snapshot + our tally.lock
+        assert!(files >= 3, "{files} files");
+    };
+    // Created by tally.
+    let fresh = tmp.path().join("fresh");
+    let store = Store::open(&cfg(&fresh)).unwrap();
+    check(&fresh);
+    assert!(fresh.join("tally.lock").exists());
+    drop(store);
+    // Made by the operator with a loose mode: tightened at open.
+    let loose = tmp.path().join("loose");
+    std::fs::create_dir(&loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let store = Store::open(&cfg(&loose)).unwrap();
+    check(&loose);
+    drop(store);
+}
