@@ -177,6 +177,15 @@ path = "/tmp/out.jsonl"
     }
 
     #[test]
+    fn shipped_example_parses() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/examples/kafka-tls.toml");
+        let s = Settings::load(&path).unwrap();
+        assert!(s.kafka.tls.unwrap().cert_file.is_some());
+        assert_eq!(s.kafka.sasl.unwrap().mechanism.name(), "SCRAM-SHA-512");
+    }
+
+    #[test]
     fn mistakes_are_named() {
         let err = load(&BASE.replace("password_env = \"KAFKA_PASSWORD\"", "password = \"x\""))
             .unwrap_err();
