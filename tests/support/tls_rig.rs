@@ -82,8 +82,19 @@ pub struct TlsRig {
     pub tls_addr: String,
     /// The broker's own plaintext port (for `tansu topic create`).
     pub plain_addr: String,
-    tansu: Child,
-    stunnel: Child,
+    // Field order: the terminator goes first, then the broker.
+    _stunnel: KillOnDrop,
+    _tansu: KillOnDrop,
+}
+
+/// Killed and reaped on drop, also when a later step of `start` panics.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn free_port() -> u16 {
@@ -111,6 +122,7 @@ pub fn stunnel_bin() -> &'static str {
 
 impl TlsRig {
     pub fn start(opts: RigOptions) -> TlsRig {
+        let tansu_bin = tansu_bin();
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = TestCa::new("tally test CA");
         let (cert, key) = ca.issue(&opts.server_names, opts.expired_server_cert);
@@ -140,37 +152,41 @@ impl TlsRig {
                 key = key_path.display(),
             ),
         );
-        let stunnel = Command::new(stunnel_bin())
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start stunnel4");
-        let tansu = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--cluster-id",
-                "tally-tls",
-                "--listener-url",
-                &format!("tcp://{plain_addr}"),
-                "--advertised-listener-url",
-                &format!("tcp://{tls_addr}"),
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
+        let stunnel = KillOnDrop(
+            Command::new(stunnel_bin())
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start stunnel4"),
+        );
+        let tansu = KillOnDrop(
+            Command::new(&tansu_bin)
+                .args([
+                    "broker",
+                    "--cluster-id",
+                    "tally-tls",
+                    "--listener-url",
+                    &format!("tcp://{plain_addr}"),
+                    "--advertised-listener-url",
+                    &format!("tcp://{tls_addr}"),
+                    "--storage-engine",
+                    "memory://tansu/",
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start tansu"),
+        );
         let rig = TlsRig {
             dir,
             ca,
             tls_addr,
             plain_addr,
-            tansu,
-            stunnel,
+            _stunnel: stunnel,
+            _tansu: tansu,
         };
         for addr in [&rig.plain_addr, &rig.tls_addr] {
             wait_for(
@@ -219,14 +235,5 @@ impl TlsRig {
 
     pub fn stunnel_log(&self) -> String {
         std::fs::read_to_string(self.path("stunnel.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for TlsRig {
-    fn drop(&mut self) {
-        for child in [&mut self.stunnel, &mut self.tansu] {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
