@@ -14,8 +14,13 @@ use super::settings::non_empty_path;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawKafkaTls {
+    // DESIGN.md's short names (`ca`, `cert`, `key`) are accepted too; the
+    // `_file` names match the HTTP and AMQP sinks.
+    #[serde(alias = "ca")]
     pub ca_file: Option<String>,
+    #[serde(alias = "cert")]
     pub cert_file: Option<String>,
+    #[serde(alias = "key")]
     pub key_file: Option<String>,
     pub server_name: Option<String>,
 }
@@ -174,6 +179,16 @@ path = "/tmp/out.jsonl"
         assert_eq!(tls.server_name.as_deref(), Some("kafka.internal"));
         let sasl = s.kafka.sasl.unwrap();
         assert_eq!(sasl.mechanism.name(), "SCRAM-SHA-512");
+    }
+
+    #[test]
+    fn design_short_names_are_accepted() {
+        let short = BASE
+            .replace("ca_file =", "ca =")
+            .replace("cert_file =", "cert =")
+            .replace("key_file =", "key =");
+        let tls = load(&short).unwrap().kafka.tls.unwrap();
+        assert!(tls.ca_file.is_some() && tls.cert_file.is_some() && tls.key_file.is_some());
     }
 
     #[test]
