@@ -88,6 +88,14 @@ pub fn drain_at(url: &str, queue: &str) -> Vec<AmqpMessage> {
         .collect()
 }
 
+/// How many messages are ready in `queue` (none consumed).
+pub fn count_at(url: &str, queue: &str) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_str(tool(&["count", "--url", url, "--queue", queue]).trim())
+            .expect("amqp_tool count");
+    v["messages"].as_u64().expect("messages")
+}
+
 /// A RabbitMQ node of one test's own (scripts/rabbitmq.sh NAME), for tests
 /// that stop and restart it; stopped when dropped.
 pub struct RabbitNode {

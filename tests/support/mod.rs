@@ -19,6 +19,7 @@ pub mod http_receiver;
 pub mod killbill_double;
 pub mod logs;
 pub mod proxy;
+pub mod tls;
 
 use std::ffi::OsStr;
 use std::fs::File;
