@@ -429,3 +429,75 @@ fn rabbitmq_restart_mid_stream_every_event_arrives_resends_keep_message_id() {
         got.len()
     );
 }
+
+fn check_connect(dir: &Path, config: &Path, url: &str) -> TallyOutput {
+    TallyProcess::run(
+        dir,
+        &["check", "--connect", "--config", config.to_str().unwrap()],
+        &[("TEST_AMQP_URL", url)],
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn check_connect_probes_the_broker_and_its_exchanges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (unique_topic("amqp-check-a"), unique_topic("amqp-check-b"));
+    let (xa, xb) = (format!("{a}-x"), format!("{b}-x"));
+    create_topic(&a, 1);
+    create_topic(&b, 1);
+    setup_queue(&xa, "topic", &format!("{a}-q"));
+    // xa exists, xb does not: fine, tally declares it at startup.
+    let config = write_config(dir.path(), &[(&a, &xa), (&b, &xb)], "", "");
+    let out = check_connect(dir.path(), &config, &amqp_url());
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("# sink amqp"))
+        .unwrap_or_else(|| panic!("no amqp line:\n{}", out.stdout));
+    assert!(line.contains(": ok (connected"), "{line}");
+    assert!(line.contains(&format!("present: [{xa}]")), "{line}");
+    assert!(
+        line.contains(&format!("missing: [{xb}], declared at startup")),
+        "{line}"
+    );
+    // The probe creates nothing.
+    let out = check_connect(dir.path(), &config, &amqp_url());
+    assert!(
+        out.stdout.contains(&format!("missing: [{xb}]")),
+        "{}",
+        out.stdout
+    );
+
+    // declare = false: a missing exchange is a problem.
+    let strict = write_config(dir.path(), &[(&a, &xa), (&b, &xb)], "declare = false\n", "");
+    let out = check_connect(dir.path(), &strict, &amqp_url());
+    assert!(!out.status.success(), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!(
+            "FAILED (connected, but exchanges missing and declare = false: [{xb}])"
+        )),
+        "{}",
+        out.stdout
+    );
+
+    // Nothing listening: a failure that says what failed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let out = check_connect(
+        dir.path(),
+        &config,
+        &format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+    );
+    assert!(!out.status.success(), "{}", out.stdout);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("# sink amqp"))
+        .unwrap_or_else(|| panic!("no amqp line:\n{}", out.stdout));
+    assert!(line.contains("FAILED (amqp sink: connect:"), "{line}");
+    assert!(!line.contains("guest:guest"), "credentials printed: {line}");
+    eprintln!("{line}");
+}
