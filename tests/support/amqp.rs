@@ -138,6 +138,11 @@ impl Drop for RabbitNode {
         let _ = Command::new(super::repo_root().join("scripts/rabbitmq.sh"))
             .args(["stop", &self.name])
             .output();
+        // Its data is only for `resume`: one node per test run, nothing to keep.
+        let tools = std::env::var_os("TALLY_TOOLS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| super::repo_root().join(".tools"));
+        let _ = std::fs::remove_dir_all(tools.join("run").join(format!("rabbit-{}", self.name)));
     }
 }
 
