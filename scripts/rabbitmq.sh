@@ -5,6 +5,7 @@
 #   scripts/rabbitmq.sh start [NAME]   # prints TALLY_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:PORT/%2f
 #   scripts/rabbitmq.sh status [NAME]  # exit 0 running, 3 not running
 #   scripts/rabbitmq.sh stop [NAME]
+#   scripts/rabbitmq.sh resume [NAME]  # start a stopped node again: same data, same ports
 #
 # The node is private: its own NODENAME, data (RABBITMQ_MNESIA_BASE), logs,
 # Erlang cookie (HOME) and ports (AMQP and distribution, free loopback
@@ -75,7 +76,7 @@ running() {
 }
 
 start() {
-    local name="$1" t0
+    local name="$1"
     install
     node_env "$name"
     if running; then
@@ -91,9 +92,27 @@ start() {
     DIST_PORT=$(free_port)
     echo "$PORT $DIST_PORT" >"$DIR/ports"
     export RABBITMQ_NODE_PORT="$PORT" RABBITMQ_DIST_PORT="$DIST_PORT"
+    launch "$name"
+}
+
+# A restart as an operator does it: durable queues and persistent messages
+# survive, clients see the same URL (tests restart a node mid-stream).
+resume() {
+    local name="$1"
+    node_env "$name"
+    [[ -f "$DIR/ports" ]] || die "node $RABBITMQ_NODENAME was never started (scripts/rabbitmq.sh start $name)"
+    if running; then
+        die "node $RABBITMQ_NODENAME is already running"
+    fi
+    launch "$name"
+}
+
+# Boots the node configured by node_env and waits until it accepts clients.
+launch() {
+    local name="$1" t0
     t0=$(now_ms)
     # setsid: the node outlives this script and is not hit by the caller's Ctrl-C.
-    setsid "$BIN/rabbitmq-server" >"$DIR/stdout.log" 2>&1 </dev/null &
+    setsid "$BIN/rabbitmq-server" >>"$DIR/stdout.log" 2>&1 </dev/null &
     local launcher=$!
     local timeout="${TALLY_RABBIT_START_TIMEOUT:-60}"
     local deadline=$(($(date +%s) + timeout))
@@ -150,7 +169,8 @@ name="${2:-default}"
 case "$cmd" in
 install) install ;;
 start) start "$name" ;;
+resume) resume "$name" ;;
 stop) stop "$name" ;;
 status) status "$name" ;;
-*) die "usage: $0 install|start|status|stop [NAME]" ;;
+*) die "usage: $0 install|start|resume|status|stop [NAME]" ;;
 esac

@@ -2,7 +2,8 @@
 //! broker to a real RabbitMQ (scripts/rabbitmq.sh), checked with an
 //! independent client (Python pika): envelope, message_id, properties, order
 //! within a partition, topic → exchange mapping, unroutable policies, a
-//! deleted exchange (channel loss, redeclare) and repeated SIGKILLs.
+//! deleted exchange (channel loss, redeclare), repeated SIGKILLs and a
+//! RabbitMQ restart mid-stream (on a node of that test's own).
 //! Needs scripts/test.sh (Kafka broker, RabbitMQ, Python tools).
 
 mod support;
@@ -12,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::amqp::{AmqpMessage, amqp_url, delete_exchange, drain, setup_queue};
+use support::amqp::{
+    AmqpMessage, RabbitNode, amqp_url, count_at, delete_exchange, drain, drain_at, setup_queue,
+    setup_queue_at,
+};
 use support::logs::{summary_field, tail};
 use support::*;
 
@@ -57,11 +61,14 @@ fn write_config(dir: &Path, exchanges: &[(&str, &str)], sink_extra: &str, extra:
 }
 
 fn spawn(dir: &Path, config: &Path) -> TallyProcess {
-    let url = amqp_url();
+    spawn_at(dir, config, &amqp_url())
+}
+
+fn spawn_at(dir: &Path, config: &Path, url: &str) -> TallyProcess {
     TallyProcess::spawn_in(
         dir,
         &["run", "--config", config.to_str().unwrap()],
-        &[("TEST_AMQP_URL", url.as_str())],
+        &[("TEST_AMQP_URL", url)],
     )
 }
 
@@ -345,4 +352,152 @@ fn sigkill_while_forwarding_every_event_arrives_resends_keep_message_id() {
         got.len(),
         t0.elapsed()
     );
+}
+
+#[test]
+fn rabbitmq_restart_mid_stream_every_event_arrives_resends_keep_message_id() {
+    const EVENTS: usize = 20_000;
+    // A node of its own: stopping the shared one would break the other tests.
+    let node = RabbitNode::start(&format!("restart-{}", std::process::id()));
+    let url = node.url().to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("amqp-restart");
+    let (x, q) = (format!("{topic}-x"), format!("{topic}-q"));
+    create_topic(&topic, 4);
+    setup_queue_at(&url, &x, "topic", &q);
+    let lines = events("r", EVENTS);
+    produce_jsonl(&topic, &lines, Some("/eventId"));
+    let config = write_config(
+        dir.path(),
+        &[(&topic, &x)],
+        "",
+        "\n[pipeline]\nmax_batch_records = 64\nprefetch_batches = 1\nretry_initial = \"100ms\"\nretry_max = \"1s\"\n",
+    );
+    let mut tally = spawn_at(dir.path(), &config, &url);
+    // Stop the node as soon as messages arrive (counting, not draining: a
+    // drain would chase the stream until tally is done).
+    let mut before_stop = 0;
+    let ok = wait_until(Duration::from_secs(60), || {
+        assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+        before_stop = count_at(&url, &q);
+        before_stop > 0
+    });
+    assert!(ok, "nothing forwarded:\n{}", tail(&tally.stderr()));
+    let log_before = tally.stderr().len();
+    let down = Instant::now();
+    let stop_took = node.stop();
+    // tally notices while the node is down and keeps running (transient).
+    let noticed = wait_until(Duration::from_secs(30), || {
+        let err = tally.stderr();
+        err[log_before.min(err.len())..].contains("amqp")
+    });
+    assert!(noticed, "no amqp warning:\n{}", tail(&tally.stderr()));
+    assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+    let resume_took = node.resume();
+    let down_for = down.elapsed();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let ok = wait_until(Duration::from_secs(120), || {
+        assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+        got.extend(drain_at(&url, &q));
+        distinct_ids(&got) >= EVENTS
+    });
+    assert!(
+        ok,
+        "{} of {EVENTS} after the restart\n{}",
+        distinct_ids(&got),
+        tail(&tally.stderr())
+    );
+    let after_restart = t0.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    let stderr = stop(&mut tally);
+    got.extend(drain_at(&url, &q));
+    let (ids, resends) = check_messages(&got, &topic, &x);
+    let want: BTreeMap<String, String> = lines.iter().map(|l| (id_of(l), l.clone())).collect();
+    assert_eq!(ids, want, "every event arrives, with its own message_id");
+    assert!(
+        (before_stop as usize) < EVENTS,
+        "the restart came after everything was forwarded"
+    );
+    assert!(stderr.contains("reconnecting"), "{}", tail(&stderr));
+    assert_eq!(summary_field(&stderr, "dead_lettered"), 0);
+    assert_fully_committed(dir.path(), &config);
+    eprintln!(
+        "amqp restart test: events={EVENTS} queued_before_stop={before_stop} stop_took={stop_took:?} \
+         resume_took={resume_took:?} down_for={down_for:?} messages={} resends_same_message_id={resends} \
+         drained_all_after_restart_in={after_restart:?}",
+        got.len()
+    );
+}
+
+fn check_connect(dir: &Path, config: &Path, url: &str) -> TallyOutput {
+    TallyProcess::run(
+        dir,
+        &["check", "--connect", "--config", config.to_str().unwrap()],
+        &[("TEST_AMQP_URL", url)],
+        Duration::from_secs(60),
+    )
+}
+
+#[test]
+fn check_connect_probes_the_broker_and_its_exchanges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (unique_topic("amqp-check-a"), unique_topic("amqp-check-b"));
+    let (xa, xb) = (format!("{a}-x"), format!("{b}-x"));
+    create_topic(&a, 1);
+    create_topic(&b, 1);
+    setup_queue(&xa, "topic", &format!("{a}-q"));
+    // xa exists, xb does not: fine, tally declares it at startup.
+    let config = write_config(dir.path(), &[(&a, &xa), (&b, &xb)], "", "");
+    let out = check_connect(dir.path(), &config, &amqp_url());
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("# sink amqp"))
+        .unwrap_or_else(|| panic!("no amqp line:\n{}", out.stdout));
+    assert!(line.contains(": ok (connected"), "{line}");
+    assert!(line.contains(&format!("present: [{xa}]")), "{line}");
+    assert!(
+        line.contains(&format!("missing: [{xb}], declared at startup")),
+        "{line}"
+    );
+    // The probe creates nothing.
+    let out = check_connect(dir.path(), &config, &amqp_url());
+    assert!(
+        out.stdout.contains(&format!("missing: [{xb}]")),
+        "{}",
+        out.stdout
+    );
+
+    // declare = false: a missing exchange is a problem.
+    let strict = write_config(dir.path(), &[(&a, &xa), (&b, &xb)], "declare = false\n", "");
+    let out = check_connect(dir.path(), &strict, &amqp_url());
+    assert!(!out.status.success(), "{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!(
+            "FAILED (connected, but exchanges missing and declare = false: [{xb}])"
+        )),
+        "{}",
+        out.stdout
+    );
+
+    // Nothing listening: a failure that says what failed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let out = check_connect(
+        dir.path(),
+        &config,
+        &format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+    );
+    assert!(!out.status.success(), "{}", out.stdout);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("# sink amqp"))
+        .unwrap_or_else(|| panic!("no amqp line:\n{}", out.stdout));
+    assert!(line.contains("FAILED (amqp sink: connect:"), "{line}");
+    assert!(!line.contains("guest:guest"), "credentials printed: {line}");
+    eprintln!("{line}");
 }

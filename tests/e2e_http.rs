@@ -1,6 +1,9 @@
 //! End to end: the real `tally` binary POSTing JSON events from the test
 //! broker to an in-process HTTP receiver — envelope and headers, idempotency
-//! keys, 4xx dead letters, 5xx/429 windows, 401 halts and repeated SIGKILLs.
+//! keys, 4xx dead letters, 5xx/429 windows, 401 halts, repeated SIGKILLs,
+//! and HTTPS with a custom CA and a client certificate (PKI made at test
+//! time). The Kill Bill sink builds its client with the same code
+//! (src/sink/http_client.rs), so mTLS is tested here once.
 //! Needs scripts/test.sh (broker + Python tools).
 
 mod support;
@@ -12,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::http_receiver::HttpReceiver;
 use support::logs::{summary_field, tail};
+use support::tls::{TestPki, TlsFront};
 use support::*;
 
 const EXIT_TIMEOUT: Duration = Duration::from_secs(45);
@@ -46,6 +50,17 @@ fn write_config(
     sink_extra: &str,
     extra: &str,
 ) -> PathBuf {
+    write_config_url(dir, &receiver.url(), topics, dedupe, sink_extra, extra)
+}
+
+fn write_config_url(
+    dir: &Path,
+    url: &str,
+    topics: &[&str],
+    dedupe: &str,
+    sink_extra: &str,
+    extra: &str,
+) -> PathBuf {
     let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
     let text = format!(
         "[kafka]\nbrokers = [{:?}]\n[store]\npath = {:?}\n[assignment]\nmode = \"static\"\nmember = 0\nmembers = 1\n\
@@ -54,7 +69,7 @@ fn write_config(
         broker(),
         dir.join("state").display().to_string(),
         topics.join(", "),
-        receiver.url(),
+        url,
     );
     let path = dir.join("tally.toml");
     std::fs::write(&path, text).expect("write config");
@@ -373,5 +388,133 @@ fn sigkill_while_delivering_every_record_arrives_resends_keep_their_key() {
     eprintln!(
         "http crash test: events={EVENTS} kills_mid_stream={mid_stream} resends_same_key={resends} requests={}",
         receiver.requests()
+    );
+}
+
+/// `[sinks.http]` TLS lines: our CA, and a client cert + key if given.
+fn tls_lines(pki: &TestPki, client: Option<(&Path, &Path)>) -> String {
+    let mut s = format!("ca_file = {:?}\n", pki.ca.display().to_string());
+    if let Some((cert, key)) = client {
+        s += &format!(
+            "cert_file = {:?}\nkey_file = {:?}\n",
+            cert.display().to_string(),
+            key.display().to_string()
+        );
+    }
+    s
+}
+
+#[test]
+fn https_with_custom_ca_and_client_cert_delivers_each_record_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::generate(dir.path());
+    let topic = unique_topic("https");
+    create_topic(&topic, 2);
+    let lines = events("tls", 300, 0);
+    produce_jsonl(&topic, &lines, Some("/id"));
+    let receiver = HttpReceiver::start();
+    let front = TlsFront::start(receiver.runtime(), receiver.router(), pki.server_config());
+    let config = write_config_url(
+        dir.path(),
+        &front.url(),
+        &[&topic],
+        "/id",
+        &tls_lines(&pki, Some((&pki.client_cert, &pki.client_key))),
+        "",
+    );
+    let mut tally = spawn(dir.path(), &config, &[]);
+    wait_accepted(&receiver, &mut tally, lines.len(), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let stderr = stop(&mut tally);
+    let (got, resends) = accepted_events(&receiver, false);
+    assert_eq!(resends, 0, "delivered exactly once");
+    let want: BTreeMap<String, String> = lines.iter().map(|l| (id_of(l), l.clone())).collect();
+    assert_eq!(got, want);
+    assert_eq!(summary_field(&stderr, "dead_lettered"), 0);
+    assert!(front.handshakes_ok() >= 1);
+    assert_eq!(front.handshakes_failed(), 0);
+    assert_fully_committed(dir.path(), &config);
+}
+
+#[test]
+fn https_refuses_clearly_without_a_client_cert_or_with_one_from_another_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::generate(dir.path());
+    let topic = unique_topic("https-refused");
+    create_topic(&topic, 1);
+    let lines = events("no", 20, 0);
+    produce_jsonl(&topic, &lines, Some("/id"));
+    let receiver = HttpReceiver::start();
+    let front = TlsFront::start(receiver.runtime(), receiver.router(), pki.server_config());
+    let retry = "\n[pipeline]\nretry_initial = \"100ms\"\nretry_max = \"500ms\"\n";
+    // (case, client cert + key, the server's alert tally must report)
+    type Case<'a> = (&'a str, Option<(&'a Path, &'a Path)>, &'a str);
+    let cases: [Case; 2] = [
+        ("no client cert", None, "CertificateRequired"),
+        (
+            "client cert from another CA",
+            Some((&pki.stranger_cert, &pki.stranger_key)),
+            "UnknownCA",
+        ),
+    ];
+    for (case, client, alert) in cases {
+        let run = dir.path().join(case.replace(' ', "-"));
+        std::fs::create_dir_all(&run).expect("run dir");
+        let config = write_config_url(
+            &run,
+            &front.url(),
+            &[&topic],
+            "/id",
+            &tls_lines(&pki, client),
+            retry,
+        );
+        let failed_before = front.handshakes_failed();
+        let mut tally = spawn(&run, &config, &[]);
+        // The server refuses the handshake; tally halts the partition with a
+        // TLS error (never dead-letters, never skips) and says so.
+        let said = wait_until(Duration::from_secs(60), || {
+            assert!(tally.is_running(), "{case}: {}", tail(&tally.stderr()));
+            let err = tally.stderr();
+            err.contains("route halted") && err.contains(alert)
+        });
+        assert!(
+            said,
+            "{case}: no TLS error logged:\n{}",
+            tail(&tally.stderr())
+        );
+        assert!(front.handshakes_failed() > failed_before, "{case}");
+        let stderr = stop(&mut tally);
+        assert!(
+            stderr.contains("class=\"halt\""),
+            "{case}: {}",
+            tail(&stderr)
+        );
+        assert_eq!(receiver.accepted(), 0, "{case}: something got through");
+        assert_eq!(summary_field(&stderr, "dead_lettered"), 0, "{case}");
+        assert_eq!(summary_field(&stderr, "delivered"), 0, "{case}");
+    }
+    // A client key file that is not there: refused at startup, naming it.
+    let run = dir.path().join("missing-key");
+    std::fs::create_dir_all(&run).expect("run dir");
+    let missing = run.join("nowhere.key");
+    let config = write_config_url(
+        &run,
+        &front.url(),
+        &[&topic],
+        "/id",
+        &tls_lines(&pki, Some((&pki.client_cert, &missing))),
+        "",
+    );
+    let out = TallyProcess::run(
+        &run,
+        &["run", "--config", config.to_str().unwrap()],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(!out.status.success(), "started without its key file");
+    assert!(
+        out.stderr.contains("nowhere.key"),
+        "error does not name the file:\n{}",
+        out.stderr
     );
 }

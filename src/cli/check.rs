@@ -95,8 +95,24 @@ async fn probe(settings: &Settings) -> usize {
                 // Not probed yet: a probe needs a read-only Kill Bill call per tenant.
                 println!("# sink killbill: not probed (route {})", route.name);
             }
-            SinkKind::Http | SinkKind::Amqp => {
-                println!("# sink {:?}: not probed (route {})", route.sink, route.name);
+            SinkKind::Amqp => {
+                let Some(cfg) = &settings.sinks.amqp else {
+                    continue;
+                };
+                let report = match crate::sink::amqp::AmqpSink::new(cfg) {
+                    Ok(sink) => sink.probe().await,
+                    Err(e) => crate::sink::amqp::ProbeReport {
+                        line: format!("FAILED ({e})"),
+                        ok: false,
+                    },
+                };
+                if !report.ok {
+                    problems += 1;
+                }
+                println!("# sink amqp (route {}): {}", route.name, report.line);
+            }
+            SinkKind::Http => {
+                println!("# sink http: not probed (route {})", route.name);
             }
             SinkKind::File => {
                 let Some(file) = &settings.sinks.file else {

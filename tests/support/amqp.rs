@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::process::Command;
+use std::time::Instant;
 
 use serde::Deserialize;
 
@@ -48,10 +49,14 @@ fn tool(args: &[&str]) -> String {
 
 /// Declares `exchange` (durable, of `kind`) and a durable queue bound to it with `#`.
 pub fn setup_queue(exchange: &str, kind: &str, queue: &str) {
+    setup_queue_at(&amqp_url(), exchange, kind, queue);
+}
+
+pub fn setup_queue_at(url: &str, exchange: &str, kind: &str, queue: &str) {
     tool(&[
         "setup",
         "--url",
-        &amqp_url(),
+        url,
         "--exchange",
         exchange,
         "--type",
@@ -73,8 +78,87 @@ pub fn delete_exchange(exchange: &str) {
 
 /// Every message now in `queue` (consumed, acked).
 pub fn drain(queue: &str) -> Vec<AmqpMessage> {
-    tool(&["drain", "--url", &amqp_url(), "--queue", queue])
+    drain_at(&amqp_url(), queue)
+}
+
+pub fn drain_at(url: &str, queue: &str) -> Vec<AmqpMessage> {
+    tool(&["drain", "--url", url, "--queue", queue])
         .lines()
         .map(|l| serde_json::from_str(l).expect("amqp_tool line"))
         .collect()
+}
+
+/// How many messages are ready in `queue` (none consumed).
+pub fn count_at(url: &str, queue: &str) -> u64 {
+    let v: serde_json::Value =
+        serde_json::from_str(tool(&["count", "--url", url, "--queue", queue]).trim())
+            .expect("amqp_tool count");
+    v["messages"].as_u64().expect("messages")
+}
+
+/// A RabbitMQ node of one test's own (scripts/rabbitmq.sh NAME), for tests
+/// that stop and restart it; stopped when dropped.
+pub struct RabbitNode {
+    name: String,
+    url: String,
+}
+
+impl RabbitNode {
+    /// Boots a fresh node named `name` (unique per test run).
+    pub fn start(name: &str) -> Self {
+        let url = script("start", name);
+        Self {
+            name: name.to_string(),
+            url,
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the node (clients see the connection drop); returns how long it took.
+    pub fn stop(&self) -> std::time::Duration {
+        let t0 = Instant::now();
+        script("stop", &self.name);
+        t0.elapsed()
+    }
+
+    /// Starts the stopped node again: same data, same URL; returns how long it took.
+    pub fn resume(&self) -> std::time::Duration {
+        let t0 = Instant::now();
+        let url = script("resume", &self.name);
+        assert_eq!(url, self.url, "resumed node moved");
+        t0.elapsed()
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        let _ = Command::new(super::repo_root().join("scripts/rabbitmq.sh"))
+            .args(["stop", &self.name])
+            .output();
+        // Its data is only for `resume`: one node per test run, nothing to keep.
+        let tools = std::env::var_os("TALLY_TOOLS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| super::repo_root().join(".tools"));
+        let _ = std::fs::remove_dir_all(tools.join("run").join(format!("rabbit-{}", self.name)));
+    }
+}
+
+/// Runs scripts/rabbitmq.sh CMD NAME; returns the URL it prints (if any).
+fn script(cmd: &str, name: &str) -> String {
+    let out = Command::new(super::repo_root().join("scripts/rabbitmq.sh"))
+        .args([cmd, name])
+        .output()
+        .expect("run scripts/rabbitmq.sh");
+    assert!(
+        out.status.success(),
+        "rabbitmq.sh {cmd} {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("TALLY_TEST_AMQP_URL=")
+        .to_string()
 }

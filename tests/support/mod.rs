@@ -19,6 +19,7 @@ pub mod http_receiver;
 pub mod killbill_double;
 pub mod logs;
 pub mod proxy;
+pub mod tls;
 pub mod tls_rig;
 
 use std::ffi::OsStr;

@@ -12,6 +12,7 @@
 //! `message_id`, for consumers to deduplicate in that crash/reconnect window.
 
 mod error;
+mod probe;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +24,7 @@ use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, Exc
 use tokio::sync::Mutex;
 
 pub use error::{AmqpError, Rejection};
+pub use probe::ProbeReport;
 
 use super::envelope::{envelope, idempotency_key};
 use super::secrets::{self, SecretError};
@@ -285,7 +287,8 @@ impl AmqpSink {
         Ok(link)
     }
 
-    async fn connect(&self) -> Result<Link, AmqpError> {
+    /// A connection to the broker (TLS per the URL scheme, `ca_file` trusted).
+    async fn open(&self) -> Result<Connection, AmqpError> {
         // lapin's rustls uses the process default provider; ring is the only one built.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let props = ConnectionProperties::default()
@@ -296,9 +299,13 @@ impl AmqpSink {
             identity: None,
             cert_chain: self.ca_pem.clone(),
         };
-        let conn = Connection::connect_with_config(&self.url, props, tls, runtime)
+        Connection::connect_with_config(&self.url, props, tls, runtime)
             .await
-            .map_err(|e| AmqpError::from_lapin("connect", &e))?;
+            .map_err(|e| AmqpError::from_lapin("connect", &e))
+    }
+
+    async fn connect(&self) -> Result<Link, AmqpError> {
+        let conn = self.open().await?;
         let channel = conn
             .create_channel()
             .await
