@@ -115,10 +115,28 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::from(exit_code_for(&e))
         }
     }
+}
+
+/// The error and its causes, joined by ": ", skipping a cause whose text the
+/// message before it already ends with: many of our typed errors print their
+/// source inline (`"http sink: {0}"`), and anyhow's `{:#}` would repeat it.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn exit_code_for(e: &anyhow::Error) -> u8 {
@@ -165,4 +183,32 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("key_file k.pem: cannot read")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("http sink: {0}")]
+    struct Wrapper(#[from] Inner);
+
+    #[test]
+    fn a_cause_printed_inline_is_not_repeated() {
+        let e = anyhow::Error::new(Wrapper(Inner)).context("tally run");
+        assert_eq!(
+            error_chain(&e),
+            "tally run: http sink: key_file k.pem: cannot read"
+        );
+    }
+
+    #[test]
+    fn a_cause_not_printed_inline_is_kept() {
+        let e = anyhow::Error::new(Inner).context("tally run");
+        assert_eq!(error_chain(&e), "tally run: key_file k.pem: cannot read");
+    }
 }
