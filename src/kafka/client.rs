@@ -124,7 +124,7 @@ impl ClusterClient {
 
     /// Bootstrap brokers first (from a random one, to spread load), then
     /// brokers learnt from metadata.
-    async fn connect_any(&self) -> Result<BrokerConn, KafkaError> {
+    pub(super) async fn connect_any(&self) -> Result<BrokerConn, KafkaError> {
         let cfg = &self.inner.cfg;
         let mut candidates = cfg.brokers.clone();
         if !candidates.is_empty() {
@@ -157,7 +157,7 @@ impl ClusterClient {
         })
     }
 
-    async fn open(&self, addr: &str) -> Result<BrokerConn, KafkaError> {
+    pub(super) async fn open(&self, addr: &str) -> Result<BrokerConn, KafkaError> {
         let cfg = &self.inner.cfg;
         BrokerConn::open(
             &*self.inner.connector,
