@@ -210,3 +210,75 @@ async fn second_member_triggers_a_sticky_rebalance() {
     assert!(stale.code().is_some_and(needs_rejoin), "{stale}");
     a.leave(&gen_a2.member_id).await.expect("a leaves");
 }
+
+/// A member that stops heartbeating (a network cut) fences itself before
+/// the coordinator gives its partitions to the other member, and cannot
+/// commit afterwards.
+#[tokio::test]
+async fn silent_member_is_fenced_before_its_partitions_move() {
+    let topic = format!("tally-group-{:016x}", fastrand::u64(..));
+    let group = format!("tally-g-{:016x}", fastrand::u64(..));
+    kafka_tool(&["create-topic", "--topic", &topic, "--partitions", "8"]);
+    let settings = MemberSettings {
+        timeouts: GroupTimeouts {
+            session: Duration::from_secs(6),
+            rebalance: Duration::from_secs(10),
+        },
+        heartbeat_interval: Duration::from_secs(1),
+    };
+    let mut a = GroupMember::new(client(), &group, vec![topic.clone()], settings);
+    assert_eq!(a.join().await.expect("a joins")[&topic].len(), 8);
+
+    let b_task = {
+        let (group, topic) = (group.clone(), topic.clone());
+        tokio::spawn(async move {
+            let mut b = GroupMember::new(client(), &group, vec![topic], settings);
+            b.join().await?;
+            Ok::<_, crate::kafka::KafkaError>(b)
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "no rebalance for b");
+        match a.heartbeat().await.expect("heartbeat") {
+            Beat::Alive => tokio::time::sleep(settings.heartbeat_interval).await,
+            Beat::Rejoin(_) => break,
+        }
+    }
+    assert_eq!(a.join().await.expect("a rejoins")[&topic].len(), 4);
+    let mut b = b_task.await.expect("b task").expect("b joins");
+    assert_eq!(b.owned()[&topic].len(), 4);
+    assert!(!a.fenced());
+    a.commit(&[(topic.clone(), 0, 5)]).await.expect("a commits");
+
+    // a goes silent; b keeps its session and waits for the rebalance.
+    let silent_from = std::time::Instant::now();
+    let fence_at = a.fence_deadline().expect("a has a deadline");
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        assert!(std::time::Instant::now() < deadline, "a was never expelled");
+        match b.heartbeat().await.expect("heartbeat") {
+            Beat::Alive => tokio::time::sleep(settings.heartbeat_interval).await,
+            Beat::Rejoin(_) => break,
+        }
+    }
+    let owned = b.join().await.expect("b rejoins alone").clone();
+    let moved_at = tokio::time::Instant::now();
+    eprintln!(
+        "a silent for {:?} before its partitions moved to b",
+        silent_from.elapsed()
+    );
+    assert_eq!(owned[&topic].len(), 8);
+    assert!(fence_at < moved_at, "a was still live when b took over");
+    assert!(a.fenced());
+    let refused = a
+        .commit(&[(topic.clone(), 0, 6)])
+        .await
+        .expect_err("a fenced member must not commit");
+    assert!(refused.code().is_some_and(needs_rejoin), "{refused}");
+    match a.heartbeat().await.expect("heartbeat") {
+        Beat::Rejoin(_) => {}
+        Beat::Alive => panic!("an expelled member's heartbeat was accepted"),
+    }
+    b.leave().await.expect("b leaves");
+}

@@ -8,6 +8,7 @@ mod coordinator;
 mod find_coordinator;
 mod heartbeat;
 mod join_group;
+mod member;
 mod offset_commit;
 mod offset_fetch;
 mod sync_group;
@@ -21,3 +22,4 @@ pub use coordinator::{
     Generation, GroupCoordinator, GroupTimeouts, ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS,
     UNKNOWN_MEMBER_ID, needs_rejoin,
 };
+pub use member::{Beat, GroupMember, MemberSettings, MemberView};
