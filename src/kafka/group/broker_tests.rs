@@ -265,8 +265,9 @@ async fn silent_member_is_fenced_before_its_partitions_move() {
     let owned = b.join().await.expect("b rejoins alone").clone();
     let moved_at = tokio::time::Instant::now();
     eprintln!(
-        "a silent for {:?} before its partitions moved to b",
-        silent_from.elapsed()
+        "a silent for {:?} before its partitions moved to b; a fenced itself {:?} before that",
+        silent_from.elapsed(),
+        moved_at.saturating_duration_since(fence_at)
     );
     assert_eq!(owned[&topic].len(), 8);
     assert!(fence_at < moved_at, "a was still live when b took over");
