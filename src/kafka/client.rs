@@ -142,7 +142,7 @@ impl ClusterClient {
 
     /// Bootstrap brokers first (from a random one, to spread load), then
     /// brokers learnt from metadata.
-    async fn connect_any(&self) -> Result<BrokerConn, KafkaError> {
+    pub(super) async fn connect_any(&self) -> Result<BrokerConn, KafkaError> {
         let cfg = &self.inner.cfg;
         let mut candidates = cfg.brokers.clone();
         if !candidates.is_empty() {
@@ -175,7 +175,7 @@ impl ClusterClient {
         })
     }
 
-    async fn open(&self, addr: &str) -> Result<BrokerConn, KafkaError> {
+    pub(super) async fn open(&self, addr: &str) -> Result<BrokerConn, KafkaError> {
         let cfg = &self.inner.cfg;
         BrokerConn::open(
             &*self.inner.connector,

@@ -1,5 +1,6 @@
 //! Kafka client: tally's own consume path (Metadata, ListOffsets, Fetch with
-//! a RecordBatch v2 decoder) and a producer built on rskafka.
+//! a RecordBatch v2 decoder), group membership (`group`) and a producer
+//! built on rskafka.
 //!
 //! The consume path is our own because rskafka 0.6 fails whole fetches on
 //! null header values and control batches and cannot filter aborted
@@ -10,6 +11,7 @@ mod compression;
 mod conn;
 mod error;
 mod fetch;
+pub mod group;
 mod list_offsets;
 mod metadata;
 mod produce;

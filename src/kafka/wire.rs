@@ -159,7 +159,7 @@ pub struct Writer {
     pub buf: Vec<u8>,
 }
 
-// Some encoders are only used by tests today (and by SASL/group APIs later).
+// Some encoders are only used by tests today (and by SASL later).
 #[cfg_attr(not(test), allow(dead_code))]
 impl Writer {
     pub fn new() -> Self {
@@ -199,6 +199,14 @@ impl Writer {
             Some(s) => self.string(s),
             None => self.i16(-1),
         }
+    }
+    /// BYTES / NULLABLE_BYTES with an int32 length.
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.i32(b.len().min(i32::MAX as usize) as i32);
+        self.raw(b)
+    }
+    pub fn null_bytes(&mut self) -> &mut Self {
+        self.i32(-1)
     }
     pub fn array_len(&mut self, n: usize) -> &mut Self {
         self.i32(n as i32)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::backoff::Backoff;
@@ -36,6 +37,8 @@ pub(super) struct Fetcher {
     pub partition: i32,
     pub on_out_of_range: OutOfRangePolicy,
     pub metrics: PartitionMetrics,
+    /// This partition's stop signal (shutdown, or the partition revoked).
+    pub stop: CancellationToken,
 }
 
 /// How often a blocked fetcher asks for the high watermark.
@@ -43,7 +46,7 @@ const WATERMARK_PROBE: Duration = Duration::from_secs(5);
 
 impl Fetcher {
     pub async fn run(mut self, mut offset: i64, tx: mpsc::Sender<Fetched>) {
-        let cancel = self.shared.cancel.clone();
+        let cancel = self.stop.clone();
         let kafka = self.shared.kafka.clone();
         let mut backoff = Backoff::new(
             self.shared.pipeline.retry_initial,
@@ -114,7 +117,7 @@ impl Fetcher {
         batch: Fetched,
         offset: i64,
     ) -> bool {
-        let cancel = self.shared.cancel.clone();
+        let cancel = self.stop.clone();
         let permit = loop {
             tokio::select! {
                 _ = cancel.cancelled() => return false,
@@ -157,6 +160,7 @@ impl Fetcher {
         };
         let new_offset = resolve_position(
             &self.shared,
+            &self.stop,
             &mut self.consumer,
             spec,
             &self.topic,
@@ -179,6 +183,7 @@ impl Fetcher {
 /// fetch's watermark is what the consumer would see anyway.
 pub(super) async fn resolve_position(
     shared: &Shared,
+    stop: &CancellationToken,
     consumer: &mut PartitionConsumer,
     spec: StartPosition,
     topic: &str,
@@ -205,7 +210,7 @@ pub(super) async fn resolve_position(
             }
         };
         let result = tokio::select! {
-            _ = shared.cancel.cancelled() => return None,
+            _ = stop.cancelled() => return None,
             r = attempt => r,
         };
         match result {
@@ -214,7 +219,7 @@ pub(super) async fn resolve_position(
                 let delay = backoff.next_delay();
                 tracing::warn!(topic, partition, retry_in = ?delay, "cannot resolve {spec:?} offset: {e}");
                 tokio::select! {
-                    _ = shared.cancel.cancelled() => return None,
+                    _ = stop.cancelled() => return None,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }

@@ -277,6 +277,7 @@ async fn assign_loop(
                                     route: Arc::clone(ctx),
                                     topic: Arc::from(topic.as_str()),
                                     partition,
+                                    stop: shared.cancel.child_token(),
                                 };
                                 workers.spawn(async move {
                                     worker.run().await;

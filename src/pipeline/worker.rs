@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
 use super::classify::{FailureClass, classify_decode, classify_sink};
@@ -32,6 +33,9 @@ pub(super) struct PartitionWorker {
     pub route: Arc<RouteCtx>,
     pub topic: Arc<str>,
     pub partition: i32,
+    /// Stops this partition only: a child of the shutdown token, so that
+    /// one partition can be stopped (revoked) while the others run on.
+    pub stop: CancellationToken,
 }
 
 /// A decoded record waiting to be resolved.
@@ -67,12 +71,13 @@ impl PartitionWorker {
             partition: self.partition,
             on_out_of_range: self.route.route.on_out_of_range,
             metrics: self.live.metrics.clone(),
+            stop: self.stop.clone(),
         };
         let fetch_task = tokio::spawn(fetcher.run(start, tx));
         loop {
             let batch = tokio::select! {
                 biased;
-                _ = shared.cancel.cancelled() => break,
+                _ = self.stop.cancelled() => break,
                 b = rx.recv() => match b { Some(b) => b, None => break },
             };
             if let Delivery::Abandoned = self.resolve_batch(batch).await {
@@ -104,6 +109,7 @@ impl PartitionWorker {
         }
         let offset = resolve_position(
             &self.shared,
+            &self.stop,
             consumer,
             self.route.route.start,
             &self.topic,
@@ -329,11 +335,11 @@ impl PartitionWorker {
                     partition = self.partition, records = remaining.len(), class = class.as_str(),
                     attempt = attempts, retry_in = ?delay, "delivery failed: {reason}"
                 );
-                if self.shared.cancel.is_cancelled() {
+                if self.stop.is_cancelled() {
                     return None;
                 }
                 tokio::select! {
-                    _ = self.shared.cancel.cancelled() => return None,
+                    _ = self.stop.cancelled() => return None,
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
@@ -403,7 +409,7 @@ impl PartitionWorker {
                         "{e}; progress halted until the store accepts writes"
                     );
                     tokio::select! {
-                        _ = self.shared.cancel.cancelled() => return false,
+                        _ = self.stop.cancelled() => return false,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }

@@ -621,6 +621,35 @@ def cmd_watermarks(args):
     return 0
 
 
+def cmd_group(args):
+    """A group as standard tooling sees it: members with their assigned
+    partitions (decoded by librdkafka from the consumer-protocol bytes) and
+    committed offsets."""
+    ck()
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(base_conf(args))
+    desc = admin.describe_consumer_groups([args.group], request_timeout=args.timeout)[args.group].result(args.timeout)
+    members = []
+    for m in desc.members:
+        assigned = {}
+        for tp in (m.assignment.topic_partitions if m.assignment else []):
+            assigned.setdefault(tp.topic, []).append(tp.partition)
+        members.append({"member_id": m.member_id, "assigned": {t: sorted(ps) for t, ps in assigned.items()}})
+    committed = {}
+    if args.topic:
+        nparts = args.partitions or partition_count(args, args.topic)
+        c = Consumer(base_conf(args, **{"group.id": args.group, "enable.auto.commit": False}))
+        try:
+            res = c.committed([TopicPartition(args.topic, p) for p in range(nparts)], timeout=args.timeout)
+            committed = {str(tp.partition): tp.offset for tp in res}
+        finally:
+            c.close()
+    out({"group": args.group, "state": str(desc.state), "protocol": desc.partition_assignor, "members": members, "committed": committed})
+    return 0
+
+
 # --------------------------------------------------------------------------
 # Kill Bill usage event generator
 
@@ -864,6 +893,12 @@ def main(argv=None):
     p.add_argument("--topic", required=True)
     p.add_argument("--partitions", type=int, default=None)
     p.set_defaults(fn=cmd_watermarks)
+
+    p = with_broker(sub.add_parser("group", help="describe a consumer group: members, assignments, committed offsets"), 10.0)
+    p.add_argument("--group", required=True)
+    p.add_argument("--topic", default=None, help="also read the group's committed offsets for this topic")
+    p.add_argument("--partitions", type=int, default=None)
+    p.set_defaults(fn=cmd_group)
 
     p = sub.add_parser("gen-usage", help="generate Kill Bill usage events (JSON lines on stdout)")
     p.add_argument("--count", type=int, required=True, help="lines in total, duplicates included")
