@@ -243,3 +243,56 @@ fn oversized_and_schema_registry_framed_records() {
     );
     assert_eq!(count_lines(&out), 4);
 }
+
+#[test]
+fn records_failing_the_route_schema_are_dead_lettered_with_path_and_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique_topic("e2e-dlq-schema");
+    create_topic(&topic, 1);
+    let good = gen_usage(3, 0.0, 1, 47);
+    // Both decode as Kill Bill usage (extra fields are allowed) but break
+    // the shipped schema: `subscriptionId` must be a string.
+    let with_numeric_subscription_id =
+        |event: &str| event.replacen('{', "{\"subscriptionId\":42,", 1);
+    let bad = with_numeric_subscription_id(&gen_usage(1, 0.0, 1, 48)[0]);
+    let mut framed_bad = vec![0u8, 0, 0, 0, 5];
+    framed_bad
+        .extend_from_slice(with_numeric_subscription_id(&gen_usage(1, 0.0, 1, 49)[0]).as_bytes());
+    produce_raw(&topic, good[0].as_bytes(), None);
+    produce_raw(&topic, bad.as_bytes(), None);
+    produce_raw(&topic, good[1].as_bytes(), None);
+    produce_raw(&topic, &framed_bad, None);
+    produce_raw(&topic, good[2].as_bytes(), None);
+    let schema =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/schemas/killbill-usage.schema.json");
+    let route_extra = format!("schema = {:?}\n", schema.display().to_string());
+    let config = write_file_sink_config(d, &[&topic], "killbill-usage", &route_extra, "");
+    let cfg = config.to_str().unwrap();
+    let out = d.join("delivered.jsonl");
+    let mut daemon = TallyProcess::spawn_in(d, &["run", "--config", cfg], &[]);
+    wait_for(
+        "3 good records delivered, 2 dead-lettered",
+        Duration::from_secs(90),
+        || {
+            assert!(daemon.is_running(), "tally exited:\n{}", daemon.stderr());
+            count_lines(&out) >= 3 && daemon.stderr().matches("kept in dead letters").count() >= 2
+        },
+    );
+    let status = daemon.terminate_and_wait(Duration::from_secs(45));
+    assert!(status.success(), "{}", daemon.stderr());
+    assert_eq!(count_lines(&out), 3);
+
+    let dl = letters(d, cfg);
+    assert_eq!(dl.len(), 2, "{dl:?}");
+    for (letter, offset) in dl.iter().zip([1, 3]) {
+        let reason = letter["reason"].as_str().unwrap();
+        assert_eq!(letter["offset"], offset, "{letter}");
+        assert!(
+            reason.contains("fails the route's JSON Schema at /subscriptionId (rule `type`)"),
+            "{reason}"
+        );
+    }
+    let framed_reason = dl[1]["reason"].as_str().unwrap();
+    assert!(framed_reason.contains("schema id 5"), "{framed_reason}");
+}

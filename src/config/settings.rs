@@ -148,6 +148,9 @@ pub struct Route {
     /// A record value larger than this is dead-lettered before any parsing
     /// (a JSON parser's time and memory grow with the input).
     pub max_record_bytes: usize,
+    /// Optional JSON Schema (`schema = "path"`), compiled at load time so a
+    /// bad file fails `tally check`, not the first record.
+    pub schema: Option<crate::format::RecordSchema>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -585,9 +588,21 @@ fn validate_routes(
                 r.max_record_bytes,
                 default_max_record_bytes,
             )?,
+            schema: r
+                .schema
+                .map(|p| route_schema(&key("schema"), &p))
+                .transpose()?,
         });
     }
     Ok(routes)
+}
+
+fn route_schema(key: &str, path: &str) -> Result<crate::format::RecordSchema, ConfigError> {
+    if path.trim().is_empty() {
+        return Err(ConfigError::invalid(key, "must not be empty"));
+    }
+    crate::format::RecordSchema::load(Path::new(path))
+        .map_err(|e| ConfigError::invalid(key, e.to_string()))
 }
 
 fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
@@ -684,6 +699,39 @@ path = "./out.jsonl"
         ));
         assert_eq!(s.routes[0].dedupe, DedupeSource::Format);
         assert_eq!(s.routes[0].start, StartPosition::Earliest);
+    }
+
+    #[test]
+    fn route_schema_is_compiled_at_load_and_errors_name_the_key() {
+        let shipped = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/data/schemas/killbill-usage.schema.json"
+        );
+        let text = MINIMAL.replace(
+            "sink = \"file\"",
+            &format!("sink = \"file\"\nschema = {shipped:?}"),
+        );
+        let s = load(&text).unwrap();
+        assert!(s.routes[0].schema.is_some());
+        let text = MINIMAL.replace(
+            "sink = \"file\"",
+            "sink = \"file\"\nschema = \"/no/such/schema.json\"",
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("routes[0].schema"), "{err}");
+        assert!(err.contains("/no/such/schema.json"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, r#"{"type": 5}"#).unwrap();
+        let text = MINIMAL.replace(
+            "sink = \"file\"",
+            &format!("sink = \"file\"\nschema = {:?}", bad.display().to_string()),
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("routes[0].schema") && err.contains("not a valid JSON Schema"),
+            "{err}"
+        );
     }
 
     #[test]
