@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
 use committer::Committer;
-use inflight::InFlight;
+pub use inflight::InFlight;
 use worker::PartitionWorker;
 
 pub use live::{Live, PartitionState, PartitionView, Readiness};
@@ -69,7 +69,8 @@ pub(crate) struct RouteCtx {
 pub(crate) struct Shared {
     pub store: Arc<Store>,
     pub committer: Committer,
-    pub inflight: InFlight,
+    /// Shared with `Live`, so an admin-API replay reserves keys like a worker.
+    pub inflight: Arc<InFlight>,
     pub client: ClusterClient,
     pub pipeline: PipelineSettings,
     pub kafka: KafkaSettings,
@@ -162,7 +163,7 @@ pub async fn run(
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
         committer,
-        inflight: InFlight::default(),
+        inflight: Arc::clone(&live.inflight),
         client: ClusterClient::new(kafka_config(&settings.kafka)),
         pipeline: settings.pipeline.clone(),
         kafka: settings.kafka.clone(),
