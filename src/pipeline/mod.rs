@@ -50,6 +50,11 @@ pub enum PipelineError {
     Sink(#[from] SinkSetupError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(
+        "stopped because the store could not commit: {0}. Work delivered after the last \
+         commit is re-sent on the next start and absorbed by the sink's idempotency key"
+    )]
+    StoreFailed(String),
     #[error("background task failed: {0}")]
     Task(String),
 }
@@ -77,9 +82,24 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
     pub live: Arc<Live>,
     failed_partitions: AtomicU64,
+    /// Set by the first failed store commit; the daemon then stops with it.
+    store_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
+    /// The store could not record resolved work: stop everything (see
+    /// `classify_store`). The first failure is the one reported.
+    pub fn store_failed(&self, message: String) {
+        let mut slot = self.store_failure.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            tracing::error!(
+                "{message}; stopping: nothing more is delivered until the store can write"
+            );
+            *slot = Some(message);
+        }
+        self.cancel.cancel();
+    }
+
     pub fn failed_partition(&self) {
         self.failed_partitions.fetch_add(1, Ordering::Relaxed);
     }
@@ -170,6 +190,7 @@ pub async fn run(
         cancel: cancel.clone(),
         live: Arc::clone(&live),
         failed_partitions: AtomicU64::new(0),
+        store_failure: std::sync::Mutex::new(None),
     });
     let housekeeping = tokio::spawn(housekeeping::run(
         Arc::clone(&live),
@@ -194,6 +215,11 @@ pub async fn run(
         while workers.join_next().await.is_some() {}
     }
     let failed_partitions = shared.failed_partitions.load(Ordering::Relaxed);
+    let store_failure = shared
+        .store_failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     drop(shared); // last committer handle goes with it
     let _ = commit_task.await;
     let _ = housekeeping.await;
@@ -201,6 +227,9 @@ pub async fn run(
         admin.stop().await;
     }
     drop(live);
+    if let Some(message) = store_failure {
+        return Err(PipelineError::StoreFailed(message));
+    }
     tokio::task::spawn_blocking(move || store.flush())
         .await
         .map_err(|e| PipelineError::Task(e.to_string()))??;
