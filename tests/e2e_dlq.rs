@@ -415,3 +415,67 @@ fn replay_and_purge_through_a_running_daemon() {
         .collect();
     assert_eq!(keys, ["g1", "a-b1", "a-b2", "a-g4"], "{lines:?}");
 }
+
+/// `dead_letter_topic`: each dead letter is also produced to Kafka with its
+/// original key and value and `tally.dlq.*` headers, read back here with
+/// confluent-kafka (an independent client).
+#[test]
+fn dead_letters_are_produced_to_the_route_dead_letter_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let topic = unique_topic("e2e-dlq-src");
+    let dlq = unique_topic("e2e-dlq-topic");
+    create_topic(&topic, 1);
+    create_topic(&dlq, 1);
+    let mut framed = vec![0u8, 0, 0, 0, 9];
+    framed.extend_from_slice(b"\xffnot json");
+    produce_raw(&topic, br#"{"id":"g1"}"#, None);
+    produce_raw(&topic, br#"{"noId":1}"#, Some("k-1"));
+    produce_raw(&topic, &framed, None);
+    produce_raw(&topic, br#"{"id":"g2"}"#, None);
+    let route_extra = format!("dedupe = \"/id\"\ndead_letter_topic = {dlq:?}\n");
+    let config = write_file_sink_config(d, &[&topic], "json", &route_extra, "");
+    let cfg = config.to_str().unwrap();
+    let out = d.join("delivered.jsonl");
+    let mut daemon = TallyProcess::spawn_in(d, &["run", "--config", cfg], &[]);
+    wait_for(
+        "2 delivered, 2 dead-lettered",
+        Duration::from_secs(90),
+        || {
+            assert!(daemon.is_running(), "tally exited:\n{}", daemon.stderr());
+            count_lines(&out) >= 2 && daemon.stderr().matches("kept in dead letters").count() >= 2
+        },
+    );
+    assert!(daemon.terminate_and_wait(Duration::from_secs(45)).success());
+
+    let got = consume_records(&dlq, 1, 2, Duration::from_secs(30));
+    let records = got["records"].as_array().cloned().unwrap_or_default();
+    assert_eq!(records.len(), 2, "{got}");
+    let header = |r: &Value, name: &str| -> Option<String> {
+        r["headers"]
+            .as_array()?
+            .iter()
+            .find(|h| h[0] == name)
+            .and_then(|h| h[1].as_str().map(str::to_string))
+    };
+    let first = &records[0];
+    assert_eq!(first["key"], "k-1");
+    assert_eq!(first["value"], r#"{"noId":1}"#);
+    assert_eq!(
+        header(first, "tally.dlq.topic").as_deref(),
+        Some(topic.as_str())
+    );
+    assert_eq!(header(first, "tally.dlq.partition").as_deref(), Some("0"));
+    assert_eq!(header(first, "tally.dlq.offset").as_deref(), Some("1"));
+    assert_eq!(header(first, "tally.dlq.class").as_deref(), Some("decode"));
+    assert_eq!(header(first, "tally.dlq.route").as_deref(), Some("main"));
+    let reason = header(first, "tally.dlq.reason").unwrap_or_default();
+    assert!(reason.contains("no value at /id"), "{reason}");
+    let second = &records[1];
+    assert_eq!(header(second, "tally.dlq.offset").as_deref(), Some("2"));
+    assert_eq!(header(second, "tally.dlq.schema.id").as_deref(), Some("9"));
+    // The store has the same two, with the same reasons.
+    let stored = letters(d, cfg);
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[0]["reason"].as_str(), Some(reason.as_str()));
+}

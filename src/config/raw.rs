@@ -79,6 +79,8 @@ pub struct RawRoute {
     pub max_record_bytes: Option<usize>,
     /// Path of a JSON Schema file every record of the route must satisfy.
     pub schema: Option<String>,
+    /// Also produce every dead letter of the route to this Kafka topic.
+    pub dead_letter_topic: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -151,6 +151,8 @@ pub struct Route {
     /// Optional JSON Schema (`schema = "path"`), compiled at load time so a
     /// bad file fails `tally check`, not the first record.
     pub schema: Option<crate::format::RecordSchema>,
+    /// Dead letters are also produced here (before their store commit).
+    pub dead_letter_topic: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -575,6 +577,23 @@ fn validate_routes(
                 ));
             }
         };
+        let dead_letter_topic = match r.dead_letter_topic {
+            Some(t) if t.trim().is_empty() => {
+                return Err(ConfigError::invalid(
+                    key("dead_letter_topic"),
+                    "must not be empty",
+                ));
+            }
+            Some(t) if r.topics.contains(&t) => {
+                return Err(ConfigError::invalid(
+                    key("dead_letter_topic"),
+                    format!(
+                        "\"{t}\" is one of the route's own topics: its dead letters would be consumed again"
+                    ),
+                ));
+            }
+            t => t,
+        };
         routes.push(Route {
             name: r.name,
             topics: r.topics,
@@ -588,6 +607,7 @@ fn validate_routes(
                 r.max_record_bytes,
                 default_max_record_bytes,
             )?,
+            dead_letter_topic,
             schema: r
                 .schema
                 .map(|p| route_schema(&key("schema"), &p))
@@ -732,6 +752,28 @@ path = "./out.jsonl"
             err.contains("routes[0].schema") && err.contains("not a valid JSON Schema"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn dead_letter_topic_must_not_be_a_source_topic() {
+        let with = |t: &str| {
+            MINIMAL.replace(
+                "sink = \"file\"",
+                &format!("sink = \"file\"\ndead_letter_topic = {t:?}"),
+            )
+        };
+        let s = load(&with("billing.dead-letter")).unwrap();
+        assert_eq!(
+            s.routes[0].dead_letter_topic.as_deref(),
+            Some("billing.dead-letter")
+        );
+        let err = load(&with("stream.usagemetrics")).unwrap_err().to_string();
+        assert!(
+            err.contains("routes[0].dead_letter_topic") && err.contains("own topics"),
+            "{err}"
+        );
+        let err = load(&with(" ")).unwrap_err().to_string();
+        assert!(err.contains("routes[0].dead_letter_topic"), "{err}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use crate::config::{DEFAULT_MAX_RECORD_BYTES, DedupeSource, FormatKind, Route};
 
 pub use decimal::Decimal;
+pub use frame::schema_id as framed_schema_id;
 pub use killbill_usage::{UnitUsage, UsageEvent, UsageRecord};
 pub use record_date::parse_record_date;
 pub use schema::{RecordSchema, SchemaLoadError};

@@ -9,6 +9,7 @@
 mod backoff;
 pub mod classify;
 mod committer;
+mod dlq_topic;
 mod fetcher;
 mod housekeeping;
 mod inflight;
@@ -82,6 +83,8 @@ pub(crate) struct Shared {
     pub cancel: CancellationToken,
     pub live: Arc<Live>,
     failed_partitions: AtomicU64,
+    /// For routes with a `dead_letter_topic`.
+    pub dead_letter_producer: dlq_topic::DeadLetterProducer,
     /// Set by the first failed store commit; the daemon then stops with it.
     store_failure: std::sync::Mutex<Option<String>>,
 }
@@ -191,6 +194,7 @@ pub async fn run(
         live: Arc::clone(&live),
         failed_partitions: AtomicU64::new(0),
         store_failure: std::sync::Mutex::new(None),
+        dead_letter_producer: dlq_topic::DeadLetterProducer::default(),
     });
     let housekeeping = tokio::spawn(housekeeping::run(
         Arc::clone(&live),

@@ -237,6 +237,18 @@ impl PartitionWorker {
                 dead_letters: std::mem::take(&mut dead),
                 ..batch
             };
+            // The DLQ topic first: a crash before the commit duplicates a
+            // DLQ-topic record on restart, never loses one.
+            if let Some(topic) = &self.route.route.dead_letter_topic
+                && !self
+                    .shared
+                    .dead_letter_producer
+                    .publish(&self.shared, topic, &batch.dead_letters)
+                    .await
+            {
+                self.shared.inflight.release(reserved);
+                return Delivery::Abandoned;
+            }
             let committed = self.commit_or_stop(batch).await;
             self.shared.inflight.release(reserved);
             if !committed {
