@@ -151,4 +151,51 @@ mod tests {
             ("/unitUsageRecords/0/unitType", "minLength")
         );
     }
+
+    /// Every `good` row of data/bad/README.md also passes the shipped schema
+    /// (through the whole decoder, frames included): the schema adds rules,
+    /// it does not contradict the format.
+    #[test]
+    fn corpus_good_records_pass_the_shipped_schema() {
+        use crate::config::{DedupeSource, FormatKind};
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let s = RecordSchema::load(&root.join("data/schemas/killbill-usage.schema.json")).unwrap();
+        let decoder = super::super::Decoder::new(FormatKind::KillbillUsage, DedupeSource::Format)
+            .with_schema(Some(s));
+        let table = std::fs::read_to_string(root.join("data/bad/README.md")).unwrap();
+        let good: Vec<&str> = table
+            .lines()
+            .filter(|l| l.contains("| good |"))
+            .filter_map(|l| l.split('`').nth(1))
+            .collect();
+        assert!(good.len() >= 9, "{good:?}");
+        for file in good {
+            let bytes =
+                bytes::Bytes::from(std::fs::read(root.join("data/bad").join(file)).unwrap());
+            if let Err(e) = decoder.decode(None, Some(&bytes)) {
+                panic!("{file}: {e}");
+            }
+        }
+    }
+
+    /// The README's recipe for refusing negative amounts, and the reason it gives.
+    #[test]
+    fn negative_amounts_can_be_refused_by_a_stricter_copy() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let shipped =
+            std::fs::read_to_string(root.join("data/schemas/killbill-usage.schema.json")).unwrap();
+        let strict = shipped.replace(
+            r#"{ "type": "number" }"#,
+            r#"{ "type": "number", "minimum": 0 }"#,
+        );
+        assert_ne!(strict, shipped);
+        let s = schema(&strict);
+        let neg = std::fs::read(root.join("data/bad/negative-amount.json")).unwrap();
+        let e = s.check(&neg).unwrap_err().to_string();
+        assert!(
+            e.contains("/unitUsageRecords/0/usageRecords/0/amount"),
+            "{e}"
+        );
+        eprintln!("{e}");
+    }
 }
