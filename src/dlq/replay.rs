@@ -151,6 +151,12 @@ pub async fn replay_with(
                 );
                 continue;
             }
+            // Checked again once reserved: a partition may have committed
+            // the key between the first check and the reservation.
+            if store.contains(dg) {
+                outcomes.insert(*seq, ReplayOutcome::Duplicate);
+                continue;
+            }
             holders.insert(dg, *seq);
         }
         let out = Outgoing {
