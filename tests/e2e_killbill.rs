@@ -709,3 +709,127 @@ fn unmapped_tenant_is_replayed_once_after_the_config_maps_it() {
     assert_eq!(summary_field(&log, "delivered"), 0);
     assert_exactly(&double, &events);
 }
+
+/// Unmounts the test's tmpfs however the test ends.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// A `size`-byte tmpfs at `dir`, or why it cannot be had here.
+    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Tmpfs(dir.to_path_buf()))
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fill the filesystem holding `dir` with one file until the write fails
+/// with ENOSPC; returns its path.
+fn fill_disk(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("create filler");
+    let chunk = vec![0xA5u8; 4096];
+    loop {
+        match f.write_all(&chunk) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    let _ = f.sync_all();
+    path
+}
+
+#[test]
+fn store_disk_full_stops_tally_and_a_restart_delivers_every_record_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = dir.path().join("state");
+    let _tmpfs = match Tmpfs::mount(&state, "8m") {
+        Ok(t) => t,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED store_disk_full test: cannot mount a tmpfs here ({why}); needs root"
+            );
+            return;
+        }
+    };
+    let topic = unique_topic("kb-disk-full");
+    create_topic(&topic, 2);
+    let lines = gen_usage(3000, 0.0, 2, 61);
+    let events: Vec<Expected> = lines.iter().map(|l| expected(l)).collect();
+    let double = KillbillDouble::with_tenants(&[T0, T1]);
+    register(&double, &events, &[T0, T1], &[]);
+    let (config, envs) = write_config(
+        dir.path(),
+        &double,
+        &[T0, T1],
+        &[RouteSpec {
+            name: "usage",
+            topics: vec![&topic],
+            sink: "killbill",
+        }],
+        "",
+        "\n[pipeline]\nmax_batch_records = 16\n",
+    );
+
+    let (first, rest) = lines.split_at(300);
+    produce_jsonl(&topic, first, Some("/trackingId"));
+    let mut tally = spawn(dir.path(), &config, &envs);
+    wait_accepted(&double, &mut tally, first.len(), Duration::from_secs(90));
+
+    let filler = fill_disk(&state);
+    produce_jsonl(&topic, rest, Some("/trackingId"));
+    let stopped = wait_until(Duration::from_secs(90), || !tally.is_running());
+    assert!(
+        stopped,
+        "tally kept running on a full store disk:\n{}",
+        tail(&tally.stderr())
+    );
+    let status = tally.terminate_and_wait(EXIT_TIMEOUT);
+    let log = plain_log(&tally.stderr());
+    assert!(!status.success(), "exit {status:?}:\n{}", tail(&log));
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("ENOSPC"))
+        .unwrap_or_default();
+    assert!(
+        log.contains("ENOSPC") && log.contains(&state.display().to_string()),
+        "the error must name the store and ENOSPC:\n{}",
+        tail(&log)
+    );
+    eprintln!(
+        "disk full: tally exited {status:?} with {} of {} records in Kill Bill; last error line: {last}",
+        double.accepted(),
+        lines.len()
+    );
+
+    std::fs::remove_file(&filler).expect("free the disk");
+    let mut tally = spawn(dir.path(), &config, &envs);
+    wait_accepted(&double, &mut tally, lines.len(), Duration::from_secs(120));
+    stop(&mut tally);
+    assert_exactly(&double, &events);
+    assert_fully_committed(dir.path(), &config);
+    eprintln!(
+        "after restart: {} records, each accepted once; {} re-sends answered 'already exists'",
+        double.accepted(),
+        double.duplicate_posts()
+    );
+}

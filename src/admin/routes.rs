@@ -55,6 +55,8 @@ pub(super) fn router(state: Arc<AdminState>) -> Router {
         .route("/v1/ids/prune", post(id_prune))
         .route("/v1/ids/{route}/{*key}", get(id_lookup))
         .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/dead-letters/replay", post(dead_letter_replay))
+        .route("/v1/dead-letters/purge", post(dead_letter_purge))
         .route("/v1/dead-letters/{id}", get(dead_letter))
         .route("/v1/topics/{topic}/records", post(publish))
         .with_state(state)
@@ -301,6 +303,96 @@ async fn dead_letter(State(st): S, Path(id): Path<u64>) -> ApiResult<axum::Json<
             format!("no dead letter with id {id}"),
         )),
     }
+}
+
+/// Which dead letters a replay or purge acts on (the CLI's arguments).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterSelection {
+    id: Option<u64>,
+    #[serde(default)]
+    all: bool,
+    route: Option<String>,
+    /// Purge only: a duration like "30d".
+    older_than: Option<String>,
+}
+
+impl DeadLetterSelection {
+    fn parse(body: &[u8]) -> ApiResult<Self> {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body must be JSON like {{\"id\": 7}} or {{\"all\": true, \"route\": \"usage\"}}: {e}"
+                ),
+            )
+        })
+    }
+}
+
+impl From<crate::dlq::SelectError> for ApiError {
+    fn from(e: crate::dlq::SelectError) -> Self {
+        match e {
+            crate::dlq::SelectError::NotFound(_) => ApiError(StatusCode::NOT_FOUND, e.to_string()),
+            crate::dlq::SelectError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Replay through the daemon's own routes: the workers' decoders and sinks,
+/// the same dedupe index, and their in-flight key set (a key a partition
+/// is sending is not sent twice).
+async fn dead_letter_replay(
+    State(st): S,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<axum::Json<Value>> {
+    require_token(&st, &headers)?;
+    let sel = DeadLetterSelection::parse(&body)?;
+    if sel.id.is_none() != sel.all || sel.older_than.is_some() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "give either \"id\" or \"all\": true (and optionally \"route\")".into(),
+        ));
+    }
+    let store = Arc::clone(&st.live.store);
+    let letters = tokio::task::spawn_blocking(move || {
+        crate::dlq::select(&store, sel.id, sel.route.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    let routes = st.live.replay_routes();
+    let summary =
+        crate::dlq::replay_with(&routes, &st.live.store, letters, Some(&st.live.inflight)).await?;
+    Ok(axum::Json(views::replay_summary(&summary)))
+}
+
+async fn dead_letter_purge(
+    State(st): S,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<axum::Json<Value>> {
+    require_token(&st, &headers)?;
+    let sel = DeadLetterSelection::parse(&body)?;
+    let older_than = sel
+        .older_than
+        .as_deref()
+        .map(humantime::parse_duration)
+        .transpose()
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("older_than: {e}")))?;
+    if sel.id.is_none() == older_than.is_none() || sel.all {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "give either \"id\" or \"older_than\" (and optionally \"route\")".into(),
+        ));
+    }
+    let store = Arc::clone(&st.live.store);
+    let purged = tokio::task::spawn_blocking(move || {
+        crate::dlq::purge(&store, sel.id, older_than, sel.route.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    Ok(axum::Json(json!({ "purged": purged })))
 }
 
 #[derive(Deserialize)]

@@ -235,3 +235,26 @@ pub fn dead_letter_list(
         .map(|(id, d)| dead_letter(id, &d, false))
         .collect())
 }
+
+/// A replay's outcome per dead letter plus totals, as the admin API answers
+/// and `tally dlq replay` prints.
+pub fn replay_summary(summary: &crate::dlq::ReplaySummary) -> Value {
+    use crate::dlq::ReplayOutcome;
+    let outcomes: Vec<Value> = summary
+        .outcomes
+        .iter()
+        .map(|(id, o)| match o {
+            ReplayOutcome::Replayed => json!({ "id": id, "outcome": "replayed" }),
+            ReplayOutcome::Duplicate => json!({ "id": id, "outcome": "duplicate" }),
+            ReplayOutcome::StillFailing { class, reason } => {
+                json!({ "id": id, "outcome": "still_failing", "class": class, "reason": reason })
+            }
+        })
+        .collect();
+    json!({
+        "outcomes": outcomes,
+        "replayed": summary.replayed(),
+        "duplicate": summary.duplicates(),
+        "still_failing": summary.still_failing(),
+    })
+}

@@ -60,6 +60,20 @@ pub(crate) fn daemon_get<T: DeserializeOwned>(
     serde_json::from_slice(&bytes).with_context(|| format!("admin API {path}: unexpected answer"))
 }
 
+/// POST a JSON body to the daemon (a token-protected endpoint), JSON back.
+pub(crate) fn daemon_post<T: DeserializeOwned>(
+    client: &AdminClient,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<T> {
+    let rt = super::runtime()?;
+    let body = axum::body::Bytes::from(body.to_string());
+    let bytes = rt.block_on(client.post(path, body)).with_context(|| {
+        format!("the store is locked by the running daemon; asked its admin API ({path})")
+    })?;
+    serde_json::from_slice(&bytes).with_context(|| format!("admin API {path}: unexpected answer"))
+}
+
 /// `?name=value` pairs, percent-encoded; `None` values are left out.
 pub(crate) fn query(pairs: &[(&str, Option<&str>)]) -> String {
     let parts: Vec<String> = pairs

@@ -3,15 +3,14 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::access::{self, Access};
 use super::{exit, load, runtime};
-use crate::admin::views;
+use crate::admin::{AdminClient, views};
 use crate::config::Settings;
-use crate::dlq::ReplayOutcome;
 use crate::pipeline::store_config;
-use crate::store::{DeadLetter, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, clap::Args)]
 pub struct DlqArgs {
@@ -42,8 +41,9 @@ enum DlqCommand {
         id: u64,
     },
     /// Run dead letters through their route again with the current config
-    /// (decoder, dedupe, sink). Needs the daemon stopped. Exits 1 if any
-    /// still fail (they stay, with attempts + 1 and the new reason).
+    /// (decoder, dedupe, sink). On a running daemon, through its admin API
+    /// (needs `[admin]` with a token). Exits 1 if any still fail (they stay,
+    /// with attempts + 1 and the new reason).
     Replay {
         #[arg(long, short = 'c', env = "TALLY_CONFIG")]
         config: std::path::PathBuf,
@@ -57,7 +57,7 @@ enum DlqCommand {
         #[arg(long)]
         route: Option<String>,
     },
-    /// Delete dead letters for good. Needs the daemon stopped.
+    /// Delete dead letters for good (through the admin API on a running daemon).
     Purge {
         #[arg(long, short = 'c', env = "TALLY_CONFIG")]
         config: std::path::PathBuf,
@@ -162,28 +162,41 @@ fn replay(
     route: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let settings = load(config)?;
-    let store = open_exclusive(&settings, "replay")?;
-    let letters = select(&store, id, route)?;
-    let rt = runtime()?;
-    let summary = rt
-        .block_on(crate::dlq::replay(&settings, &store, letters))
-        .context("dlq replay")?;
-    for (id, outcome) in &summary.outcomes {
-        match outcome {
-            ReplayOutcome::Replayed => println!("{id:>6}  replayed"),
-            ReplayOutcome::Duplicate => println!("{id:>6}  duplicate (already delivered)"),
-            ReplayOutcome::StillFailing { class, reason } => {
-                println!("{id:>6}  still failing ({class}): {reason}")
-            }
+    let summary = match open_for_write(&settings, "replay")? {
+        Access::Store(store) => {
+            let letters = crate::dlq::select(&store, id, route)?;
+            let rt = runtime()?;
+            let summary = rt
+                .block_on(crate::dlq::replay(&settings, &store, letters))
+                .context("dlq replay")?;
+            views::replay_summary(&summary)
+        }
+        Access::Daemon(client) => access::daemon_post(
+            &client,
+            "/v1/dead-letters/replay",
+            &json!({ "id": id, "all": id.is_none(), "route": route }),
+        )?,
+    };
+    let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    for o in summary["outcomes"].as_array().into_iter().flatten() {
+        let id = s(&o["id"]);
+        match o["outcome"].as_str() {
+            Some("replayed") => println!("{id:>6}  replayed"),
+            Some("duplicate") => println!("{id:>6}  duplicate (already delivered)"),
+            _ => println!(
+                "{id:>6}  still failing ({}): {}",
+                s(&o["class"]),
+                s(&o["reason"])
+            ),
         }
     }
+    let still_failing = summary["still_failing"].as_u64().unwrap_or(0);
     println!(
-        "replayed {}, duplicate {}, still failing {}",
-        summary.replayed(),
-        summary.duplicates(),
-        summary.still_failing()
+        "replayed {}, duplicate {}, still failing {still_failing}",
+        s(&summary["replayed"]),
+        s(&summary["duplicate"]),
     );
-    Ok(if summary.still_failing() == 0 {
+    Ok(if still_failing == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(exit::FAILURE)
@@ -197,47 +210,36 @@ fn purge(
     route: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let settings = load(config)?;
-    let store = open_exclusive(&settings, "purge")?;
-    let mut letters = select(&store, id, route)?;
-    if let Some(age) = older_than {
-        let cutoff = chrono::Utc::now().timestamp_millis()
-            - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
-        letters.retain(|(_, d)| d.last_seen_ms < cutoff);
-    }
-    let seqs: Vec<u64> = letters.iter().map(|(s, _)| *s).collect();
-    let n = store.remove_dead_letters(&seqs)?;
-    println!("purged {n} dead letter(s)");
+    let purged = match open_for_write(&settings, "purge")? {
+        Access::Store(store) => crate::dlq::purge(&store, id, older_than, route)?,
+        Access::Daemon(client) => {
+            let older_than = older_than.map(|d| humantime::format_duration(d).to_string());
+            let answer: Value = access::daemon_post(
+                &client,
+                "/v1/dead-letters/purge",
+                &json!({ "id": id, "older_than": older_than, "route": route }),
+            )?;
+            answer["purged"].as_u64().unwrap_or(0) as usize
+        }
+    };
+    println!("purged {purged} dead letter(s)");
     Ok(ExitCode::SUCCESS)
 }
 
-/// One letter by id (an error if it does not exist), or all, optionally of one route.
-fn select(
-    store: &Store,
-    id: Option<u64>,
-    route: Option<&str>,
-) -> anyhow::Result<Vec<(u64, DeadLetter)>> {
-    let letters = match id {
-        Some(id) => match store.dead_letter(id)? {
-            Some(d) => vec![(id, d)],
-            None => anyhow::bail!("no dead letter with id {id}; `tally dlq list` shows the ids"),
-        },
-        None => store.dead_letters()?,
-    };
-    Ok(letters
-        .into_iter()
-        .filter(|(_, d)| route.is_none_or(|r| d.route == r))
-        .collect())
-}
-
-/// Writing commands need the store to themselves: the daemon's commits and
-/// ours must not interleave. Say so plainly when it is held.
-fn open_exclusive(settings: &Settings, what: &str) -> anyhow::Result<Store> {
-    match Store::open(&store_config(settings)) {
-        Ok(s) => Ok(s),
-        Err(e @ StoreError::Locked { .. }) => Err(anyhow::Error::new(e).context(format!(
-            "dlq {what} needs the store to itself: stop the running tally daemon \
-             (SIGTERM drains and commits), then run `tally dlq {what}` again"
+/// Writing commands need the store to themselves (the daemon's commits and
+/// ours must not interleave), or they ask the running daemon to do the work
+/// through its admin API. Without `[admin]`, say plainly what to do.
+fn open_for_write(settings: &Settings, what: &str) -> anyhow::Result<Access> {
+    match (Store::open(&store_config(settings)), &settings.admin) {
+        (Ok(s), _) => Ok(Access::Store(s)),
+        (Err(StoreError::Locked { .. }), Some(admin)) => {
+            Ok(Access::Daemon(AdminClient::new(admin)))
+        }
+        (Err(e @ StoreError::Locked { .. }), None) => Err(anyhow::Error::new(e).context(format!(
+            "dlq {what} needs the store to itself or the daemon's admin API: stop the running \
+             tally daemon (SIGTERM drains and commits) and run `tally dlq {what}` again, or \
+             configure [admin] (listen, token_env) so the daemon does it"
         ))),
-        Err(e) => Err(anyhow::Error::new(e).context("opening the store")),
+        (Err(e), _) => Err(anyhow::Error::new(e).context("opening the store")),
     }
 }

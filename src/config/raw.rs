@@ -79,6 +79,10 @@ pub struct RawRoute {
     pub on_out_of_range: Option<String>,
     /// Overrides `pipeline.max_record_bytes` for this route.
     pub max_record_bytes: Option<usize>,
+    /// Path of a JSON Schema file every record of the route must satisfy.
+    pub schema: Option<String>,
+    /// Also produce every dead letter of the route to this Kafka topic.
+    pub dead_letter_topic: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

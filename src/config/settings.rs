@@ -152,6 +152,11 @@ pub struct Route {
     /// A record value larger than this is dead-lettered before any parsing
     /// (a JSON parser's time and memory grow with the input).
     pub max_record_bytes: usize,
+    /// Optional JSON Schema (`schema = "path"`), compiled at load time so a
+    /// bad file fails `tally check`, not the first record.
+    pub schema: Option<crate::format::RecordSchema>,
+    /// Dead letters are also produced here (before their store commit).
+    pub dead_letter_topic: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -584,6 +589,23 @@ fn validate_routes(
                 ));
             }
         };
+        let dead_letter_topic = match r.dead_letter_topic {
+            Some(t) if t.trim().is_empty() => {
+                return Err(ConfigError::invalid(
+                    key("dead_letter_topic"),
+                    "must not be empty",
+                ));
+            }
+            Some(t) if r.topics.contains(&t) => {
+                return Err(ConfigError::invalid(
+                    key("dead_letter_topic"),
+                    format!(
+                        "\"{t}\" is one of the route's own topics: its dead letters would be consumed again"
+                    ),
+                ));
+            }
+            t => t,
+        };
         routes.push(Route {
             name: r.name,
             topics: r.topics,
@@ -597,9 +619,22 @@ fn validate_routes(
                 r.max_record_bytes,
                 default_max_record_bytes,
             )?,
+            dead_letter_topic,
+            schema: r
+                .schema
+                .map(|p| route_schema(&key("schema"), &p))
+                .transpose()?,
         });
     }
     Ok(routes)
+}
+
+fn route_schema(key: &str, path: &str) -> Result<crate::format::RecordSchema, ConfigError> {
+    if path.trim().is_empty() {
+        return Err(ConfigError::invalid(key, "must not be empty"));
+    }
+    crate::format::RecordSchema::load(Path::new(path))
+        .map_err(|e| ConfigError::invalid(key, e.to_string()))
 }
 
 fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
@@ -696,6 +731,61 @@ path = "./out.jsonl"
         ));
         assert_eq!(s.routes[0].dedupe, DedupeSource::Format);
         assert_eq!(s.routes[0].start, StartPosition::Earliest);
+    }
+
+    #[test]
+    fn route_schema_is_compiled_at_load_and_errors_name_the_key() {
+        let shipped = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/data/schemas/killbill-usage.schema.json"
+        );
+        let text = MINIMAL.replace(
+            "sink = \"file\"",
+            &format!("sink = \"file\"\nschema = {shipped:?}"),
+        );
+        let s = load(&text).unwrap();
+        assert!(s.routes[0].schema.is_some());
+        let text = MINIMAL.replace(
+            "sink = \"file\"",
+            "sink = \"file\"\nschema = \"/no/such/schema.json\"",
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(err.contains("routes[0].schema"), "{err}");
+        assert!(err.contains("/no/such/schema.json"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, r#"{"type": 5}"#).unwrap();
+        let text = MINIMAL.replace(
+            "sink = \"file\"",
+            &format!("sink = \"file\"\nschema = {:?}", bad.display().to_string()),
+        );
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("routes[0].schema") && err.contains("not a valid JSON Schema"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn dead_letter_topic_must_not_be_a_source_topic() {
+        let with = |t: &str| {
+            MINIMAL.replace(
+                "sink = \"file\"",
+                &format!("sink = \"file\"\ndead_letter_topic = {t:?}"),
+            )
+        };
+        let s = load(&with("billing.dead-letter")).unwrap();
+        assert_eq!(
+            s.routes[0].dead_letter_topic.as_deref(),
+            Some("billing.dead-letter")
+        );
+        let err = load(&with("stream.usagemetrics")).unwrap_err().to_string();
+        assert!(
+            err.contains("routes[0].dead_letter_topic") && err.contains("own topics"),
+            "{err}"
+        );
+        let err = load(&with(" ")).unwrap_err().to_string();
+        assert!(err.contains("routes[0].dead_letter_topic"), "{err}");
     }
 
     #[test]

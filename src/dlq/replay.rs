@@ -15,6 +15,7 @@ use chrono::Utc;
 
 use crate::config::Settings;
 use crate::format::Decoder;
+use crate::pipeline::InFlight;
 use crate::pipeline::classify::classify_sink;
 use crate::sink::{Outgoing, Sink, SinkSetupError, Sinks};
 use crate::store::{CommitBatch, DeadLetter, ReplayCommit, Store, StoreError, digest};
@@ -67,21 +68,40 @@ struct Candidate {
     digest: Option<u128>,
 }
 
-/// Replay `letters` (oldest first) on a store this process holds.
+/// What replay needs of a route: its current decoder and sink.
+pub type ReplayRoutes = HashMap<String, (Decoder, Arc<Sink>)>;
+
+/// Replay `letters` (oldest first) on a store this process holds, with
+/// sinks built from `settings` (the daemon is stopped).
 pub async fn replay(
     settings: &Settings,
     store: &Store,
     letters: Vec<(u64, DeadLetter)>,
 ) -> Result<ReplaySummary, ReplayError> {
     let sinks = Sinks::build(settings)?;
-    let mut routes: HashMap<&str, (Decoder, Arc<Sink>)> = HashMap::new();
+    let mut routes = ReplayRoutes::new();
     for route in &settings.routes {
         let sink = sinks
             .get(route.sink)
             .ok_or(SinkSetupError::NotConfigured("route sink"))?;
-        routes.insert(&route.name, (Decoder::for_route(route), sink));
+        routes.insert(route.name.clone(), (Decoder::for_route(route), sink));
     }
+    Ok(replay_with(&routes, store, letters, None).await?)
+}
 
+/// Replay through the given routes. In the daemon, `inflight` is the
+/// pipeline's own set of keys being delivered: a key a partition is sending
+/// right now is not sent a second time by the replay.
+pub async fn replay_with(
+    routes: &ReplayRoutes,
+    store: &Store,
+    letters: Vec<(u64, DeadLetter)>,
+    inflight: Option<&InFlight>,
+) -> Result<ReplaySummary, StoreError> {
+    let mut reserved = Reserved {
+        inflight,
+        digests: Vec::new(),
+    };
     let now = Utc::now();
     let mut outcomes: BTreeMap<u64, ReplayOutcome> = BTreeMap::new();
     let by_seq: HashMap<u64, DeadLetter> = letters.iter().cloned().collect();
@@ -119,6 +139,22 @@ pub async fn replay(
             }
             if let Some(holder) = holders.get(&dg) {
                 behind.push((*seq, *holder));
+                continue;
+            }
+            if !reserved.try_reserve(dg) {
+                outcomes.insert(
+                    *seq,
+                    failing(
+                        "transient",
+                        "a partition is delivering the same dedupe key right now; replay again once it is committed".into(),
+                    ),
+                );
+                continue;
+            }
+            // Checked again once reserved: a partition may have committed
+            // the key between the first check and the reservation.
+            if store.contains(dg) {
+                outcomes.insert(*seq, ReplayOutcome::Duplicate);
                 continue;
             }
             holders.insert(dg, *seq);
@@ -210,6 +246,7 @@ pub async fn replay(
         }
     }
     store.commit_replay(&commit)?;
+    drop(reserved); // committed: the pipeline now sees these keys as duplicates
     for (seq, outcome) in &outcomes {
         match outcome {
             ReplayOutcome::StillFailing { reason, .. } => {
@@ -224,6 +261,34 @@ pub async fn replay(
         .filter_map(|(seq, _)| outcomes.remove(seq).map(|o| (*seq, o)))
         .collect();
     Ok(ReplaySummary { outcomes })
+}
+
+/// Keys this replay holds in the pipeline's in-flight set; released on drop
+/// (after the commit, or on any early return).
+struct Reserved<'a> {
+    inflight: Option<&'a InFlight>,
+    digests: Vec<u128>,
+}
+
+impl Reserved<'_> {
+    fn try_reserve(&mut self, digest: u128) -> bool {
+        match self.inflight {
+            None => true,
+            Some(f) if f.try_reserve(digest) => {
+                self.digests.push(digest);
+                true
+            }
+            Some(_) => false,
+        }
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.inflight {
+            f.release(self.digests.drain(..));
+        }
+    }
 }
 
 fn failing(class: &str, reason: String) -> ReplayOutcome {

@@ -23,6 +23,15 @@ pub(super) fn strip(value: &Bytes) -> Result<(Option<u32>, Bytes), DecodeError> 
     Ok((Some(id), value.slice(HEADER..)))
 }
 
+/// The schema id of a framed value, whatever its body holds (for labelling
+/// a dead letter whose body did not decode).
+pub fn schema_id(value: &[u8]) -> Option<u32> {
+    match value {
+        [MAGIC, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

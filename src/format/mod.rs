@@ -12,14 +12,17 @@ mod killbill_usage;
 #[cfg(test)]
 mod proptests;
 mod record_date;
+mod schema;
 
 use bytes::Bytes;
 
 use crate::config::{DEFAULT_MAX_RECORD_BYTES, DedupeSource, FormatKind, Route};
 
 pub use decimal::Decimal;
+pub use frame::schema_id as framed_schema_id;
 pub use killbill_usage::{UnitUsage, UsageEvent, UsageRecord};
 pub use record_date::parse_record_date;
+pub use schema::{RecordSchema, SchemaLoadError};
 
 /// A record that decoded cleanly.
 #[derive(Debug, Clone)]
@@ -47,6 +50,15 @@ pub enum DecodeError {
     NotAnObject,
     #[error("field `{field}`: {problem}")]
     Field { field: String, problem: String },
+    /// The route's JSON Schema rejected a record the format accepted.
+    #[error("fails the route's JSON Schema at {path} (rule `{keyword}`): {message}")]
+    Schema {
+        /// JSON pointer into the record (`/` for the whole record).
+        path: String,
+        /// The schema keyword that failed (`required`, `type`, `minimum`, …).
+        keyword: String,
+        message: String,
+    },
     #[error("dedupe key: {0}")]
     DedupeKey(String),
     #[error("record value is {size} bytes, over max_record_bytes = {max}; not parsed")]
@@ -78,6 +90,7 @@ pub struct Decoder {
     kind: FormatKind,
     dedupe: DedupeSource,
     max_record_bytes: usize,
+    schema: Option<RecordSchema>,
 }
 
 impl Decoder {
@@ -86,6 +99,7 @@ impl Decoder {
             kind: route.format,
             dedupe: route.dedupe.clone(),
             max_record_bytes: route.max_record_bytes,
+            schema: route.schema.clone(),
         }
     }
 
@@ -94,6 +108,7 @@ impl Decoder {
             kind,
             dedupe,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            schema: None,
         }
     }
 
@@ -133,7 +148,21 @@ impl Decoder {
         }
     }
 
+    pub fn with_schema(self, schema: Option<RecordSchema>) -> Decoder {
+        Decoder { schema, ..self }
+    }
+
+    /// The format's own checks first (their reasons are the most specific),
+    /// then the route's schema, if any.
     fn decode_body(&self, key: Option<&Bytes>, value: &Bytes) -> Result<Decoded, DecodeError> {
+        let decoded = self.decode_format(key, value)?;
+        if let Some(schema) = &self.schema {
+            schema.check(&decoded.event)?;
+        }
+        Ok(decoded)
+    }
+
+    fn decode_format(&self, key: Option<&Bytes>, value: &Bytes) -> Result<Decoded, DecodeError> {
         let event = trim_json(value);
         match self.kind {
             FormatKind::KillbillUsage => {

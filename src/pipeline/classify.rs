@@ -137,6 +137,16 @@ pub fn classify_kafka(e: &KafkaError) -> FailureClass {
     }
 }
 
+/// A store write that failed: halt, and more than a sink halt — the daemon
+/// stops (exit non-zero) instead of retrying. sled refuses every write after
+/// a failed flush, so a retry cannot succeed in this process, and stopping
+/// keeps the rule "nothing acknowledged that was not committed": the store
+/// is where offsets live, so whatever was not recorded is fetched again on
+/// the next start and absorbed by the sink's idempotency key.
+pub fn classify_store(_: &crate::pipeline::committer::CommitFailed) -> FailureClass {
+    FailureClass::Halt
+}
+
 /// A record that cannot be decoded will never decode: permanent.
 pub fn classify_decode(_: &DecodeError) -> FailureClass {
     FailureClass::Permanent

@@ -74,10 +74,16 @@ async fn run(
         let latency = latency.clone();
         let outcome = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let result = store
-                .commit(&batches)
-                .map(|_| ())
-                .map_err(|e| CommitFailed(e.to_string()));
+            let result = store.commit(&batches).map(|_| ()).map_err(|e| {
+                CommitFailed(if e.is_disk_full() {
+                    format!(
+                        "{e} — disk full (ENOSPC) on the store's filesystem: free space there, \
+                             then start tally again (nothing past the last commit was acknowledged)"
+                    )
+                } else {
+                    e.to_string()
+                })
+            });
             latency.observe(started.elapsed().as_secs_f64());
             (result, batches)
         })

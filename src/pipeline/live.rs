@@ -79,6 +79,8 @@ pub struct Live {
     pub store: Arc<Store>,
     broker_connected: AtomicBool,
     routes: Vec<Arc<RouteCtx>>,
+    /// Dedupe keys being delivered right now (workers and admin replays).
+    pub(crate) inflight: Arc<super::InFlight>,
     partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionLive>>>,
 }
 
@@ -99,8 +101,17 @@ impl Live {
             store,
             broker_connected: AtomicBool::new(false),
             routes,
+            inflight: Arc::default(),
             partitions: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The daemon's routes as a replay sees them: the workers' decoders and sinks.
+    pub(crate) fn replay_routes(&self) -> crate::dlq::ReplayRoutes {
+        self.routes
+            .iter()
+            .map(|r| (r.name.to_string(), (r.decoder.clone(), Arc::clone(&r.sink))))
+            .collect()
     }
 
     pub fn set_broker_connected(&self, up: bool) {

@@ -9,6 +9,7 @@
 mod backoff;
 pub mod classify;
 mod committer;
+mod dlq_topic;
 mod fetcher;
 mod housekeeping;
 mod inflight;
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
 use committer::Committer;
-use inflight::InFlight;
+pub use inflight::InFlight;
 use worker::PartitionWorker;
 
 pub use live::{Live, PartitionState, PartitionView, Readiness};
@@ -52,6 +53,11 @@ pub enum PipelineError {
     Sink(#[from] SinkSetupError),
     #[error(transparent)]
     Admin(#[from] AdminError),
+    #[error(
+        "stopped because the store could not commit: {0}. Work delivered after the last \
+         commit is re-sent on the next start and absorbed by the sink's idempotency key"
+    )]
+    StoreFailed(String),
     #[error("background task failed: {0}")]
     Task(String),
     #[error(transparent)]
@@ -76,16 +82,36 @@ pub(crate) struct RouteCtx {
 pub(crate) struct Shared {
     pub store: Arc<Store>,
     pub committer: Committer,
-    pub inflight: InFlight,
+    /// Shared with `Live`, so an admin-API replay reserves keys like a worker.
+    pub inflight: Arc<InFlight>,
     pub client: ClusterClient,
+    /// The resolved client settings (TLS, SASL), for producers made later.
+    pub kafka_config: KafkaConfig,
     pub pipeline: PipelineSettings,
     pub kafka: KafkaSettings,
     pub cancel: CancellationToken,
     pub live: Arc<Live>,
     failed_partitions: AtomicU64,
+    /// For routes with a `dead_letter_topic`.
+    pub dead_letter_producer: dlq_topic::DeadLetterProducer,
+    /// Set by the first failed store commit; the daemon then stops with it.
+    store_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
+    /// The store could not record resolved work: stop everything (see
+    /// `classify_store`). The first failure is the one reported.
+    pub fn store_failed(&self, message: String) {
+        let mut slot = self.store_failure.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            tracing::error!(
+                "{message}; stopping: nothing more is delivered until the store can write"
+            );
+            *slot = Some(message);
+        }
+        self.cancel.cancel();
+    }
+
     pub fn failed_partition(&self) {
         self.failed_partitions.fetch_add(1, Ordering::Relaxed);
     }
@@ -174,13 +200,16 @@ pub async fn run(
     let shared = Arc::new(Shared {
         store: Arc::clone(&store),
         committer,
-        inflight: InFlight::default(),
-        client: ClusterClient::new(kafka),
+        inflight: Arc::clone(&live.inflight),
+        client: ClusterClient::new(kafka.clone()),
+        kafka_config: kafka,
         pipeline: settings.pipeline.clone(),
         kafka: settings.kafka.clone(),
         cancel: cancel.clone(),
         live: Arc::clone(&live),
         failed_partitions: AtomicU64::new(0),
+        store_failure: std::sync::Mutex::new(None),
+        dead_letter_producer: dlq_topic::DeadLetterProducer::default(),
     });
     let housekeeping = tokio::spawn(housekeeping::run(
         Arc::clone(&live),
@@ -205,6 +234,11 @@ pub async fn run(
         while workers.join_next().await.is_some() {}
     }
     let failed_partitions = shared.failed_partitions.load(Ordering::Relaxed);
+    let store_failure = shared
+        .store_failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     drop(shared); // last committer handle goes with it
     let _ = commit_task.await;
     let _ = housekeeping.await;
@@ -212,6 +246,9 @@ pub async fn run(
         admin.stop().await;
     }
     drop(live);
+    if let Some(message) = store_failure {
+        return Err(PipelineError::StoreFailed(message));
+    }
     tokio::task::spawn_blocking(move || store.flush())
         .await
         .map_err(|e| PipelineError::Task(e.to_string()))??;

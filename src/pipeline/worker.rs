@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
-use super::classify::{FailureClass, classify_decode, classify_sink};
+use super::classify::{FailureClass, classify_decode, classify_sink, classify_store};
 use super::fetcher::{Fetched, Fetcher, resolve_position};
 use super::inflight::DigestHasher;
 use super::live::{PartitionLive, PartitionState};
@@ -117,7 +117,7 @@ impl PartitionWorker {
         )
         .await?;
         let batch = self.commit_batch(offset, offset, Vec::new(), Vec::new());
-        self.commit_until_done(batch).await.then_some(offset)
+        self.commit_or_stop(batch).await.then_some(offset)
     }
 
     async fn resolve_batch(&self, batch: Fetched) -> Delivery {
@@ -145,7 +145,7 @@ impl PartitionWorker {
         if first < batch.next_offset {
             // Only control records or aborted transactions remained: still move the offset.
             let commit = self.commit_batch(first, batch.next_offset, Vec::new(), Vec::new());
-            if !self.commit_until_done(commit).await {
+            if !self.commit_or_stop(commit).await {
                 return Delivery::Abandoned;
             }
         }
@@ -243,7 +243,19 @@ impl PartitionWorker {
                 dead_letters: std::mem::take(&mut dead),
                 ..batch
             };
-            let committed = self.commit_until_done(batch).await;
+            // The DLQ topic first: a crash before the commit duplicates a
+            // DLQ-topic record on restart, never loses one.
+            if let Some(topic) = &self.route.route.dead_letter_topic
+                && !self
+                    .shared
+                    .dead_letter_producer
+                    .publish(&self.shared, topic, &batch.dead_letters)
+                    .await
+            {
+                self.shared.inflight.release(reserved);
+                return Delivery::Abandoned;
+            }
+            let committed = self.commit_or_stop(batch).await;
             self.shared.inflight.release(reserved);
             if !committed {
                 return Delivery::Abandoned;
@@ -381,38 +393,29 @@ impl PartitionWorker {
         );
     }
 
-    /// Commit, retrying while the store fails (e.g. disk full): the sink has
-    /// the records, so progress must not go on until they are recorded.
-    async fn commit_until_done(&self, batch: CommitBatch) -> bool {
-        let mut backoff = Backoff::new(
-            self.shared.pipeline.retry_initial,
-            self.shared.pipeline.retry_max,
-        );
-        let mut batch = batch;
-        loop {
-            let next_offset = batch.next_offset;
-            match self.shared.committer.try_commit(batch).await {
-                Ok(()) => {
-                    self.live.metrics.set_committed(next_offset);
-                    return true;
+    /// Commit after the ack. A failed store write stops the daemon (see
+    /// `classify_store`): false means "stop here", nothing more is resolved.
+    async fn commit_or_stop(&self, batch: CommitBatch) -> bool {
+        let next_offset = batch.next_offset;
+        match self.shared.committer.try_commit(batch).await {
+            Ok(()) => {
+                self.live.metrics.set_committed(next_offset);
+                true
+            }
+            Err((e, returned)) => {
+                if returned.topic.is_empty() {
+                    // The committer is gone (shutdown): nothing to commit into.
+                    tracing::error!(topic = %self.topic, partition = self.partition, "{e}");
+                } else {
+                    let class = classify_store(&e);
+                    self.live.set_state(PartitionState::Halted);
+                    tracing::error!(topic = %self.topic, partition = self.partition, class = class.as_str(), "store commit failed");
+                    self.shared.store_failed(format!(
+                        "{e} (while committing {}/{} up to offset {next_offset})",
+                        self.topic, self.partition
+                    ));
                 }
-                Err((e, returned)) => {
-                    if returned.topic.is_empty() {
-                        // The committer is gone (shutdown): nothing to retry into.
-                        tracing::error!(topic = %self.topic, partition = self.partition, "{e}");
-                        return false;
-                    }
-                    batch = returned;
-                    let delay = backoff.next_delay();
-                    tracing::error!(
-                        topic = %self.topic, partition = self.partition, retry_in = ?delay,
-                        "{e}; progress halted until the store accepts writes"
-                    );
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return false,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
+                false
             }
         }
     }

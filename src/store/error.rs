@@ -87,3 +87,24 @@ pub enum StoreError {
     )]
     Failed { path: PathBuf },
 }
+
+impl StoreError {
+    /// The write failed because the store's filesystem is full (ENOSPC).
+    pub fn is_disk_full(&self) -> bool {
+        let io = match self {
+            StoreError::Io { source, .. } => Some(source),
+            StoreError::Sled {
+                source: sled::Error::Io(e),
+                ..
+            }
+            | StoreError::Open {
+                source: sled::Error::Io(e),
+                ..
+            } => Some(e),
+            _ => None,
+        };
+        io.is_some_and(|e| {
+            e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+        })
+    }
+}
