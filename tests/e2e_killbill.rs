@@ -461,16 +461,29 @@ fn unauthorized_window_halts_without_dropping_anything() {
     let mut tally = spawn(dir.path(), &config, &envs);
     wait_accepted(&double, &mut tally, 100, Duration::from_secs(60));
 
-    double.unauthorized_for(Duration::from_secs(3));
+    // The window stays open until tally has been refused several times, so
+    // a slow machine (producing, retrying) cannot outlast it.
+    double.unauthorized_for(Duration::from_secs(600));
     let at_start = double.accepted();
     produce_jsonl(&topic, second, Some("/trackingId"));
-    std::thread::sleep(Duration::from_secs(2));
-    // Nothing gets in, nothing is dead-lettered or skipped: tally waits.
+    let refused = |d: &KillbillDouble| d.statuses().get(&401).copied().unwrap_or(0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while refused(&double) < 5 {
+        assert!(tally.is_running(), "tally exited during the 401 window");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tally was never refused with 401"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Nothing gets in, nothing is dead-lettered or skipped: tally waits. (A
+    // few requests already in flight when the window opened may land.)
     assert!(
         double.accepted() - at_start < 60,
         "accepted during the 401 window"
     );
     assert!(tally.is_running());
+    double.unauthorized_for(Duration::ZERO);
 
     wait_accepted(&double, &mut tally, distinct.len(), Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
