@@ -25,7 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
 use committer::Committer;
-use inflight::InFlight;
+/// Public only for benches/ (the pipeline is its sole user).
+#[doc(hidden)]
+pub use inflight::InFlight;
 use worker::PartitionWorker;
 
 pub use live::{Live, PartitionState, PartitionView, Readiness};
