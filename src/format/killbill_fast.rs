@@ -19,50 +19,93 @@ use super::killbill_usage::{UnitUsage, UsageEvent, UsageRecord};
 use super::{Decimal, parse_record_date};
 
 pub(super) fn parse(bytes: &[u8]) -> Option<UsageEvent> {
+    let mut unit_usage_records = Vec::new();
+    let top = walk(bytes, Some(&mut unit_usage_records))?;
+    Some(UsageEvent {
+        subscription_external_key: top.subscription.into_owned(),
+        tracking_id: top.tracking.into_owned(),
+        tenant_id: top.tenant.into_owned(),
+        unit_usage_records,
+    })
+}
+
+/// The same checks as `parse`, but only the dedupe key is built (one
+/// allocation): for sinks that never read the parsed event. Equal to
+/// `parse(bytes).map(|e| e.dedupe_key())` on every input.
+pub(super) fn dedupe_key(bytes: &[u8]) -> Option<String> {
+    let top = walk(bytes, None)?;
+    let (t, s, k) = (&*top.tenant, &*top.subscription, &*top.tracking);
+    let mut key = String::with_capacity(t.len() + s.len() + k.len() + 2);
+    for (i, part) in [t, s, k].into_iter().enumerate() {
+        if i > 0 {
+            key.push('/');
+        }
+        key.push_str(part);
+    }
+    Some(key)
+}
+
+/// The validated top-level strings of an event.
+struct TopLevel<'a> {
+    subscription: Cow<'a, str>,
+    tracking: Cow<'a, str>,
+    tenant: Cow<'a, str>,
+}
+
+/// Validate the whole event in one pass; the owned unit records are built
+/// into `units_out` only when asked for.
+fn walk<'a>(bytes: &'a [u8], mut units_out: Option<&mut Vec<UnitUsage>>) -> Option<TopLevel<'a>> {
     let text = std::str::from_utf8(bytes).ok()?;
     // A struct would also deserialize from a JSON array; only objects are events.
     if !text.trim_start().starts_with('{') {
         return None;
     }
-    let ev: Event<'_> = serde_json::from_str(text).ok()?;
+    let ev: Event<'a> = serde_json::from_str(text).ok()?;
     let units = ev.units.flatten()?;
     if units.is_empty() {
         return None;
     }
-    let mut unit_usage_records = Vec::with_capacity(units.len());
+    if let Some(out) = units_out.as_deref_mut() {
+        out.reserve(units.len());
+    }
     for unit in units {
         let records = unit.records.flatten()?;
         if records.is_empty() {
             return None;
         }
-        let mut usage_records = Vec::with_capacity(records.len());
+        let build = units_out.is_some();
+        let mut usage_records = Vec::with_capacity(if build { records.len() } else { 0 });
         for rec in records {
             let record_date = record_date(rec.date.flatten()?)?;
             let amount = amount(rec.amount.flatten()?)?;
-            usage_records.push(UsageRecord {
-                record_date,
-                amount,
+            if build {
+                usage_records.push(UsageRecord {
+                    record_date,
+                    amount,
+                });
+            }
+        }
+        let unit_type = non_empty(unit.unit_type.flatten()?)?;
+        if let Some(out) = units_out.as_deref_mut() {
+            out.push(UnitUsage {
+                unit_type: unit_type.into_owned(),
+                usage_records,
             });
         }
-        unit_usage_records.push(UnitUsage {
-            unit_type: non_empty(unit.unit_type.flatten()?)?,
-            usage_records,
-        });
     }
-    let tenant_id = non_empty(ev.tenant.flatten()?)?;
-    if tenant_id.contains('/') {
+    let tenant = non_empty(ev.tenant.flatten()?)?;
+    if tenant.contains('/') {
         return None;
     }
-    Some(UsageEvent {
-        subscription_external_key: non_empty(ev.subscription.flatten()?)?,
-        tracking_id: non_empty(ev.tracking.flatten()?)?,
-        tenant_id,
-        unit_usage_records,
+    Some(TopLevel {
+        subscription: non_empty(ev.subscription.flatten()?)?,
+        tracking: non_empty(ev.tracking.flatten()?)?,
+        tenant,
     })
 }
 
-fn non_empty(s: Cow<'_, str>) -> Option<String> {
-    (!s.trim().is_empty()).then(|| s.into_owned())
+fn non_empty(s: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    (!s.trim().is_empty()).then_some(s)
 }
 
 fn amount(raw: &RawValue) -> Option<Decimal> {
@@ -314,6 +357,12 @@ mod tests {
         let mut fast_hits = 0;
         for input in corpus() {
             let checked = parse_checked(&input);
+            assert_eq!(
+                dedupe_key(&input),
+                parse(&input).map(|e| e.dedupe_key()),
+                "key-only path: {}",
+                String::from_utf8_lossy(&input)
+            );
             if let Some(fast) = parse(&input) {
                 fast_hits += 1;
                 assert_eq!(

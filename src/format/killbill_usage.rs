@@ -80,6 +80,15 @@ pub(super) fn parse(bytes: &[u8]) -> Result<UsageEvent, DecodeError> {
     }
 }
 
+/// Only the dedupe key, for sinks that never read the parsed event: the
+/// same acceptance and the same errors as `parse`.
+pub(super) fn parse_key(bytes: &[u8]) -> Result<String, DecodeError> {
+    match super::killbill_fast::dedupe_key(bytes) {
+        Some(key) => Ok(key),
+        None => parse_checked(bytes).map(|ev| ev.dedupe_key()),
+    }
+}
+
 /// The checked decoder: slower, and every error names its field path.
 pub(super) fn parse_checked(bytes: &[u8]) -> Result<UsageEvent, DecodeError> {
     let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8(e.to_string()))?;

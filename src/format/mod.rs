@@ -16,7 +16,7 @@ mod schema;
 
 use bytes::Bytes;
 
-use crate::config::{DEFAULT_MAX_RECORD_BYTES, DedupeSource, FormatKind, Route};
+use crate::config::{DEFAULT_MAX_RECORD_BYTES, DedupeSource, FormatKind, Route, SinkKind};
 
 pub use decimal::Decimal;
 pub use frame::schema_id as framed_schema_id;
@@ -91,6 +91,9 @@ pub struct Decoder {
     dedupe: DedupeSource,
     max_record_bytes: usize,
     schema: Option<RecordSchema>,
+    /// Build `Decoded::usage` (only the Kill Bill sink reads it; the other
+    /// sinks send the event's own bytes, so they skip building it).
+    keep_usage: bool,
 }
 
 impl Decoder {
@@ -100,6 +103,7 @@ impl Decoder {
             dedupe: route.dedupe.clone(),
             max_record_bytes: route.max_record_bytes,
             schema: route.schema.clone(),
+            keep_usage: route.sink == SinkKind::Killbill,
         }
     }
 
@@ -109,7 +113,13 @@ impl Decoder {
             dedupe,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             schema: None,
+            keep_usage: true,
         }
+    }
+
+    /// Whether `decode` builds `Decoded::usage` (default: yes).
+    pub fn keep_usage(self, keep_usage: bool) -> Decoder {
+        Decoder { keep_usage, ..self }
     }
 
     pub fn with_max_record_bytes(self, max_record_bytes: usize) -> Decoder {
@@ -165,6 +175,12 @@ impl Decoder {
     fn decode_format(&self, key: Option<&Bytes>, value: &Bytes) -> Result<Decoded, DecodeError> {
         let event = trim_json(value);
         match self.kind {
+            FormatKind::KillbillUsage if !self.keep_usage => Ok(Decoded {
+                dedupe_key: Some(killbill_usage::parse_key(&event)?),
+                event,
+                usage: None,
+                schema_id: None,
+            }),
             FormatKind::KillbillUsage => {
                 let usage = killbill_usage::parse(&event)?;
                 Ok(Decoded {
@@ -195,6 +211,18 @@ pub fn killbill_both_paths(bytes: &[u8]) -> (Option<UsageEvent>, Result<UsageEve
         killbill_fast::parse(bytes),
         killbill_usage::parse_checked(bytes),
     )
+}
+
+/// The fast Kill Bill decoder alone (None when it declines), for benches.
+#[doc(hidden)]
+pub fn killbill_fast_path(bytes: &[u8]) -> Option<UsageEvent> {
+    killbill_fast::parse(bytes)
+}
+
+/// The checked Kill Bill decoder alone, for benches.
+#[doc(hidden)]
+pub fn killbill_checked_path(bytes: &[u8]) -> Result<UsageEvent, DecodeError> {
+    killbill_usage::parse_checked(bytes)
 }
 
 /// Slice off JSON-insignificant whitespace (a trailing newline from a
@@ -256,6 +284,33 @@ mod tests {
             .decode(None, Some(&Bytes::from_static(b"{\"id\":\"a\"}")))
             .unwrap();
         assert_eq!(plain.schema_id, None);
+    }
+
+    #[test]
+    fn skipping_the_usage_event_keeps_keys_and_errors() {
+        let full = Decoder::new(FormatKind::KillbillUsage, DedupeSource::Format);
+        let lean = full.clone().keep_usage(false);
+        let sample = include_str!("../../data/sample/usage-events.jsonl");
+        let bad = [
+            &br#"{"trackingId":"t"}"#[..],
+            br#"{"subscriptionExternalKey":"s","trackingId":"t","tenantId":"a/b","unitUsageRecords":[{"unitType":"u","usageRecords":[{"recordDate":"2026-11-01","amount":1}]}]}"#,
+            b"[1]",
+        ];
+        let inputs = sample.lines().map(str::as_bytes).chain(bad);
+        for input in inputs {
+            let v = Bytes::copy_from_slice(input);
+            let (a, b) = (full.decode(None, Some(&v)), lean.decode(None, Some(&v)));
+            match (a, b) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.dedupe_key, b.dedupe_key);
+                    assert_eq!(a.event, b.event);
+                    assert!(a.usage.is_some() && b.usage.is_none());
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b),
+                (a, b) => panic!("{a:?} vs {b:?}"),
+            }
+        }
+        assert!(lean.decode(None, Some(&framed(3, USAGE))).is_ok());
     }
 
     #[test]

@@ -98,6 +98,13 @@ fn usage_event() -> impl Strategy<Value = String> {
 
 fn agree(input: &[u8]) -> Result<(), TestCaseError> {
     let checked = parse_checked(input);
+    // The key-only path accepts exactly what the full fast path accepts.
+    prop_assert_eq!(
+        killbill_fast::dedupe_key(input),
+        killbill_fast::parse(input).map(|e| e.dedupe_key()),
+        "{}",
+        String::from_utf8_lossy(input)
+    );
     if let Some(fast) = killbill_fast::parse(input) {
         prop_assert_eq!(
             Ok(&fast),
@@ -149,6 +156,7 @@ proptest! {
         let key = key.map(Bytes::from);
         for decoder in [
             Decoder::new(FormatKind::KillbillUsage, DedupeSource::Format),
+            Decoder::new(FormatKind::KillbillUsage, DedupeSource::Format).keep_usage(false),
             Decoder::new(FormatKind::Json, DedupeSource::Pointer("/a/0".into())),
             Decoder::new(FormatKind::Json, DedupeSource::KafkaKey),
             Decoder::new(FormatKind::Json, DedupeSource::None).with_max_record_bytes(64),

@@ -26,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
 use committer::Committer;
+/// Public only for benches/ (the pipeline is its sole user).
+#[doc(hidden)]
 pub use inflight::InFlight;
 use worker::PartitionWorker;
 
