@@ -15,6 +15,10 @@
 # Environment:
 #   TALLY_TOOLS                 tools dir (default <repo>/.tools)
 #   TALLY_RABBIT_START_TIMEOUT  seconds to wait for readiness (default 60)
+#   TALLY_RABBIT_TLS_DIR        start only: also listen for AMQPS with ca.pem,
+#                               server.pem, server.key from this dir, requiring
+#                               a client certificate from that CA; prints a
+#                               second line TALLY_TEST_AMQPS_URL=amqps://…
 #
 # Measured on this machine kind: apt install ~25 s (first time), start ~13 s (mostly Erlang boot).
 set -euo pipefail
@@ -64,7 +68,7 @@ node_env() {
     export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
     export RABBITMQ_SERVER_START_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
     if [[ -f "$DIR/ports" ]]; then
-        read -r PORT DIST_PORT <"$DIR/ports"
+        read -r PORT DIST_PORT TLS_PORT <"$DIR/ports" || true
         export RABBITMQ_NODE_PORT="$PORT" RABBITMQ_DIST_PORT="$DIST_PORT"
     fi
 }
@@ -90,7 +94,24 @@ start() {
     printf 'loopback_users.guest = true\nlog.file.level = warning\n' >"$RABBITMQ_CONFIG_FILE.conf"
     PORT=$(free_port)
     DIST_PORT=$(free_port)
-    echo "$PORT $DIST_PORT" >"$DIR/ports"
+    TLS_PORT=
+    if [[ -n "${TALLY_RABBIT_TLS_DIR:-}" ]]; then
+        local tls="$TALLY_RABBIT_TLS_DIR" f
+        for f in ca.pem server.pem server.key; do
+            [[ -r "$tls/$f" ]] || die "TALLY_RABBIT_TLS_DIR: $tls/$f is missing"
+        done
+        TLS_PORT=$(free_port)
+        # verify_peer + fail_if_no_peer_cert: mutual TLS, as production brokers do.
+        {
+            echo "listeners.ssl.default = $TLS_PORT"
+            echo "ssl_options.cacertfile = $tls/ca.pem"
+            echo "ssl_options.certfile = $tls/server.pem"
+            echo "ssl_options.keyfile = $tls/server.key"
+            echo "ssl_options.verify = verify_peer"
+            echo "ssl_options.fail_if_no_peer_cert = true"
+        } >>"$RABBITMQ_CONFIG_FILE.conf"
+    fi
+    echo "$PORT $DIST_PORT $TLS_PORT" >"$DIR/ports"
     export RABBITMQ_NODE_PORT="$PORT" RABBITMQ_DIST_PORT="$DIST_PORT"
     launch "$name"
 }
@@ -130,6 +151,9 @@ launch() {
     done
     log "node $RABBITMQ_NODENAME ready on 127.0.0.1:$PORT in $(($(now_ms) - t0)) ms (dir $DIR)"
     echo "TALLY_TEST_AMQP_URL=amqp://guest:guest@127.0.0.1:$PORT/%2f"
+    if [[ -n "${TLS_PORT:-}" ]]; then
+        echo "TALLY_TEST_AMQPS_URL=amqps://guest:guest@127.0.0.1:$TLS_PORT/%2f"
+    fi
 }
 
 stop() {

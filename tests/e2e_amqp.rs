@@ -501,3 +501,81 @@ fn check_connect_probes_the_broker_and_its_exchanges() {
     assert!(!line.contains("guest:guest"), "credentials printed: {line}");
     eprintln!("{line}");
 }
+
+#[test]
+fn amqps_with_a_client_certificate_delivers_once_and_without_one_is_refused() {
+    const EVENTS: usize = 300;
+    // A node of its own with a TLS listener that requires client certificates.
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    let pki = support::tls::TestPki::generate(pki_dir.path());
+    let node = RabbitNode::start_tls(&format!("tls-{}", std::process::id()), pki_dir.path());
+    let (plain, amqps) = (node.url().to_string(), node.amqps_url().to_string());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("amqps");
+    let (x, q) = (format!("{topic}-x"), format!("{topic}-q"));
+    create_topic(&topic, 2);
+    setup_queue_at(&plain, &x, "topic", &q);
+    let lines = events("s", EVENTS);
+    produce_jsonl(&topic, &lines, Some("/eventId"));
+    let tls = |identity: Option<(&PathBuf, &PathBuf)>| {
+        let mut s = format!("ca_file = {:?}\n", pki.ca);
+        if let Some((cert, key)) = identity {
+            s += &format!("cert_file = {cert:?}\nkey_file = {key:?}\n");
+        }
+        s
+    };
+
+    // Refused without a client certificate and with one from another CA:
+    // `check --connect` names the failure instead of hanging or retrying.
+    for (what, identity) in [
+        ("no client certificate", None),
+        (
+            "another CA's certificate",
+            Some((&pki.stranger_cert, &pki.stranger_key)),
+        ),
+    ] {
+        let config = write_config(dir.path(), &[(&topic, &x)], &tls(identity), "");
+        let out = check_connect(dir.path(), &config, &amqps);
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("# sink amqp"))
+            .unwrap_or_else(|| panic!("{what}: no amqp line:\n{}", out.stdout))
+            .to_string();
+        assert!(!out.status.success(), "{what}: accepted: {line}");
+        assert!(line.contains("FAILED"), "{what}: {line}");
+        assert!(!line.contains("guest:guest"), "credentials printed: {line}");
+        eprintln!("amqps {what}: {line}");
+    }
+
+    // Accepted with ours: every event forwarded over AMQPS, once per message_id.
+    let config = write_config(
+        dir.path(),
+        &[(&topic, &x)],
+        &tls(Some((&pki.client_cert, &pki.client_key))),
+        "",
+    );
+    let out = check_connect(dir.path(), &config, &amqps);
+    assert!(out.status.success(), "{}", out.stdout);
+    let mut tally = spawn_at(dir.path(), &config, &amqps);
+    let mut got = Vec::new();
+    let ok = wait_until(Duration::from_secs(90), || {
+        assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+        got.extend(drain_at(&plain, &q));
+        distinct_ids(&got) >= EVENTS
+    });
+    assert!(
+        ok,
+        "{} of {EVENTS}\n{}",
+        distinct_ids(&got),
+        tail(&tally.stderr())
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    stop(&mut tally);
+    got.extend(drain_at(&plain, &q));
+    let (ids, resends) = check_messages(&got, &topic, &x);
+    let want: BTreeMap<String, String> = lines.iter().map(|l| (id_of(l), l.clone())).collect();
+    assert_eq!(ids, want);
+    assert_eq!(resends, 0, "no faults, so no re-sends");
+    assert_fully_committed(dir.path(), &config);
+}

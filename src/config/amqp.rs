@@ -45,8 +45,12 @@ pub struct AmqpSinkSettings {
     pub declare: bool,
     pub on_nack: RejectPolicy,
     pub on_unroutable: RejectPolicy,
-    /// PEM bundle of the CAs to trust for amqps (replaces the built-in roots).
+    /// PEM bundle of the CAs to trust for amqps (in addition to the built-in roots).
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and its private key, for brokers that
+    /// require mutual TLS (`ssl_options.fail_if_no_peer_cert`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
     #[serde(with = "human_duration")]
     pub connect_timeout: Duration,
     /// How long a publish may wait for its confirm before the connection is
@@ -91,11 +95,19 @@ pub(super) fn validate(raw: RawAmqpSink) -> Result<AmqpSinkSettings, ConfigError
             ));
         }
     }
-    let ca_file = raw
-        .ca_file
-        .as_deref()
-        .map(|p| non_empty_path(&format!("{K}.ca_file"), p))
-        .transpose()?;
+    let path = |field: &str, p: Option<&str>| {
+        p.map(|p| non_empty_path(&format!("{K}.{field}"), p))
+            .transpose()
+    };
+    let ca_file = path("ca_file", raw.ca_file.as_deref())?;
+    let cert_file = path("cert_file", raw.cert_file.as_deref())?;
+    let key_file = path("key_file", raw.key_file.as_deref())?;
+    if cert_file.is_some() != key_file.is_some() {
+        return Err(ConfigError::invalid(
+            format!("{K}.cert_file"),
+            "a client certificate needs both cert_file and key_file",
+        ));
+    }
     Ok(AmqpSinkSettings {
         url,
         exchange_type,
@@ -104,6 +116,8 @@ pub(super) fn validate(raw: RawAmqpSink) -> Result<AmqpSinkSettings, ConfigError
         on_nack: policy(&format!("{K}.on_nack"), raw.on_nack.as_deref())?,
         on_unroutable: policy(&format!("{K}.on_unroutable"), raw.on_unroutable.as_deref())?,
         ca_file,
+        cert_file,
+        key_file,
         connect_timeout: duration_or(&format!("{K}.connect_timeout"), raw.connect_timeout, "10s")?,
         confirm_timeout: duration_or(&format!("{K}.confirm_timeout"), raw.confirm_timeout, "30s")?,
     })
@@ -167,5 +181,22 @@ B = "ex-b"
         let a = s.sinks.amqp.as_ref().unwrap();
         assert_eq!(a.exchange_type, ExchangeType::Fanout);
         assert_eq!(a.on_unroutable, RejectPolicy::DeadLetter);
+    }
+
+    #[test]
+    fn a_client_certificate_needs_both_files() {
+        let text = BASE.replace("[sinks.amqp]", "[sinks.amqp]\ncert_file = \"client.pem\"");
+        let err = load(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("sinks.amqp.cert_file") && err.contains("key_file"),
+            "{err}"
+        );
+        let text = BASE.replace(
+            "[sinks.amqp]",
+            "[sinks.amqp]\ncert_file = \"client.pem\"\nkey_file = \"client.key\"",
+        );
+        let s = load(&text).unwrap();
+        let a = s.sinks.amqp.as_ref().unwrap();
+        assert_eq!(a.key_file.as_deref(), Some(Path::new("client.key")));
     }
 }

@@ -166,6 +166,8 @@ pub struct RawAmqpSink {
     pub on_nack: Option<String>,
     pub on_unroutable: Option<String>,
     pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub confirm_timeout: Option<String>,
 }

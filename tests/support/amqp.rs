@@ -101,16 +101,50 @@ pub fn count_at(url: &str, queue: &str) -> u64 {
 pub struct RabbitNode {
     name: String,
     url: String,
+    amqps_url: Option<String>,
 }
 
 impl RabbitNode {
     /// Boots a fresh node named `name` (unique per test run).
     pub fn start(name: &str) -> Self {
-        let url = script("start", name);
+        Self::boot(name, None)
+    }
+
+    /// A fresh node that also listens for AMQPS with `ca.pem`, `server.pem`
+    /// and `server.key` from `tls_dir`, requiring a client certificate.
+    pub fn start_tls(name: &str, tls_dir: &std::path::Path) -> Self {
+        Self::boot(name, Some(tls_dir))
+    }
+
+    fn boot(name: &str, tls_dir: Option<&std::path::Path>) -> Self {
+        let mut cmd = Command::new(super::repo_root().join("scripts/rabbitmq.sh"));
+        cmd.args(["start", name]);
+        if let Some(dir) = tls_dir {
+            cmd.env("TALLY_RABBIT_TLS_DIR", dir);
+        }
+        let out = cmd.output().expect("run scripts/rabbitmq.sh");
+        assert!(
+            out.status.success(),
+            "rabbitmq.sh start {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let value = |var: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(var)?.strip_prefix('='))
+                .map(str::to_string)
+        };
         Self {
             name: name.to_string(),
-            url,
+            url: value("TALLY_TEST_AMQP_URL").expect("AMQP URL printed"),
+            amqps_url: value("TALLY_TEST_AMQPS_URL"),
         }
+    }
+
+    /// The AMQPS URL of a node started with `start_tls`.
+    pub fn amqps_url(&self) -> &str {
+        self.amqps_url.as_deref().expect("node started without TLS")
     }
 
     pub fn url(&self) -> &str {
@@ -128,6 +162,7 @@ impl RabbitNode {
     pub fn resume(&self) -> std::time::Duration {
         let t0 = Instant::now();
         let url = script("resume", &self.name);
+        let url = url.lines().next().unwrap_or_default();
         assert_eq!(url, self.url, "resumed node moved");
         t0.elapsed()
     }

@@ -46,8 +46,23 @@ fn retried_rejection(e: &AmqpError) -> bool {
 pub enum AmqpSetupError {
     #[error("amqp sink: {0}")]
     Secret(#[from] SecretError),
-    #[error("amqp sink: cannot read ca_file {path}: {message}")]
-    CaFile { path: String, message: String },
+    #[error("amqp sink: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("amqp sink: cannot read {what} {path}: {message}")]
+    Read {
+        what: &'static str,
+        path: String,
+        message: String,
+    },
+}
+
+/// A file's bytes, or an error naming the config field and the file.
+fn read_file(what: &'static str, path: &std::path::Path) -> Result<Vec<u8>, AmqpSetupError> {
+    std::fs::read(path).map_err(|e| AmqpSetupError::Read {
+        what,
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// One live connection with its confirm-mode channel.
@@ -71,6 +86,8 @@ pub struct AmqpSink {
     /// The resolved URL (a secret: never logged or printed).
     url: String,
     ca_pem: Option<String>,
+    /// Client certificate chain and key (PEM) for mutual TLS.
+    identity: Option<(Vec<u8>, Vec<u8>)>,
     link: Mutex<Option<Arc<Link>>>,
     /// One record at a time (see `deliver_one_by_one`); on at start, off
     /// after a call in which every record was confirmed.
@@ -86,23 +103,36 @@ impl std::fmt::Debug for AmqpSink {
 }
 
 impl AmqpSink {
-    /// Reads the URL and CA; no connection is made yet (the first delivery connects).
+    /// Reads the URL, CA and client identity; no connection is made yet (the
+    /// first delivery connects).
     pub fn new(cfg: &AmqpSinkSettings) -> Result<AmqpSink, AmqpSetupError> {
         let url = secrets::resolve("sinks.amqp.url", &cfg.url)?;
+        let identity_files = cfg.cert_file.as_deref().zip(cfg.key_file.as_deref());
+        if cfg.ca_file.is_some() || identity_files.is_some() {
+            // The shared loader's checks first (missing file, not PEM, key not
+            // matching the certificate), so a mistake is named here rather
+            // than surfacing as a handshake failure inside lapin.
+            crate::tls::client_config(cfg.ca_file.as_deref(), identity_files)?;
+        }
         let ca_pem = cfg
             .ca_file
-            .as_ref()
-            .map(|p| {
-                std::fs::read_to_string(p).map_err(|e| AmqpSetupError::CaFile {
-                    path: p.display().to_string(),
-                    message: e.to_string(),
-                })
+            .as_deref()
+            .map(|p| read_file("ca_file", p))
+            .transpose()?
+            .map(|pem| String::from_utf8_lossy(&pem).into_owned());
+        let identity = identity_files
+            .map(|(cert, key)| {
+                Ok::<_, AmqpSetupError>((
+                    read_file("cert_file", cert)?,
+                    read_file("key_file", key)?,
+                ))
             })
             .transpose()?;
         Ok(AmqpSink {
             cfg: cfg.clone(),
             url,
             ca_pem,
+            identity,
             link: Mutex::new(None),
             careful: AtomicBool::new(true),
         })
@@ -287,7 +317,8 @@ impl AmqpSink {
         Ok(link)
     }
 
-    /// A connection to the broker (TLS per the URL scheme, `ca_file` trusted).
+    /// A connection to the broker (TLS per the URL scheme, `ca_file` trusted,
+    /// the client identity presented when the broker asks).
     async fn open(&self) -> Result<Connection, AmqpError> {
         // lapin's rustls uses the process default provider; ring is the only one built.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -296,7 +327,13 @@ impl AmqpSink {
         let runtime =
             lapin::runtime::default_runtime().map_err(|e| AmqpError::from_lapin("runtime", &e))?;
         let tls = lapin::tcp::OwnedTLSConfig {
-            identity: None,
+            identity: self
+                .identity
+                .as_ref()
+                .map(|(pem, key)| lapin::tcp::OwnedIdentity::PKCS8 {
+                    pem: pem.clone(),
+                    key: key.clone(),
+                }),
             cert_chain: self.ca_pem.clone(),
         };
         Connection::connect_with_config(&self.url, props, tls, runtime)
