@@ -518,3 +518,55 @@ fn https_refuses_clearly_without_a_client_cert_or_with_one_from_another_ca() {
         out.stderr
     );
 }
+
+/// `tally check --connect`'s line for the http sink, and whether check passed.
+fn check_connect_line(dir: &Path, config: &Path) -> (bool, String) {
+    let out = TallyProcess::run(
+        dir,
+        &["check", "--connect", "--config", config.to_str().unwrap()],
+        &[],
+        Duration::from_secs(60),
+    );
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("# sink http"))
+        .unwrap_or_else(|| panic!("no http line:\n{}{}", out.stdout, out.stderr))
+        .to_string();
+    (out.status.success(), line)
+}
+
+#[test]
+fn check_connect_probes_the_endpoint_over_https_without_sending_an_event() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::generate(dir.path());
+    let receiver = HttpReceiver::start();
+    let front = TlsFront::start(receiver.runtime(), receiver.router(), pki.server_config());
+    let topic = unique_topic("http-check");
+    create_topic(&topic, 1);
+    let probe = |client: Option<(&Path, &Path)>| {
+        let config = write_config_url(
+            dir.path(),
+            &front.url(),
+            &[&topic],
+            "/id",
+            &tls_lines(&pki, client),
+            "",
+        );
+        check_connect_line(dir.path(), &config)
+    };
+    let (ok, line) = probe(Some((&pki.client_cert, &pki.client_key)));
+    assert!(
+        ok && line.contains("ok (") && line.contains("answered HEAD"),
+        "{line}"
+    );
+    let (ok, line) = probe(None);
+    assert!(!ok && line.contains("FAILED"), "{line}");
+    let (ok, line) = probe(Some((&pki.stranger_cert, &pki.stranger_key)));
+    assert!(!ok && line.contains("FAILED"), "{line}");
+    assert_eq!(
+        receiver.accepted(),
+        0,
+        "the probe must not deliver anything"
+    );
+}

@@ -846,3 +846,76 @@ fn store_disk_full_stops_tally_and_a_restart_delivers_every_record_once() {
         double.duplicate_posts()
     );
 }
+
+/// `tally check --connect`'s line for the Kill Bill sink, and whether check passed.
+fn check_connect_line(dir: &Path, config: &Path, envs: &[(String, String)]) -> (bool, String) {
+    let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let out = TallyProcess::run(
+        dir,
+        &["check", "--connect", "--config", config.to_str().unwrap()],
+        &envs,
+        Duration::from_secs(60),
+    );
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("# sink killbill"))
+        .unwrap_or_else(|| panic!("no killbill line:\n{}{}", out.stdout, out.stderr))
+        .to_string();
+    (out.status.success(), line)
+}
+
+#[test]
+fn check_connect_probes_kill_bill_per_tenant_without_writing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let double = KillbillDouble::with_tenants(&[T0, T1]);
+    let topic = unique_topic("kb-check");
+    create_topic(&topic, 1);
+    let routes = [RouteSpec {
+        name: "usage",
+        topics: vec![&topic],
+        sink: "killbill",
+    }];
+    let (config, envs) = write_config(dir.path(), &double, &[T0, T1], &routes, "", "");
+    let (ok, line) = check_connect_line(dir.path(), &config, &envs);
+    assert!(ok, "{line}");
+    assert!(
+        line.contains("ok (") && line.contains(T0) && line.contains(T1),
+        "{line}"
+    );
+    assert_eq!(double.accepted(), 0, "the probe must not post usage");
+
+    // A wrong api secret for one tenant is named, and check fails.
+    let wrong: Vec<(String, String)> = envs
+        .iter()
+        .map(|(k, v)| {
+            let v = if k == "KB_SECRET_1" {
+                "wrong"
+            } else {
+                v.as_str()
+            };
+            (k.clone(), v.to_string())
+        })
+        .collect();
+    let (ok, line) = check_connect_line(dir.path(), &config, &wrong);
+    assert!(!ok, "{line}");
+    assert!(
+        line.contains("FAILED") && line.contains(T1) && line.contains("credentials refused"),
+        "{line}"
+    );
+    assert!(!line.contains("wrong"), "secret printed: {line}");
+
+    // Nothing listening: the connect failure is the reason.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let text = std::fs::read_to_string(&config)
+        .expect("config")
+        .replace(&double.url(), &format!("http://127.0.0.1:{port}/"));
+    std::fs::write(&config, text).expect("write config");
+    let (ok, line) = check_connect_line(dir.path(), &config, &envs);
+    assert!(
+        !ok && line.contains("FAILED") && line.contains("connect"),
+        "{line}"
+    );
+}

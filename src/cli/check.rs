@@ -7,6 +7,7 @@ use super::{load, runtime};
 use crate::config::{Settings, SinkKind};
 use crate::kafka::{ClusterClient, error_name};
 use crate::pipeline::kafka_config;
+use crate::sink::probe::ProbeReport;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -92,8 +93,14 @@ async fn probe(settings: &Settings) -> usize {
     for route in &settings.routes {
         match route.sink {
             SinkKind::Killbill => {
-                // Not probed yet: a probe needs a read-only Kill Bill call per tenant.
-                println!("# sink killbill: not probed (route {})", route.name);
+                let Some(cfg) = &settings.sinks.killbill else {
+                    continue;
+                };
+                let report = match crate::sink::killbill::KillbillSink::new(cfg) {
+                    Ok(sink) => sink.probe().await,
+                    Err(e) => ProbeReport::failed(e),
+                };
+                problems += report_sink("killbill", &route.name, &report);
             }
             SinkKind::Amqp => {
                 let Some(cfg) = &settings.sinks.amqp else {
@@ -101,18 +108,19 @@ async fn probe(settings: &Settings) -> usize {
                 };
                 let report = match crate::sink::amqp::AmqpSink::new(cfg) {
                     Ok(sink) => sink.probe().await,
-                    Err(e) => crate::sink::amqp::ProbeReport {
-                        line: format!("FAILED ({e})"),
-                        ok: false,
-                    },
+                    Err(e) => ProbeReport::failed(e),
                 };
-                if !report.ok {
-                    problems += 1;
-                }
-                println!("# sink amqp (route {}): {}", route.name, report.line);
+                problems += report_sink("amqp", &route.name, &report);
             }
             SinkKind::Http => {
-                println!("# sink http: not probed (route {})", route.name);
+                let Some(cfg) = &settings.sinks.http else {
+                    continue;
+                };
+                let report = match crate::sink::http::HttpSink::new(cfg) {
+                    Ok(sink) => sink.probe().await,
+                    Err(e) => ProbeReport::failed(e),
+                };
+                problems += report_sink("http", &route.name, &report);
             }
             SinkKind::File => {
                 let Some(file) = &settings.sinks.file else {
@@ -133,4 +141,10 @@ async fn probe(settings: &Settings) -> usize {
         }
     }
     problems
+}
+
+/// Prints one sink's probe line; 1 when it is a problem.
+fn report_sink(kind: &str, route: &str, report: &ProbeReport) -> usize {
+    println!("# sink {kind} (route {route}): {}", report.line);
+    usize::from(!report.ok)
 }

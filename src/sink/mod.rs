@@ -10,6 +10,7 @@ pub mod http;
 pub mod http_client;
 pub mod killbill;
 mod outgoing;
+pub mod probe;
 pub mod secrets;
 
 use std::sync::Arc;

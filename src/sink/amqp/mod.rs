@@ -24,7 +24,6 @@ use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties, Exc
 use tokio::sync::Mutex;
 
 pub use error::{AmqpError, Rejection};
-pub use probe::ProbeReport;
 
 use super::envelope::{envelope, idempotency_key};
 use super::secrets::{self, SecretError};

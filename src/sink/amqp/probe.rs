@@ -7,13 +7,7 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ExchangeKind};
 
 use super::{AmqpError, AmqpSink};
-
-/// What the probe found: one line for `tally check`, and whether it is a problem.
-#[derive(Debug)]
-pub struct ProbeReport {
-    pub line: String,
-    pub ok: bool,
-}
+use crate::sink::probe::ProbeReport;
 
 impl AmqpSink {
     /// Connects within `connect_timeout`; an exchange that does not exist is
@@ -83,10 +77,7 @@ impl AmqpSink {
 }
 
 fn failed(message: String) -> ProbeReport {
-    ProbeReport {
-        line: format!("FAILED ({message})"),
-        ok: false,
-    }
+    ProbeReport::failed(message)
 }
 
 /// The broker's 404 NOT_FOUND channel close for a passive declare.

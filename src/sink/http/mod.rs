@@ -8,6 +8,7 @@
 //! ack and commit carries the same key, for the receiver to absorb.
 
 mod error;
+mod probe;
 
 use futures_util::future::join_all;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};

@@ -117,6 +117,17 @@ impl KbClient {
         })
     }
 
+    /// Every configured tenant, by tenantId.
+    pub fn tenants_sorted(&self) -> Vec<(&str, &Tenant)> {
+        let mut all: Vec<(&str, &Tenant)> = self
+            .tenants
+            .iter()
+            .map(|(id, t)| (id.as_str(), t))
+            .collect();
+        all.sort_by_key(|(id, _)| *id);
+        all
+    }
+
     pub fn tenant(&self, tenant_id: &str) -> Result<&Tenant, KillbillError> {
         self.tenants
             .get(tenant_id)

@@ -11,6 +11,7 @@ mod body;
 mod client;
 mod error;
 mod lookup;
+mod probe;
 mod response;
 
 use std::sync::Arc;
