@@ -6,6 +6,10 @@
 #
 #   scripts/bench-amqp.sh [EVENTS=50000] [PARTITIONS=8] [MAX_BATCH_RECORDS=500]
 #
+# Baseline in the same invocation: pika publishing the same number of
+# persistent ~300-byte messages with confirms to its own exchange and queue
+# (what a hand-written forwarder does); the table gives tally's ratio to it.
+#
 # Starts its own broker and RabbitMQ node (always stopped on exit).
 set -euo pipefail
 
@@ -86,12 +90,19 @@ t1=$(date +%s.%N)
 kill -TERM "$TALLY_PID"
 wait "$TALLY_PID" || true
 TALLY_PID=
+# Baseline: same broker, its own exchange and queue, no Kafka, no dedupe.
+"${AT[@]}" setup --url "$AMQP_URL" --exchange bench-baseline --queue bench-baseline-q >&2
+baseline=$("${AT[@]}" publish --url "$AMQP_URL" --exchange bench-baseline --count "$EVENTS" |
+    "$PY" -c 'import json,sys; print(json.load(sys.stdin)["seconds"])')
 committed=$("$TALLY_BIN" offsets --config "$WORK/tally.toml" --json 2>/dev/null |
     "$PY" -c 'import json,sys; print(sum(max(0, p.get("committed") or 0) for p in json.load(sys.stdin)))' || echo "?")
 "$PY" -c '
 import sys
-events, t0, t1, committed, parts, batch = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6]
+events, t0, t1, committed, parts, batch, base = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6], float(sys.argv[7])
 secs = t1 - t0
-print(f"amqp forward: {events} events, {parts} partitions, max_batch_records {batch}: "
-      f"{secs:.2f} s, {events / secs:,.0f} events/s with publisher confirms; offsets committed: {committed}")
-' "$EVENTS" "$t0" "$t1" "$committed" "$PARTITIONS" "$BATCH"
+print("%d events, %s partitions, max_batch_records %s; offsets committed: %s" % (events, parts, batch, committed))
+row = "%-44s %8s %10s %6s"
+print(row % ("run", "seconds", "events/s", "ratio"))
+print(row % ("pika publish, confirms (baseline)", "%.2f" % base, "{:,.0f}".format(events / base), "1.00"))
+print(row % ("tally Kafka -> RabbitMQ, confirms, dedupe", "%.2f" % secs, "{:,.0f}".format(events / secs), "%.2f" % (base / secs)))
+' "$EVENTS" "$t0" "$t1" "$committed" "$PARTITIONS" "$BATCH" "$baseline"

@@ -8,6 +8,10 @@
       {exchange, routing_key, message_id, content_type, delivery_mode, app_id, headers, redelivered, body}
   amqp_tool.py count --url URL --queue Q     # {"messages": N} ready in Q
   amqp_tool.py delete-exchange --url URL --exchange X
+  amqp_tool.py publish --url URL --exchange X --count N [--size B]
+      benchmark baseline: publish N persistent messages of B bytes with
+      publisher confirms (pika waits for each confirm); print
+      {"count": N, "seconds": S}
 
 Exit 0 on success; errors go to stderr with exit 1.
 """
@@ -33,6 +37,23 @@ def setup(a):
     ch.queue_bind(queue=a.queue, exchange=a.exchange, routing_key=a.binding)
     conn.close()
     print(json.dumps({"ok": True}))
+
+
+def publish(a):
+    import time
+
+    conn = connect(a.url)
+    ch = conn.channel()
+    ch.confirm_delivery()
+    props = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+    body = b"x" * a.size
+    t0 = time.monotonic()
+    for i in range(a.count):
+        props.message_id = f"baseline-{i}"
+        ch.basic_publish(exchange=a.exchange, routing_key="baseline", body=body, properties=props, mandatory=True)
+    seconds = time.monotonic() - t0
+    conn.close()
+    print(json.dumps({"count": a.count, "seconds": seconds}))
 
 
 def delete_exchange(a):
@@ -95,9 +116,14 @@ def main():
     x = sub.add_parser("delete-exchange")
     x.add_argument("--url", required=True)
     x.add_argument("--exchange", required=True)
+    b = sub.add_parser("publish")
+    b.add_argument("--url", required=True)
+    b.add_argument("--exchange", required=True)
+    b.add_argument("--count", type=int, required=True)
+    b.add_argument("--size", type=int, default=300)
     a = p.parse_args()
     try:
-        {"setup": setup, "drain": drain, "delete-exchange": delete_exchange, "count": count}[a.cmd](a)
+        {"setup": setup, "drain": drain, "delete-exchange": delete_exchange, "count": count, "publish": publish}[a.cmd](a)
     except Exception as e:  # noqa: BLE001 - report any failure to the test
         print(f"amqp_tool: {type(e).__name__}: {e}", file=sys.stderr)
         sys.exit(1)
