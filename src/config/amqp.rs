@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::error::ConfigError;
 use super::killbill::{SecretRef, secret};
 use super::raw::RawAmqpSink;
-use super::settings::{duration_or, human_duration, non_empty_path};
+use super::settings::{TlsFiles, duration_or, human_duration, tls_files};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -95,19 +95,16 @@ pub(super) fn validate(raw: RawAmqpSink) -> Result<AmqpSinkSettings, ConfigError
             ));
         }
     }
-    let path = |field: &str, p: Option<&str>| {
-        p.map(|p| non_empty_path(&format!("{K}.{field}"), p))
-            .transpose()
-    };
-    let ca_file = path("ca_file", raw.ca_file.as_deref())?;
-    let cert_file = path("cert_file", raw.cert_file.as_deref())?;
-    let key_file = path("key_file", raw.key_file.as_deref())?;
-    if cert_file.is_some() != key_file.is_some() {
-        return Err(ConfigError::invalid(
-            format!("{K}.cert_file"),
-            "a client certificate needs both cert_file and key_file",
-        ));
-    }
+    let TlsFiles {
+        ca_file,
+        cert_file,
+        key_file,
+    } = tls_files(
+        K,
+        raw.ca_file.as_deref(),
+        raw.cert_file.as_deref(),
+        raw.key_file.as_deref(),
+    )?;
     Ok(AmqpSinkSettings {
         url,
         exchange_type,

@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::error::ConfigError;
 use super::killbill::SecretRef;
 use super::raw::RawHttpSink;
-use super::settings::{duration_or, human_duration, non_empty_path};
+use super::settings::{TlsFiles, duration_or, human_duration, non_empty_path, tls_files};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HttpSinkSettings {
@@ -130,20 +130,16 @@ pub(super) fn validate(raw: RawHttpSink) -> Result<HttpSinkSettings, ConfigError
         let path = non_empty_path(&format!("{K}.headers_file.\"{name}\""), &path)?;
         secret_headers.insert(name, SecretRef::File(path));
     }
-    let path = |field: &str, p: Option<String>| {
-        p.as_deref()
-            .map(|p| non_empty_path(&format!("{K}.{field}"), p))
-            .transpose()
-    };
-    let ca_file = path("ca_file", raw.ca_file)?;
-    let cert_file = path("cert_file", raw.cert_file)?;
-    let key_file = path("key_file", raw.key_file)?;
-    if cert_file.is_some() != key_file.is_some() {
-        return Err(ConfigError::invalid(
-            format!("{K}.cert_file"),
-            "a client certificate needs both cert_file and key_file",
-        ));
-    }
+    let TlsFiles {
+        ca_file,
+        cert_file,
+        key_file,
+    } = tls_files(
+        K,
+        raw.ca_file.as_deref(),
+        raw.cert_file.as_deref(),
+        raw.key_file.as_deref(),
+    )?;
     if (cert_file.is_some() || ca_file.is_some()) && url.scheme() != "https" {
         return Err(ConfigError::invalid(
             format!("{K}.url"),

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
 use super::killbill::{SecretRef, secret};
-use super::settings::non_empty_path;
+use super::settings::{TlsFiles, tls_files};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -77,19 +77,16 @@ pub struct KafkaSaslSettings {
 
 pub(super) fn validate_tls(raw: RawKafkaTls) -> Result<KafkaTlsSettings, ConfigError> {
     const K: &str = "kafka.tls";
-    let path = |key: &str, v: Option<String>| {
-        v.map(|p| non_empty_path(&format!("{K}.{key}"), &p))
-            .transpose()
-    };
-    let ca_file = path("ca_file", raw.ca_file)?;
-    let cert_file = path("cert_file", raw.cert_file)?;
-    let key_file = path("key_file", raw.key_file)?;
-    if cert_file.is_some() != key_file.is_some() {
-        return Err(ConfigError::invalid(
-            format!("{K}.cert_file"),
-            "cert_file and key_file go together (mutual TLS needs both)",
-        ));
-    }
+    let TlsFiles {
+        ca_file,
+        cert_file,
+        key_file,
+    } = tls_files(
+        K,
+        raw.ca_file.as_deref(),
+        raw.cert_file.as_deref(),
+        raw.key_file.as_deref(),
+    )?;
     let server_name = match raw.server_name {
         Some(n) if rustls::pki_types::ServerName::try_from(n.as_str()).is_err() => {
             return Err(ConfigError::invalid(

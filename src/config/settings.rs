@@ -675,6 +675,39 @@ pub(super) fn non_empty_path(key: &str, value: &str) -> Result<PathBuf, ConfigEr
     Ok(PathBuf::from(value))
 }
 
+/// The `ca_file`, `cert_file` and `key_file` of a TLS client under `table`.
+pub(super) struct TlsFiles {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// Validates a TLS client's files the same way for Kafka and every sink:
+/// non-empty paths, and a client certificate only together with its key.
+pub(super) fn tls_files(
+    table: &str,
+    ca_file: Option<&str>,
+    cert_file: Option<&str>,
+    key_file: Option<&str>,
+) -> Result<TlsFiles, ConfigError> {
+    let path = |field: &str, p: Option<&str>| {
+        p.map(|p| non_empty_path(&format!("{table}.{field}"), p))
+            .transpose()
+    };
+    let files = TlsFiles {
+        ca_file: path("ca_file", ca_file)?,
+        cert_file: path("cert_file", cert_file)?,
+        key_file: path("key_file", key_file)?,
+    };
+    if files.cert_file.is_some() != files.key_file.is_some() {
+        return Err(ConfigError::invalid(
+            format!("{table}.cert_file"),
+            "a client certificate needs both cert_file and key_file",
+        ));
+    }
+    Ok(files)
+}
+
 pub(super) mod human_duration {
     use serde::Serializer;
     use std::time::Duration;
