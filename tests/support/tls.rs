@@ -9,12 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::Router;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::tls_rig::TestCa;
 
 /// PEM files under one directory: a CA, a server cert for 127.0.0.1 and
 /// localhost, a client cert from that CA, and a client cert from another CA.
@@ -28,61 +26,20 @@ pub struct TestPki {
     pub stranger_key: PathBuf,
 }
 
-fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().expect("CA key");
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let cert = params.self_signed(&key).expect("CA cert");
-    (cert.pem(), Issuer::new(params, key))
-}
-
-/// (cert PEM, key PEM) signed by `issuer`.
-fn leaf(
-    issuer: &Issuer<'static, KeyPair>,
-    name: &str,
-    sans: &[&str],
-    usage: ExtendedKeyUsagePurpose,
-) -> (String, String) {
-    let key = KeyPair::generate().expect("leaf key");
-    let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-    let mut params = CertificateParams::new(sans).expect("leaf params");
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.extended_key_usages = vec![usage];
-    let cert = params.signed_by(&key, issuer).expect("leaf cert");
-    (cert.pem(), key.serialize_pem())
-}
-
 impl TestPki {
     pub fn generate(dir: &Path) -> TestPki {
-        let (ca_pem, issuer) = ca("tally test CA");
-        let (_, stranger_issuer) = ca("some other CA");
-        let (server_cert, server_key) = leaf(
-            &issuer,
-            "tally test server",
-            &["127.0.0.1", "localhost"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        );
-        let (client_cert, client_key) =
-            leaf(&issuer, "tally", &[], ExtendedKeyUsagePurpose::ClientAuth);
-        let (stranger_cert, stranger_key) = leaf(
-            &stranger_issuer,
-            "tally",
-            &[],
-            ExtendedKeyUsagePurpose::ClientAuth,
-        );
+        let ca = TestCa::new("tally test CA");
+        let stranger_ca = TestCa::new("some other CA");
+        let (server_cert, server_key) = ca.issue(&["127.0.0.1", "localhost"], false);
+        let (client_cert, client_key) = ca.issue(&["tally"], false);
+        let (stranger_cert, stranger_key) = stranger_ca.issue(&["tally"], false);
         let write = |name: &str, text: &str| {
             let path = dir.join(name);
             std::fs::write(&path, text).expect("write PEM");
             path
         };
         TestPki {
-            ca: write("ca.pem", &ca_pem),
+            ca: write("ca.pem", &ca.pem),
             server_cert: write("server.pem", &server_cert),
             server_key: write("server.key", &server_key),
             client_cert: write("client.pem", &client_cert),
