@@ -431,12 +431,7 @@ fn rabbitmq_restart_mid_stream_every_event_arrives_resends_keep_message_id() {
 }
 
 fn check_connect(dir: &Path, config: &Path, url: &str) -> TallyOutput {
-    TallyProcess::run(
-        dir,
-        &["check", "--connect", "--config", config.to_str().unwrap()],
-        &[("TEST_AMQP_URL", url)],
-        Duration::from_secs(60),
-    )
+    TallyProcess::check_connect(dir, config, &[("TEST_AMQP_URL", url)])
 }
 
 #[test]
@@ -451,11 +446,7 @@ fn check_connect_probes_the_broker_and_its_exchanges() {
     let config = write_config(dir.path(), &[(&a, &xa), (&b, &xb)], "", "");
     let out = check_connect(dir.path(), &config, &amqp_url());
     assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
-    let line = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("# sink amqp"))
-        .unwrap_or_else(|| panic!("no amqp line:\n{}", out.stdout));
+    let line = out.sink_line("amqp");
     assert!(line.contains(": ok (connected"), "{line}");
     assert!(line.contains(&format!("present: [{xa}]")), "{line}");
     assert!(
@@ -492,11 +483,7 @@ fn check_connect_probes_the_broker_and_its_exchanges() {
         &format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
     );
     assert!(!out.status.success(), "{}", out.stdout);
-    let line = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("# sink amqp"))
-        .unwrap_or_else(|| panic!("no amqp line:\n{}", out.stdout));
+    let line = out.sink_line("amqp");
     assert!(line.contains("FAILED (amqp sink: connect:"), "{line}");
     assert!(!line.contains("guest:guest"), "credentials printed: {line}");
     eprintln!("{line}");
@@ -536,12 +523,7 @@ fn amqps_with_a_client_certificate_delivers_once_and_without_one_is_refused() {
     ] {
         let config = write_config(dir.path(), &[(&topic, &x)], &tls(identity), "");
         let out = check_connect(dir.path(), &config, &amqps);
-        let line = out
-            .stdout
-            .lines()
-            .find(|l| l.starts_with("# sink amqp"))
-            .unwrap_or_else(|| panic!("{what}: no amqp line:\n{}", out.stdout))
-            .to_string();
+        let line = out.sink_line("amqp");
         assert!(!out.status.success(), "{what}: accepted: {line}");
         assert!(line.contains("FAILED"), "{what}: {line}");
         assert!(!line.contains("guest:guest"), "credentials printed: {line}");

@@ -519,23 +519,6 @@ fn https_refuses_clearly_without_a_client_cert_or_with_one_from_another_ca() {
     );
 }
 
-/// `tally check --connect`'s line for the http sink, and whether check passed.
-fn check_connect_line(dir: &Path, config: &Path) -> (bool, String) {
-    let out = TallyProcess::run(
-        dir,
-        &["check", "--connect", "--config", config.to_str().unwrap()],
-        &[],
-        Duration::from_secs(60),
-    );
-    let line = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("# sink http"))
-        .unwrap_or_else(|| panic!("no http line:\n{}{}", out.stdout, out.stderr))
-        .to_string();
-    (out.status.success(), line)
-}
-
 #[test]
 fn check_connect_probes_the_endpoint_over_https_without_sending_an_event() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -553,7 +536,8 @@ fn check_connect_probes_the_endpoint_over_https_without_sending_an_event() {
             &tls_lines(&pki, client),
             "",
         );
-        check_connect_line(dir.path(), &config)
+        let out = TallyProcess::check_connect(dir.path(), &config, &[]);
+        (out.status.success(), out.sink_line("http"))
     };
     let (ok, line) = probe(Some((&pki.client_cert, &pki.client_key)));
     assert!(

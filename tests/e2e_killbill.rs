@@ -847,22 +847,11 @@ fn store_disk_full_stops_tally_and_a_restart_delivers_every_record_once() {
     );
 }
 
-/// `tally check --connect`'s line for the Kill Bill sink, and whether check passed.
+/// `tally check --connect`: whether it passed, and its Kill Bill sink line.
 fn check_connect_line(dir: &Path, config: &Path, envs: &[(String, String)]) -> (bool, String) {
     let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let out = TallyProcess::run(
-        dir,
-        &["check", "--connect", "--config", config.to_str().unwrap()],
-        &envs,
-        Duration::from_secs(60),
-    );
-    let line = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("# sink killbill"))
-        .unwrap_or_else(|| panic!("no killbill line:\n{}{}", out.stdout, out.stderr))
-        .to_string();
-    (out.status.success(), line)
+    let out = TallyProcess::check_connect(dir, config, &envs);
+    (out.status.success(), out.sink_line("killbill"))
 }
 
 #[test]

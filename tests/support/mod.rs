@@ -426,6 +426,16 @@ impl TallyOutput {
             )
         })
     }
+
+    /// The line `tally check` printed for the `kind` sink (panics without one).
+    pub fn sink_line(&self, kind: &str) -> String {
+        let prefix = format!("# sink {kind}");
+        self.stdout
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line:\n{}{}", self.stdout, self.stderr))
+            .to_string()
+    }
 }
 
 static SPAWNED: AtomicU64 = AtomicU64::new(0);
@@ -504,6 +514,16 @@ impl TallyProcess {
             stdout: p.stdout(),
             stderr: p.stderr(),
         }
+    }
+
+    /// `tally check --connect --config CONFIG`, run to completion.
+    pub fn check_connect(dir: &Path, config: &Path, envs: &[(&str, &str)]) -> TallyOutput {
+        Self::run(
+            dir,
+            &["check", "--connect", "--config", config.to_str().unwrap()],
+            envs,
+            Duration::from_secs(60),
+        )
     }
 
     pub fn dir(&self) -> &Path {
