@@ -62,7 +62,7 @@ impl DeadLetterProducer {
     ) -> Result<(), KafkaError> {
         let producer = self
             .producer
-            .get_or_try_init(|| async { Producer::connect(&shared.kafka_config).await })
+            .get_or_try_init(|| async { Producer::connect(shared.client.config()).await })
             .await?;
         let partitions = producer.partition_count(topic).await?.max(1);
         // Keyed records go where Kafka's default partitioner puts the key;

@@ -87,8 +87,6 @@ pub(crate) struct Shared {
     /// Shared with `Live`, so an admin-API replay reserves keys like a worker.
     pub inflight: Arc<InFlight>,
     pub client: ClusterClient,
-    /// The resolved client settings (TLS, SASL), for producers made later.
-    pub kafka_config: KafkaConfig,
     pub pipeline: PipelineSettings,
     pub kafka: KafkaSettings,
     pub cancel: CancellationToken,
@@ -203,8 +201,7 @@ pub async fn run(
         store: Arc::clone(&store),
         committer,
         inflight: Arc::clone(&live.inflight),
-        client: ClusterClient::new(kafka.clone()),
-        kafka_config: kafka,
+        client: ClusterClient::new(kafka),
         pipeline: settings.pipeline.clone(),
         kafka: settings.kafka.clone(),
         cancel: cancel.clone(),
