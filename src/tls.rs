@@ -1,5 +1,5 @@
-//! rustls client configuration from PEM files, shared by the Kafka transport
-//! and the HTTP sinks: the ring provider only (pure Rust + ring: no OpenSSL,
+//! rustls configuration from PEM files, shared by the Kafka transport, the
+//! HTTP sinks and the admin API's server: the ring provider only (pure Rust + ring: no OpenSSL,
 //! no aws-lc, so the static musl build works), a CA bundle or the built-in
 //! Mozilla roots, an optional client certificate chain and key.
 //!
@@ -84,20 +84,61 @@ pub fn client_config(
             let key = private_key(key_file)?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| match e {
-                    rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
-                        TlsError::KeyMismatch {
-                            cert: cert_file.to_path_buf(),
-                            key: key_file.to_path_buf(),
-                        }
-                    }
-                    other => TlsError::Identity {
-                        cert: cert_file.to_path_buf(),
-                        key: key_file.to_path_buf(),
-                        message: other.to_string(),
-                    },
-                })
+                .map_err(|e| identity_error(e, cert_file, key_file))
         }
+    }
+}
+
+/// A server config presenting `cert_file` + `key_file`, and requiring a
+/// client certificate issued by `client_ca_file` when one is given (mTLS).
+pub fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: Option<&Path>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    let builder = match client_ca_file {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs("client_ca_file", path)? {
+                roots.add(cert).map_err(|e| TlsError::BadCertificate {
+                    what: "client_ca_file",
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Setup(format!("client_ca_file {}: {e}", path.display())))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let chain = certs("cert_file", cert_file)?;
+    let key = private_key(key_file)?;
+    builder
+        .with_single_cert(chain, key)
+        .map_err(|e| identity_error(e, cert_file, key_file))
+}
+
+fn identity_error(e: rustls::Error, cert: &Path, key: &Path) -> TlsError {
+    match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => {
+            TlsError::KeyMismatch {
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            }
+        }
+        other => TlsError::Identity {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            message: other.to_string(),
+        },
     }
 }
 

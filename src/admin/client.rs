@@ -1,6 +1,7 @@
 //! A small HTTP/1.1 client for the daemon's admin API, so state commands can
 //! ask a running tally instead of opening its (locked) store. Plain HTTP to
-//! the configured address: the admin API is meant to be on loopback.
+//! the configured address, or HTTPS when the config has `[admin.tls]`
+//! (trusting its `ca_file`, else the server's own `cert_file`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use axum::body::Bytes;
 use axum::http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 
 use super::Token;
 use crate::config::AdminSettings;
@@ -27,12 +29,32 @@ pub enum ClientError {
     },
     #[error("admin API at {addr} timed out after {after:?}")]
     Timeout { addr: SocketAddr, after: Duration },
+    #[error("admin API: [admin.tls] {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("admin API at {addr}: TLS handshake failed: {detail}")]
+    Handshake { addr: SocketAddr, detail: String },
+}
+
+/// How the CLI speaks TLS to the daemon.
+#[derive(Clone)]
+struct ClientTls {
+    connector: tokio_rustls::TlsConnector,
+    server_name: ServerName<'static>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     addr: SocketAddr,
     token: Option<Token>,
+    tls: Option<ClientTls>,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,8 +62,9 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 impl AdminClient {
     /// A client for the daemon configured by `admin`; an unspecified listen
     /// address (0.0.0.0) is reached on loopback. The token is resolved from
-    /// the same `token_env`/`token_file` when available here.
-    pub fn new(admin: &AdminSettings) -> AdminClient {
+    /// the same `token_env`/`token_file` when available here. With
+    /// `[admin.tls]` its files are read now, so a bad one fails here, named.
+    pub fn new(admin: &AdminSettings) -> Result<AdminClient, ClientError> {
         let mut addr = admin.listen;
         if addr.ip().is_unspecified() {
             addr.set_ip(if addr.is_ipv4() {
@@ -50,10 +73,32 @@ impl AdminClient {
                 std::net::Ipv6Addr::LOCALHOST.into()
             });
         }
-        AdminClient {
+        let tls = match &admin.tls {
+            None => None,
+            Some(t) => {
+                let trust = t.ca_file.as_deref().unwrap_or(&t.cert_file);
+                let identity = t
+                    .client_cert_file
+                    .as_deref()
+                    .zip(t.client_key_file.as_deref());
+                let config = crate::tls::client_config(Some(trust), identity)?;
+                let server_name = match &t.server_name {
+                    Some(name) => ServerName::try_from(name.clone()).map_err(|e| {
+                        crate::tls::TlsError::Setup(format!("server_name {name:?}: {e}"))
+                    })?,
+                    None => ServerName::IpAddress(addr.ip().into()),
+                };
+                Some(ClientTls {
+                    connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+                    server_name,
+                })
+            }
+        };
+        Ok(AdminClient {
             addr,
             token: Token::resolve(admin).ok().flatten(),
-        }
+            tls,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -130,12 +175,6 @@ impl AdminClient {
                 addr: self.addr,
                 detail: e.to_string(),
             })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.http(e))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -145,13 +184,68 @@ impl AdminClient {
             req = req.header(header::AUTHORIZATION, format!("Bearer {}", t.as_str()));
         }
         let req = req.body(Full::new(body)).map_err(|e| self.http(e))?;
-        sender.send_request(req).await.map_err(|e| self.http(e))
+        match &self.tls {
+            None => self.exchange(stream, req).await,
+            Some(tls) => {
+                let stream = tls
+                    .connector
+                    .connect(tls.server_name.clone(), stream)
+                    .await
+                    .map_err(|e| ClientError::Handshake {
+                        addr: self.addr,
+                        detail: crate::tls::rustls_error(&e)
+                            .map_or_else(|| e.to_string(), crate::tls::explain),
+                    })?;
+                self.exchange(stream, req).await
+            }
+        }
     }
 
-    fn http(&self, e: impl std::fmt::Display) -> ClientError {
+    /// One HTTP/1.1 request over an open connection (plain or TLS).
+    async fn exchange<IO>(
+        &self,
+        io: IO,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, ClientError>
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| self.http(e))?;
+        let conn = tokio::spawn(conn);
+        match sender.send_request(req).await {
+            Ok(resp) => Ok(resp),
+            // The connection's own error says why (e.g. the server refused
+            // our certificate); the request's only says it was cancelled.
+            Err(e) => match tokio::time::timeout(Duration::from_secs(1), conn).await {
+                Ok(Ok(Err(conn_error))) => Err(self.http(conn_error)),
+                _ => Err(self.http(e)),
+            },
+        }
+    }
+
+    /// hyper's own message is often just "connection error"; the cause (a
+    /// TLS alert such as CertificateRequired) is further down the chain.
+    fn http(&self, e: impl std::error::Error) -> ClientError {
+        let mut detail = e.to_string();
+        let mut source = e.source();
+        while let Some(cause) = source {
+            let text = match cause.downcast_ref::<std::io::Error>() {
+                Some(io) => {
+                    crate::tls::rustls_error(io).map_or_else(|| io.to_string(), crate::tls::explain)
+                }
+                None => cause.to_string(),
+            };
+            if !detail.contains(&text) {
+                detail.push_str(": ");
+                detail.push_str(&text);
+            }
+            source = cause.source();
+        }
         ClientError::Http {
             addr: self.addr,
-            detail: e.to_string(),
+            detail,
         }
     }
 

@@ -1,14 +1,16 @@
 //! The admin HTTP server: Prometheus metrics, health and readiness, the
 //! state API behind the CLI's read commands, and a publish endpoint.
 //!
-//! Off unless `[admin]` is configured; binds 127.0.0.1 by default. Reads are
-//! open (the bind address is the boundary, like a Prometheus exporter);
-//! anything that changes state needs the bearer token.
+//! Off unless `[admin]` is configured; binds 127.0.0.1 by default; HTTPS
+//! (optionally requiring client certificates) with `[admin.tls]`. Reads are
+//! open (the bind address, or the client CA, is the boundary, like a
+//! Prometheus exporter); anything that changes state needs the bearer token.
 
 pub mod auth;
 pub mod client;
 pub mod metrics;
 mod routes;
+mod tls_listener;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -37,6 +39,8 @@ pub enum AdminError {
     Token(String),
     #[error("admin API: {0}")]
     Kafka(#[from] crate::kafka::SecurityError),
+    #[error("admin API: [admin.tls] {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running admin server; `stop` ends it.
@@ -54,6 +58,15 @@ impl AdminServer {
         live: Arc<Live>,
     ) -> Result<AdminServer, AdminError> {
         let token = Token::resolve(admin)?;
+        // Read the TLS files before binding: a bad file fails the start, named.
+        let tls = match &admin.tls {
+            Some(t) => Some(crate::tls::server_config(
+                &t.cert_file,
+                &t.key_file,
+                t.client_ca_file.as_deref(),
+            )?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(admin.listen)
             .await
             .map_err(|source| AdminError::Bind {
@@ -75,15 +88,23 @@ impl AdminServer {
         let stop = CancellationToken::new();
         let shutdown = stop.clone();
         let app = routes::router(state);
-        let task = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!("admin API stopped: {e}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let task = match tls {
+            None => tokio::spawn(serve(listener, app, shutdown)),
+            Some(config) => {
+                let listener = tls_listener::TlsListener::new(listener, config, stop.clone())
+                    .map_err(|source| AdminError::Bind {
+                        addr: admin.listen,
+                        source,
+                    })?;
+                tokio::spawn(serve(listener, app, shutdown))
             }
-        });
-        tracing::info!(%addr, "admin API listening");
+        };
+        let mtls = admin
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca_file.is_some());
+        tracing::info!(%addr, scheme, client_certificates = mtls, "admin API listening");
         Ok(AdminServer { stop, task, addr })
     }
 
@@ -97,5 +118,18 @@ impl AdminServer {
         {
             task.abort();
         }
+    }
+}
+
+async fn serve<L>(listener: L, app: axum::Router, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = served {
+        tracing::error!("admin API stopped: {e}");
     }
 }

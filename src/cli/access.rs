@@ -19,7 +19,7 @@ pub(crate) fn open(settings: &Settings) -> anyhow::Result<Access> {
     match Store::open(&store_config(settings)) {
         Ok(s) => Ok(Access::Store(s)),
         Err(e @ StoreError::Locked { .. }) => match &settings.admin {
-            Some(a) => Ok(Access::Daemon(AdminClient::new(a))),
+            Some(a) => Ok(Access::Daemon(AdminClient::new(a)?)),
             None => Err(anyhow::Error::new(e).context(
                 "the daemon holds the store and this config has no [admin] table to ask it through \
                  (add `[admin] listen = \"127.0.0.1:9464\"` and restart it, or stop it to read the store directly)",

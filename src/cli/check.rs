@@ -43,6 +43,30 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 /// Print one line per probe; return how many failed.
 async fn probe(settings: &Settings) -> usize {
     let mut problems = 0;
+    if let Some(tls) = settings.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+        // What `tally run` will load for the admin server, and the CLI's side.
+        let server =
+            crate::tls::server_config(&tls.cert_file, &tls.key_file, tls.client_ca_file.as_deref());
+        let client = settings.admin.as_ref().map(crate::admin::AdminClient::new);
+        match (server, client) {
+            (Ok(_), Some(Ok(_)) | None) => println!(
+                "# admin: ok (https{})",
+                if tls.client_ca_file.is_some() {
+                    ", client certificates required"
+                } else {
+                    ""
+                }
+            ),
+            (Err(e), _) => {
+                println!("# admin: FAILED ([admin.tls] {e})");
+                problems += 1;
+            }
+            (_, Some(Err(e))) => {
+                println!("# admin: FAILED (the CLI's side: {e})");
+                problems += 1;
+            }
+        }
+    }
     let client = match kafka_config(&settings.kafka) {
         Ok(cfg) => ClusterClient::new(cfg),
         Err(e) => {

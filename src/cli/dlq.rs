@@ -233,7 +233,7 @@ fn open_for_write(settings: &Settings, what: &str) -> anyhow::Result<Access> {
     match (Store::open(&store_config(settings)), &settings.admin) {
         (Ok(s), _) => Ok(Access::Store(s)),
         (Err(StoreError::Locked { .. }), Some(admin)) => {
-            Ok(Access::Daemon(AdminClient::new(admin)))
+            Ok(Access::Daemon(AdminClient::new(admin)?))
         }
         (Err(e @ StoreError::Locked { .. }), None) => Err(anyhow::Error::new(e).context(format!(
             "dlq {what} needs the store to itself or the daemon's admin API: stop the running \
