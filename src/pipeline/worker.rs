@@ -436,6 +436,7 @@ impl PartitionWorker {
             keys,
             digests,
             dead_letters: Vec::new(),
+            changelog: None,
         }
     }
 
