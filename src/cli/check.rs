@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::{load, runtime};
 use crate::config::{Settings, SinkKind};
-use crate::kafka::{ClusterClient, error_name};
+use crate::kafka::{ClusterClient, ClusterMetadata, error_name};
 use crate::pipeline::kafka_config;
 use crate::sink::probe::ProbeReport;
 
@@ -75,7 +75,14 @@ async fn probe(settings: &Settings) -> usize {
         }
     };
     let topics = settings.all_topics();
-    match client.metadata(&topics).await {
+    let mut asked = topics.clone();
+    asked.extend(
+        settings
+            .routes
+            .iter()
+            .filter_map(|r| r.changelog_topic.clone()),
+    );
+    match client.metadata(&asked).await {
         Ok(md) => {
             println!(
                 "# broker: ok ({} broker(s): {})",
@@ -106,6 +113,12 @@ async fn probe(settings: &Settings) -> usize {
                         problems += 1;
                         println!("# topic {topic}: FAILED (not in the broker's metadata)");
                     }
+                }
+            }
+            for route in &settings.routes {
+                if let Some(line) = changelog_line(route, &md) {
+                    problems += usize::from(line.contains("FAILED"));
+                    println!("{line}");
                 }
             }
         }
@@ -165,6 +178,36 @@ async fn probe(settings: &Settings) -> usize {
         }
     }
     problems
+}
+
+/// The changelog topic must exist with a partition for every source
+/// partition (what a partition checks again before it restores).
+fn changelog_line(route: &crate::config::Route, md: &ClusterMetadata) -> Option<String> {
+    let cl = route.changelog_topic.as_deref()?;
+    let count = |t: &str| {
+        md.topics
+            .get(t)
+            .filter(|m| m.error.is_none())
+            .map(|m| m.partitions.len())
+    };
+    let needed = route
+        .topics
+        .iter()
+        .filter_map(|t| count(t))
+        .max()
+        .unwrap_or(0);
+    let head = format!("# changelog topic {cl} (route {})", route.name);
+    Some(match count(cl) {
+        None => format!(
+            "{head}: FAILED (does not exist; create it with at least {needed} partitions, \
+             cleanup.policy=delete, retention.ms no shorter than store.retention)"
+        ),
+        Some(n) if n < needed => format!(
+            "{head}: FAILED ({n} partitions, the route's topics have up to {needed}: \
+             add partitions, partition p records into changelog partition p)"
+        ),
+        Some(n) => format!("{head}: ok ({n} partitions, the route's topics need {needed})"),
+    })
 }
 
 /// Prints one sink's probe line; 1 when it is a problem.

@@ -23,6 +23,8 @@ pub enum PartitionState {
     Halted,
     /// The worker ended (error or shutdown).
     Stopped,
+    /// Reading the partition's tracking IDs from the changelog before fetching.
+    Restoring,
 }
 
 impl PartitionState {
@@ -31,6 +33,7 @@ impl PartitionState {
             0 => PartitionState::Running,
             1 => PartitionState::Retrying,
             2 => PartitionState::Halted,
+            4 => PartitionState::Restoring,
             _ => PartitionState::Stopped,
         }
     }

@@ -7,6 +7,7 @@
 //! acknowledged, and the store is flushed.
 
 mod backoff;
+mod changelog;
 pub mod classify;
 mod committer;
 mod dlq_topic;
@@ -39,7 +40,7 @@ use crate::admin::{AdminError, AdminServer};
 use crate::config::{KafkaSettings, PipelineSettings, Route, Settings};
 use crate::format::Decoder;
 use crate::kafka::{
-    ClusterClient, KafkaConfig, KafkaError, SecurityError, error_name, load_security,
+    ClusterClient, KafkaConfig, KafkaError, Producer, SecurityError, error_name, load_security,
 };
 
 /// Kafka's error code for a topic the broker does not know.
@@ -94,6 +95,10 @@ pub(crate) struct Shared {
     failed_partitions: AtomicU64,
     /// For routes with a `dead_letter_topic`.
     pub dead_letter_producer: dlq_topic::DeadLetterProducer,
+    /// Connected on first use: dead-letter topics and changelogs share it.
+    producer: tokio::sync::OnceCell<Producer>,
+    /// `store.retention`: a restore skips IDs older than this.
+    pub retention: Option<Duration>,
     /// Set by the first failed store commit; the daemon then stops with it.
     store_failure: std::sync::Mutex<Option<String>>,
 }
@@ -114,6 +119,13 @@ impl Shared {
 
     pub fn failed_partition(&self) {
         self.failed_partitions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The daemon's producer, connected on first use.
+    pub async fn producer(&self) -> Result<&Producer, KafkaError> {
+        self.producer
+            .get_or_try_init(|| async { Producer::connect(self.client.config()).await })
+            .await
     }
 }
 
@@ -208,7 +220,9 @@ pub async fn run(
         live: Arc::clone(&live),
         failed_partitions: AtomicU64::new(0),
         store_failure: std::sync::Mutex::new(None),
-        dead_letter_producer: dlq_topic::DeadLetterProducer::default(),
+        dead_letter_producer: dlq_topic::DeadLetterProducer,
+        producer: tokio::sync::OnceCell::new(),
+        retention: settings.store.retention,
     });
     let housekeeping = tokio::spawn(housekeeping::run(
         Arc::clone(&live),

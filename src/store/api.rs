@@ -986,10 +986,7 @@ impl Store {
                         offsets.insert(key.clone(), &keys::encode_offset_value(&entry)[..])?;
                     }
                 }
-                let old = self.txn_mark(positions, &key)?;
-                if let Some(m) = changelog::after_restore(old, &r.mark) {
-                    positions.insert(key.clone(), changelog::encode_mark(&m))?;
-                }
+                positions.insert(key.clone(), changelog::encode_mark(&r.mark))?;
                 meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
                 Ok(())
             });

@@ -24,6 +24,8 @@ pub use api::{
 };
 pub use batch::BatchInfo;
 pub use changelog::{ChangelogMark, ChangelogRestore};
+/// The store's non-panicking binary reader/writer, shared with the changelog record codec.
+pub(crate) use codec::{DecodeResult, Reader, Writer};
 pub use dead_letter::DeadLetter;
 pub use error::StoreError;
 #[doc(hidden)] // exposed for examples/store_bench.rs only
