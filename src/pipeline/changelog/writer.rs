@@ -10,7 +10,7 @@ use crate::pipeline::live::{PartitionLive, PartitionState};
 use crate::pipeline::{RouteCtx, Shared};
 use crate::store::{ChangelogMark, CommitBatch};
 
-/// `stop` fired before the changelog acknowledged: nothing may be committed.
+/// `stop` fired while the changelog was failing: nothing may be committed.
 #[derive(Debug)]
 pub(crate) struct Stopped;
 
@@ -48,17 +48,15 @@ pub(crate) async fn write(
             })
             .collect();
         loop {
-            let sent = async {
+            // Not cancelled by `stop`: a drain finishes the batch in hand,
+            // and each attempt is bounded by the request timeout.
+            let result = async {
                 let producer = shared.producer().await?;
                 producer
                     .send(changelog_topic, batch.partition, records.clone())
                     .await
-            };
-            let result = tokio::select! {
-                biased;
-                _ = stop.cancelled() => return Err(Stopped),
-                r = sent => r,
-            };
+            }
+            .await;
             match result {
                 Ok(offsets) => {
                     route.stats.changelog.written_bytes.inc_by(bytes as u64);
@@ -80,6 +78,9 @@ pub(crate) async fn write(
                          is committed or delivered until these {} IDs are recorded: {e}",
                         batch.first_offset, batch.keys.len()
                     );
+                    if stop.is_cancelled() {
+                        return Err(Stopped);
+                    }
                     tokio::select! {
                         _ = stop.cancelled() => return Err(Stopped),
                         _ = tokio::time::sleep(delay) => {}
