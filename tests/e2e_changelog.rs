@@ -382,3 +382,71 @@ fn a_missing_or_too_small_changelog_topic_holds_the_partitions_until_fixed() {
         .collect();
     assert_eq!((keys.len(), count_lines(&out)), (lines.len(), lines.len()));
 }
+
+/// `dlq replay` records what it delivers in the changelog too: after the
+/// store is deleted, a duplicate of the replayed record is skipped, not
+/// delivered a second time.
+#[test]
+fn ids_delivered_by_dlq_replay_are_in_the_changelog() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let topic = unique_topic("cl-replay-src");
+    let changelog = unique_topic("cl-replay-log");
+    create_topic(&topic, 1);
+    create_topic(&changelog, 1);
+    let big = r#"{"id":"big","pad":"more than forty bytes of value"}"#;
+    produce_raw(&topic, big.as_bytes(), None);
+    produce_raw(&topic, br#"{"id":"a"}"#, None);
+    let write = |limit: usize| {
+        write_file_sink_config(
+            d,
+            &[&topic],
+            "json",
+            &format!(
+                "dedupe = \"/id\"\nchangelog_topic = {changelog:?}\nmax_record_bytes = {limit}\n"
+            ),
+            "",
+        )
+    };
+    let config = write(40);
+    let cfg = config.to_str().unwrap().to_string();
+    let out = d.join("delivered.jsonl");
+    let run_until = |lines: usize| {
+        let mut tally = TallyProcess::spawn_in(d, &["run", "--config", &cfg], &[]);
+        wait_for("delivered", Duration::from_secs(60), || {
+            assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+            count_lines(&out) >= lines
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        stop(&mut tally)
+    };
+    let log = run_until(1);
+    assert!(log.contains("kept in dead letters"), "{}", tail(&log));
+
+    write(1 << 20);
+    let replay = TallyProcess::run(
+        d,
+        &["dlq", "replay", "--config", &cfg, "--all"],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        replay.status.success(),
+        "{}\n{}",
+        replay.stdout,
+        replay.stderr
+    );
+    assert_eq!(count_lines(&out), 2);
+
+    std::fs::remove_dir_all(d.join("state")).expect("delete the store");
+    produce_raw(&topic, big.as_bytes(), None);
+    produce_raw(&topic, br#"{"id":"c"}"#, None);
+    let log = run_until(3);
+    let ids: Vec<String> = read_jsonl(&out)
+        .iter()
+        .filter_map(|l| l["dedupe_key"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids, ["a", "big", "c"], "{}", tail(&log));
+    assert_eq!(restores(&log), [(2, 2)], "{}", tail(&log));
+    assert_eq!(summary_field(&log, "delivered"), 1);
+}

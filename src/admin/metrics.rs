@@ -82,6 +82,7 @@ struct ChangelogFamilies {
     restored_ids: Family<RouteLabel, Counter>,
     restored_records: Family<RouteLabel, Counter>,
     restore_duration: HistogramFamily<RouteLabel>,
+    write_duration: HistogramFamily<RouteLabel>,
     written_bytes: Family<RouteLabel, Counter>,
     write_retries: Family<RouteLabel, Counter>,
 }
@@ -97,6 +98,7 @@ impl ChangelogFamilies {
             restored_ids: Family::default(),
             restored_records: Family::default(),
             restore_duration: Family::new_with_constructor(restore_histogram),
+            write_duration: Family::new_with_constructor(latency_histogram),
             written_bytes: Family::default(),
             write_retries: Family::default(),
         }
@@ -118,6 +120,12 @@ impl ChangelogFamilies {
             "Duration of one partition's restore from the changelog, before it fetches",
             Unit::Seconds,
             self.restore_duration.clone(),
+        );
+        r.register_with_unit(
+            "changelog_write_duration",
+            "Duration of one commit's successful changelog write (between the sink's ack and the store commit)",
+            Unit::Seconds,
+            self.write_duration.clone(),
         );
         r.register_with_unit(
             "changelog_written",
@@ -287,6 +295,7 @@ impl Metrics {
                 restored_ids: cl.restored_ids.get_or_create(&label).clone(),
                 restored_records: cl.restored_records.get_or_create(&label).clone(),
                 restore_duration: cl.restore_duration.get_or_create(&label).clone(),
+                write_duration: cl.write_duration.get_or_create(&label).clone(),
                 written_bytes: cl.written_bytes.get_or_create(&label).clone(),
                 write_retries: cl.write_retries.get_or_create(&label).clone(),
             },
@@ -354,6 +363,7 @@ pub struct ChangelogMetrics {
     pub restored_ids: Counter,
     pub restored_records: Counter,
     pub restore_duration: Histogram,
+    pub write_duration: Histogram,
     pub written_bytes: Counter,
     pub write_retries: Counter,
 }
@@ -364,6 +374,7 @@ impl Default for ChangelogMetrics {
             restored_ids: Counter::default(),
             restored_records: Counter::default(),
             restore_duration: restore_histogram(),
+            write_duration: latency_histogram(),
             written_bytes: Counter::default(),
             write_retries: Counter::default(),
         }

@@ -113,7 +113,14 @@ impl Live {
     pub(crate) fn replay_routes(&self) -> crate::dlq::ReplayRoutes {
         self.routes
             .iter()
-            .map(|r| (r.name.to_string(), (r.decoder.clone(), Arc::clone(&r.sink))))
+            .map(|r| {
+                let route = crate::dlq::ReplayRoute {
+                    decoder: r.decoder.clone(),
+                    sink: Arc::clone(&r.sink),
+                    changelog_topic: r.route.changelog_topic.clone(),
+                };
+                (r.name.to_string(), route)
+            })
             .collect()
     }
 

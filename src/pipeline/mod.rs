@@ -26,6 +26,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
+/// For `dlq replay`: record replayed IDs in the route's changelog.
+pub(crate) use changelog::writer::produce as produce_changelog;
 use committer::Committer;
 /// Public only for benches/ (the pipeline is its sole user).
 #[doc(hidden)]

@@ -39,6 +39,8 @@ struct Totals {
     from: i64,
     to: i64,
     records: u64,
+    /// Value bytes of those records.
+    bytes: u64,
     /// IDs read for this partition (already held ones included).
     ids: u64,
     /// IDs the store did not hold yet.
@@ -118,7 +120,7 @@ impl Restore<'_> {
         tracing::info!(
             route = %self.route.name, topic = self.topic, partition = self.partition,
             changelog_topic = self.changelog_topic, from = totals.from, to = totals.to,
-            records = totals.records, ids = totals.ids, new_ids = totals.new_ids,
+            records = totals.records, bytes = totals.bytes, ids = totals.ids, new_ids = totals.new_ids,
             expired_ids = totals.expired_ids, other_records = totals.other_records,
             offset = ?totals.next_offset, seconds = format!("{seconds:.3}"),
             ids_per_s = (totals.ids as f64 / seconds.max(1e-9)) as u64,
@@ -196,7 +198,7 @@ impl Restore<'_> {
                     ))
                 })?;
                 match decoded {
-                    Some(rec) => self.take(rec, &mut step, totals),
+                    Some(rec) => self.take(rec, value.len(), &mut step, totals),
                     None => totals.other_records += 1,
                 }
             }
@@ -221,7 +223,13 @@ impl Restore<'_> {
     }
 
     /// Add one decoded record to the current step.
-    fn take(&self, rec: ChangelogRecord, step: &mut ChangelogRestore, totals: &mut Totals) {
+    fn take(
+        &self,
+        rec: ChangelogRecord,
+        bytes: usize,
+        step: &mut ChangelogRestore,
+        totals: &mut Totals,
+    ) {
         if rec.topic != self.topic
             || rec.partition != self.partition
             || *rec.route != *self.route.name
@@ -230,6 +238,7 @@ impl Restore<'_> {
             return;
         }
         totals.records += 1;
+        totals.bytes += bytes as u64;
         self.route.stats.changelog.restored_records.inc();
         if rec.is_final {
             totals.next_offset = totals.next_offset.max(Some(rec.next_offset));
