@@ -222,3 +222,53 @@ fn unknown_ca_is_refused_and_bad_files_are_named() {
         out.stderr
     );
 }
+
+/// The broker's certificate changes under a running tally (here: expired):
+/// the partition fetchers, not only the metadata loop, must stop the daemon
+/// with the TLS error at once instead of reconnecting with backoff.
+#[test]
+fn a_fetcher_refused_by_tls_mid_run_stops_the_daemon() {
+    let mut rig = TlsRig::start(RigOptions::default());
+    let topic = unique_topic("tls-midrun");
+    rig.create_topic(&topic, 2);
+    let cfg = config(&rig, &topic, &tls_table(Some(&rig.path("ca.pem")), None));
+    produce(&rig, &cfg, &topic, 20);
+    let mut tally = TallyProcess::spawn_in(
+        rig.dir.path(),
+        &["run", "--config", cfg.to_str().unwrap()],
+        &envs(&rig),
+    );
+    let out = rig.dir.path().join("delivered.jsonl");
+    wait_for("delivery over TLS", RUN_TIMEOUT, || {
+        count_lines(&out) >= 20 || !tally.is_running()
+    });
+    assert_eq!(count_lines(&out), 20, "stderr:\n{}", tally.stderr());
+
+    rig.restart_terminator(true);
+    // Within one metadata refresh (30 s) the metadata loop would stop it
+    // too; the fetchers' own long polls notice first.
+    let status = tally
+        .wait_timeout(Duration::from_secs(25))
+        .unwrap_or_else(|| panic!("tally kept running on a TLS failure:\n{}", tally.stderr()));
+    assert!(!status.success());
+    let stderr = tally.stderr();
+    eprintln!("tally stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot fetch {topic}/")) && stderr.contains("expired"),
+        "the fetcher must report the refusal itself:\n{stderr}"
+    );
+    let refusals = stderr
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("not retrying"))
+        .count();
+    assert_eq!(
+        refusals, 1,
+        "one partition reports it, the run stops:\n{stderr}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("fetch failed") && l.contains("TLS with")),
+        "a TLS refusal was retried:\n{stderr}"
+    );
+}
