@@ -272,3 +272,47 @@ fn a_fetcher_refused_by_tls_mid_run_stops_the_daemon() {
         "a TLS refusal was retried:\n{stderr}"
     );
 }
+
+/// SASL inside TLS (SASL_SSL): the handshake succeeds, then the login is
+/// refused by the broker (its user store is a no-op) — once, naming the
+/// mechanism and the user, never the password.
+#[test]
+fn sasl_over_tls_rejection_is_clear_and_final() {
+    let rig = TlsRig::start(RigOptions {
+        sasl: true,
+        ..RigOptions::default()
+    });
+    let topic = unique_topic("sasl-ssl");
+    let tls = tls_table(Some(&rig.path("ca.pem")), None);
+    let sasl = "\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"alice\"\npassword_env = \"KAFKA_PASSWORD\"\n";
+    let cfg = config(&rig, &topic, &format!("{tls}{sasl}"));
+    let password = "sasl-over-tls-secret-4711";
+    let mut tally = TallyProcess::spawn_in(
+        rig.dir.path(),
+        &["run", "--config", cfg.to_str().unwrap()],
+        &[
+            ("TALLY_BROKERS", rig.tls_addr.as_str()),
+            ("KAFKA_PASSWORD", password),
+        ],
+    );
+    let status = tally
+        .wait_timeout(RUN_TIMEOUT)
+        .unwrap_or_else(|| panic!("tally kept running on a SASL failure:\n{}", tally.stderr()));
+    assert!(!status.success());
+    let stderr = tally.stderr();
+    eprintln!("tally stderr:\n{stderr}");
+    assert!(
+        stderr.contains("SASL SCRAM-SHA-512 login as user \"alice\""),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("TLS with"),
+        "the TLS handshake itself must succeed:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("cannot fetch metadata").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains(password), "password in the log:\n{stderr}");
+}

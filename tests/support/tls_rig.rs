@@ -63,6 +63,9 @@ pub struct RigOptions {
     pub expired_server_cert: bool,
     /// Require a client certificate signed by the rig's CA (`verify = 2`).
     pub require_client_cert: bool,
+    /// Start the broker with `--authentication` (SASL; its user store is a
+    /// no-op, so every login is refused — the rejection path over TLS).
+    pub sasl: bool,
 }
 
 impl Default for RigOptions {
@@ -71,6 +74,7 @@ impl Default for RigOptions {
             server_names: vec!["127.0.0.1", "localhost"],
             expired_server_cert: false,
             require_client_cert: false,
+            sasl: false,
         }
     }
 }
@@ -179,6 +183,7 @@ impl TlsRig {
                     "--storage-engine",
                     "memory://tansu/",
                 ])
+                .args(opts.sasl.then_some("--authentication"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
