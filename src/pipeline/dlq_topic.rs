@@ -5,9 +5,11 @@
 //! moves the offset: a crash in between re-produces it on restart (a
 //! duplicate on the topic), never loses it.
 
+use tokio::sync::OnceCell;
+
 use super::Shared;
 use super::backoff::Backoff;
-use crate::kafka::{KafkaError, OutRecord, partition_for_key};
+use crate::kafka::{KafkaError, OutRecord, Producer, partition_for_key};
 use crate::store::DeadLetter;
 
 /// Header names, stable: consumers of the topic key on them.
@@ -20,9 +22,11 @@ pub const OFFSET: &str = "tally.dlq.offset";
 pub const ATTEMPTS: &str = "tally.dlq.attempts";
 pub const SCHEMA_ID: &str = "tally.dlq.schema.id";
 
-/// Produces through the daemon's one producer (`Shared::producer`).
+/// One producer per daemon, connected on the first dead letter.
 #[derive(Default)]
-pub(crate) struct DeadLetterProducer;
+pub(crate) struct DeadLetterProducer {
+    producer: OnceCell<Producer>,
+}
 
 impl DeadLetterProducer {
     /// Produce `letters` to `topic`, retrying transient failures with backoff
@@ -56,7 +60,10 @@ impl DeadLetterProducer {
         topic: &str,
         letters: &[DeadLetter],
     ) -> Result<(), KafkaError> {
-        let producer = shared.producer().await?;
+        let producer = self
+            .producer
+            .get_or_try_init(|| async { Producer::connect(shared.client.config()).await })
+            .await?;
         let partitions = producer.partition_count(topic).await?.max(1);
         // Keyed records go where Kafka's default partitioner puts the key;
         // keyless ones keep their origin partition number (mod the count).

@@ -97,7 +97,7 @@ pub(crate) struct Shared {
     failed_partitions: AtomicU64,
     /// For routes with a `dead_letter_topic`.
     pub dead_letter_producer: dlq_topic::DeadLetterProducer,
-    /// Connected on first use: dead-letter topics and changelogs share it.
+    /// For routes with a `changelog_topic`; connected on first use.
     producer: tokio::sync::OnceCell<Producer>,
     /// `store.retention`: a restore skips IDs older than this.
     pub retention: Option<Duration>,
@@ -137,7 +137,7 @@ impl Shared {
         self.failed_partitions.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The daemon's producer, connected on first use.
+    /// The changelog producer, connected on first use.
     pub async fn producer(&self) -> Result<&Producer, KafkaError> {
         self.producer
             .get_or_try_init(|| async { Producer::connect(self.client.config()).await })

@@ -11,6 +11,7 @@ use super::STEP_IDS;
 use super::record::{self, ChangelogRecord};
 use crate::kafka::{ErrorKind, KafkaError, OffsetSpec, PartitionConsumer};
 use crate::pipeline::backoff::Backoff;
+use crate::pipeline::classify::{FailureClass, classify_kafka, kafka_failure_stops_daemon};
 use crate::pipeline::live::{PartitionLive, PartitionState};
 use crate::pipeline::{RouteCtx, Shared};
 use crate::store::{ChangelogMark, ChangelogRestore, CommitBatch, digest};
@@ -56,8 +57,12 @@ struct Totals {
 
 enum Failure {
     Stopped,
-    /// Retried with backoff: the broker, the topic's existence or size.
+    /// Retried with backoff: the topic's existence or size.
     Retry(String),
+    /// Classified by `classify_kafka`: transient ones are retried with
+    /// backoff, a refused TLS/SASL identity stops the daemon (as the
+    /// fetcher does), other halts retry at `retry_max` pace.
+    Kafka(KafkaError),
     /// A record this tally cannot read, or the store refused the write:
     /// starting anyway could deliver what was delivered before.
     Fatal(String),
@@ -65,7 +70,7 @@ enum Failure {
 
 impl From<KafkaError> for Failure {
     fn from(e: KafkaError) -> Self {
-        Failure::Retry(e.to_string())
+        Failure::Kafka(e)
     }
 }
 
@@ -96,19 +101,41 @@ impl Restore<'_> {
                     self.shared.failed_partition();
                     return false;
                 }
-                Err(Failure::Retry(reason)) => {
+                Err(Failure::Kafka(e)) if classify_kafka(&e) == FailureClass::Halt => {
+                    if kafka_failure_stops_daemon(&e) {
+                        let doing = format!(
+                            "cannot restore {}/{} from changelog topic {}",
+                            self.topic, self.partition, self.changelog_topic
+                        );
+                        self.shared.kafka_failed(&doing, e);
+                        return false;
+                    }
                     first_attempt = false;
-                    let delay = backoff.next_delay();
-                    self.live.metrics.backoff.set(delay.as_secs_f64());
-                    tracing::warn!(
+                    let delay = self.shared.pipeline.retry_max;
+                    self.live.set_state(PartitionState::Halted);
+                    tracing::error!(
                         route = %self.route.name, topic = self.topic, partition = self.partition,
                         changelog_topic = self.changelog_topic, retry_in = ?delay,
-                        attempt = backoff.attempts(),
-                        "changelog restore waiting; the partition does not consume until it is done: {reason}"
+                        "changelog restore halted, the partition does not consume: {e}"
                     );
                     tokio::select! {
                         _ = self.stop.cancelled() => return false,
                         _ = tokio::time::sleep(delay) => {}
+                    }
+                    self.live.set_state(PartitionState::Restoring);
+                }
+                Err(Failure::Kafka(e)) => {
+                    first_attempt = false;
+                    self.wait(&mut backoff, &e.to_string()).await;
+                    if self.stop.is_cancelled() {
+                        return false;
+                    }
+                }
+                Err(Failure::Retry(reason)) => {
+                    first_attempt = false;
+                    self.wait(&mut backoff, &reason).await;
+                    if self.stop.is_cancelled() {
+                        return false;
                     }
                 }
             }
@@ -299,6 +326,22 @@ impl Restore<'_> {
                 self.shared.store_failed(message.clone());
                 Err(Failure::Fatal(message))
             }
+        }
+    }
+
+    /// Back off before the next attempt, saying why the partition waits.
+    async fn wait(&self, backoff: &mut Backoff, reason: &str) {
+        let delay = backoff.next_delay();
+        self.live.metrics.backoff.set(delay.as_secs_f64());
+        tracing::warn!(
+            route = %self.route.name, topic = self.topic, partition = self.partition,
+            changelog_topic = self.changelog_topic, retry_in = ?delay,
+            attempt = backoff.attempts(),
+            "changelog restore waiting; the partition does not consume until it is done: {reason}"
+        );
+        tokio::select! {
+            _ = self.stop.cancelled() => {}
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use super::record::{self, Origin};
 use crate::kafka::{KafkaError, OutRecord, Producer};
 use crate::pipeline::backoff::Backoff;
+use crate::pipeline::classify::kafka_failure_stops_daemon;
 use crate::pipeline::live::{PartitionLive, PartitionState};
 use crate::pipeline::{RouteCtx, Shared};
 use crate::store::{ChangelogMark, CommitBatch};
@@ -107,6 +108,16 @@ pub(crate) async fn write(
             }
             Err(e) => e,
         };
+        // A refused TLS handshake or SASL login will not pass on a retry:
+        // the daemon stops, as it does for the same refusal on a fetch.
+        if kafka_failure_stops_daemon(&e) {
+            let doing = format!(
+                "cannot write changelog topic {changelog_topic} for {}/{}",
+                batch.topic, batch.partition
+            );
+            shared.kafka_failed(&doing, e);
+            return Err(Stopped);
+        }
         route.stats.changelog.write_retries.inc();
         live.set_state(PartitionState::Retrying);
         let delay = backoff.next_delay();
