@@ -342,6 +342,19 @@ fn a_missing_or_too_small_changelog_topic_holds_the_partitions_until_fixed() {
         )
     };
     let config = write(&changelog);
+    let check_line = |config: &Path| {
+        let out = TallyProcess::check_connect(d, config, &[]);
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with("# changelog topic"))
+            .unwrap_or_else(|| panic!("no changelog line:\n{}{}", out.stdout, out.stderr))
+            .to_string()
+    };
+    let line = check_line(&config);
+    assert!(
+        line.contains("FAILED (does not exist; create it with at least 2 partitions"),
+        "{line}"
+    );
     let out = d.join("delivered.jsonl");
     let run = || TallyProcess::spawn_in(d, &["run", "--config", config.to_str().unwrap()], &[]);
     let waits_with = |tally: &mut TallyProcess, what: &str| {
@@ -365,10 +378,20 @@ fn a_missing_or_too_small_changelog_topic_holds_the_partitions_until_fixed() {
     );
     let log = stop(&mut tally);
     assert!(!log.contains(RESTORED), "{}", tail(&log));
+    let line = check_line(&config);
+    assert!(
+        line.contains("FAILED (1 partitions, the route's topics have up to 2"),
+        "{line}"
+    );
 
     let fixed = unique_topic("cl-wait-log2");
     create_topic(&fixed, 2);
     let config = write(&fixed);
+    let line = check_line(&config);
+    assert!(
+        line.ends_with("ok (2 partitions, the route's topics need 2)"),
+        "{line}"
+    );
     let mut tally = TallyProcess::spawn_in(d, &["run", "--config", config.to_str().unwrap()], &[]);
     wait_for("every record delivered", Duration::from_secs(60), || {
         assert!(tally.is_running(), "{}", tail(&tally.stderr()));

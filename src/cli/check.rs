@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use super::{load, runtime};
 use crate::config::{Settings, SinkKind};
-use crate::kafka::{ClusterClient, ClusterMetadata, error_name};
+use crate::kafka::{ClusterClient, error_name};
 use crate::pipeline::kafka_config;
 use crate::sink::probe::ProbeReport;
 
@@ -89,6 +89,13 @@ async fn probe(settings: &Settings) -> usize {
                 md.brokers.len(),
                 md.brokers.values().cloned().collect::<Vec<_>>().join(", ")
             );
+            // Changelog topics first: their lines name what to create.
+            for route in &settings.routes {
+                if let Some(line) = changelog_line(route, &md) {
+                    problems += usize::from(line.contains("FAILED"));
+                    println!("{line}");
+                }
+            }
             for topic in &topics {
                 match md.topics.get(topic) {
                     Some(tm) if tm.error.is_none() => {
@@ -113,12 +120,6 @@ async fn probe(settings: &Settings) -> usize {
                         problems += 1;
                         println!("# topic {topic}: FAILED (not in the broker's metadata)");
                     }
-                }
-            }
-            for route in &settings.routes {
-                if let Some(line) = changelog_line(route, &md) {
-                    problems += usize::from(line.contains("FAILED"));
-                    println!("{line}");
                 }
             }
         }
@@ -180,9 +181,18 @@ async fn probe(settings: &Settings) -> usize {
     problems
 }
 
+/// Prints one sink's probe line; 1 when it is a problem.
+fn report_sink(kind: &str, route: &str, report: &ProbeReport) -> usize {
+    println!("# sink {kind} (route {route}): {}", report.line);
+    usize::from(!report.ok)
+}
+
 /// The changelog topic must exist with a partition for every source
 /// partition (what a partition checks again before it restores).
-fn changelog_line(route: &crate::config::Route, md: &ClusterMetadata) -> Option<String> {
+fn changelog_line(
+    route: &crate::config::Route,
+    md: &crate::kafka::ClusterMetadata,
+) -> Option<String> {
     let cl = route.changelog_topic.as_deref()?;
     let count = |t: &str| {
         md.topics
@@ -208,10 +218,4 @@ fn changelog_line(route: &crate::config::Route, md: &ClusterMetadata) -> Option<
         ),
         Some(n) => format!("{head}: ok ({n} partitions, the route's topics need {needed})"),
     })
-}
-
-/// Prints one sink's probe line; 1 when it is a problem.
-fn report_sink(kind: &str, route: &str, report: &ProbeReport) -> usize {
-    println!("# sink {kind} (route {route}): {}", report.line);
-    usize::from(!report.ok)
 }
