@@ -85,13 +85,19 @@ async fn probe(settings: &Settings) -> usize {
             for topic in &topics {
                 match md.topics.get(topic) {
                     Some(tm) if tm.error.is_none() => {
-                        let owned = tm
-                            .partitions
-                            .keys()
-                            .filter(|p| settings.assignment.owns(topic, **p))
-                            .count();
+                        let owned = match &settings.assignment.group() {
+                            Some(g) => format!("assigned at run time by group {:?}", g.group_id),
+                            None => {
+                                let n = tm
+                                    .partitions
+                                    .keys()
+                                    .filter(|p| settings.assignment.owns(topic, **p) == Some(true))
+                                    .count();
+                                format!("{n} owned by this member")
+                            }
+                        };
                         println!(
-                            "# topic {topic}: ok ({} partitions, {owned} owned by this member)",
+                            "# topic {topic}: ok ({} partitions, {owned})",
                             tm.partitions.len()
                         );
                     }

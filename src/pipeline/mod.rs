@@ -10,7 +10,9 @@ mod backoff;
 pub mod classify;
 mod committer;
 mod dlq_topic;
+mod fence;
 mod fetcher;
+mod group_assign;
 mod housekeeping;
 mod inflight;
 pub mod live;
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
 use committer::Committer;
+use fence::Fence;
 /// Public only for benches/ (the pipeline is its sole user).
 #[doc(hidden)]
 pub use inflight::InFlight;
@@ -160,7 +163,11 @@ pub async fn run(
     let store = Arc::new(store);
     tracing::info!(path = %settings.store.path.display(), ids = store.id_count(), "store open");
     let sinks = Sinks::build(&settings)?;
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if settings.assignment.group().is_some() {
+        metrics.register_group();
+    }
+    let metrics = Arc::new(metrics);
 
     let mut routes = BTreeMap::new();
     for route in &settings.routes {
@@ -217,7 +224,11 @@ pub async fn run(
     ));
 
     let mut workers = JoinSet::new();
-    let fatal = assign_loop(&settings, &shared, &routes, &mut workers).await;
+    let fatal = match settings.assignment.group() {
+        // Drains, mirrors offsets and leaves the group itself before returning.
+        Some(group) => group_assign::run(&settings, group, &shared, &routes, &mut workers).await,
+        None => assign_loop(&settings, &shared, &routes, &mut workers).await,
+    };
 
     // Drain: workers finish the batch in hand, then stop.
     let drain = tokio::time::timeout(settings.pipeline.drain_timeout, async {
@@ -300,7 +311,7 @@ async fn assign_loop(
                         Some(tm) if tm.error.is_none() => {
                             for &partition in tm.partitions.keys() {
                                 let key = (topic.clone(), partition);
-                                if !settings.assignment.owns(topic, partition)
+                                if settings.assignment.owns(topic, partition) != Some(true)
                                     || running.contains(&key)
                                 {
                                     continue;
@@ -314,6 +325,8 @@ async fn assign_loop(
                                     topic: Arc::from(topic.as_str()),
                                     partition,
                                     stop: shared.cancel.child_token(),
+                                    fence: Fence::open(),
+                                    group_committed: None,
                                 };
                                 workers.spawn(async move {
                                     worker.run().await;
