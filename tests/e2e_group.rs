@@ -17,17 +17,22 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use support::admin_http::{admin_up, free_port, get, metric, scrape};
+use support::http_receiver::HttpReceiver;
+use support::killbill_double::{KillbillDouble, sink_toml};
 use support::logs::{plain_log, tail};
 use support::*;
 
 const PARTITIONS: u32 = 8;
+const T0: &str = "0d96d663-00c1-4ff7-8324-d97cc551d6b3";
 /// Generous: rebalances on the test broker take ~3-6 s, more on a loaded box.
 const WAIT: Duration = Duration::from_secs(120);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(45);
 const MAX_BATCH: usize = 20;
 
-enum Sink {
+enum Sink<'a> {
     File,
+    Killbill(&'a KillbillDouble),
+    Http(&'a HttpReceiver),
 }
 
 /// One member: its own directory (store, delivered file, logs) and admin port.
@@ -42,7 +47,7 @@ struct Member {
 }
 
 impl Member {
-    fn new(root: &Path, name: &'static str, topic: &str, group: &str, sink: &Sink) -> Member {
+    fn new(root: &Path, name: &'static str, topic: &str, group: &str, sink: &Sink<'_>) -> Member {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("member dir");
         let port = free_port();
@@ -52,6 +57,19 @@ impl Member {
                 format!(
                     "[sinks.file]\npath = {:?}\n",
                     dir.join("delivered.jsonl").display().to_string()
+                ),
+                Vec::new(),
+            ),
+            Sink::Killbill(double) => {
+                let (text, envs) = sink_toml(double, &dir, &[T0], "max_in_flight = 4\n");
+                ("killbill", text, envs)
+            }
+            Sink::Http(receiver) => (
+                "http",
+                // Calls outlive a freeze: only the fence may stop them.
+                format!(
+                    "[sinks.http]\nurl = {:?}\nmax_in_flight = 2\nrequest_timeout = \"60s\"\n",
+                    receiver.url()
                 ),
                 Vec::new(),
             ),
@@ -158,6 +176,34 @@ listen = "127.0.0.1:{port}"
             tail(&log)
         );
         t.elapsed()
+    }
+
+    /// The store's offsets, read directly (the member must be stopped).
+    fn stored_offsets(&self) -> BTreeMap<i32, i64> {
+        let out = TallyProcess::run(
+            &self.dir,
+            &[
+                "offsets",
+                "--config",
+                self.config.to_str().unwrap(),
+                "--json",
+                "--offline",
+            ],
+            &[],
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "offsets: {}", out.stderr);
+        out.json()
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                (
+                    r["partition"].as_i64().unwrap() as i32,
+                    r["committed"].as_i64().unwrap(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -513,5 +559,191 @@ fn members_join_and_leave_mid_stream_and_every_record_is_delivered_once() {
          {join_to_delivery:?} | b left (SIGTERM exit {b_exit:?}): a+c stable after {leave_took:?} | \
          last rebalance a={:.2}s c={:.2}s",
         rebalance_metric.0, rebalance_metric.1
+    );
+}
+
+/// Registers the subscriptions gen_usage draws from (tenant 0, 50 keys).
+fn register_subscriptions(double: &KillbillDouble) {
+    for i in 0..50 {
+        double.add_subscription(T0, &format!("sub-00-{i:04}"));
+    }
+}
+
+/// Where each member's log says it started `partition` after `since`.
+fn start_offsets_after(log: &str, since: DateTime<Utc>) -> BTreeMap<i32, i64> {
+    log.lines()
+        .filter(|l| l.contains("partition assigned"))
+        .filter(|l| log_time(l).is_some_and(|t| t > since))
+        .filter_map(|l| {
+            Some((
+                field(l, "partition")?.parse().ok()?,
+                field(l, "offset")?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn sigkilled_member_s_partitions_move_and_kill_bill_holds_every_record_once() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("group-kill");
+    let group = unique_topic("g-kill");
+    create_topic(&topic, PARTITIONS);
+    let double = KillbillDouble::with_tenants(&[T0]);
+    register_subscriptions(&double);
+    // Slow enough that the killed member is mid-stream.
+    double.set_latency(Duration::from_millis(15));
+    let sink = Sink::Killbill(&double);
+    let mut a = Member::new(root.path(), "a", &topic, &group, &sink);
+    let mut b = Member::new(root.path(), "b", &topic, &group, &sink);
+    let mut c = Member::new(root.path(), "c", &topic, &group, &sink);
+    a.start();
+    b.start();
+    c.start();
+    let owned = wait_stable(&[&a, &b, &c], "a + b + c");
+    let stream = Stream::start(&topic, 150, 2000);
+    wait_for("deliveries to flow", WAIT, || double.accepted() >= 600);
+
+    let b_owned = owned[1].clone();
+    b.proc().kill();
+    let killed = Instant::now();
+    let killed_at = Utc::now();
+    let accepted_at_kill = double.accepted();
+    let after = wait_stable(&[&a, &c], "a + c after b was killed");
+    let takeover = killed.elapsed();
+    assert!(
+        b_owned
+            .iter()
+            .all(|p| after[0].contains(p) || after[1].contains(p)),
+        "b's partitions {b_owned:?} moved: {after:?}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let produced = stream.finish();
+    let want: BTreeSet<String> = produced.iter().map(|l| usage_key(l)).collect();
+    wait_for("every record in Kill Bill", WAIT, || {
+        double.accepted() >= want.len()
+    });
+    let all_in = killed.elapsed();
+    a.stop();
+    c.stop();
+
+    let held = double.records();
+    let missing = want.iter().filter(|k| !held.contains_key(*k)).count();
+    assert_eq!(missing, 0, "{missing} records never reached Kill Bill");
+    assert_eq!(held.len(), want.len(), "unexpected records in Kill Bill");
+    for (key, rec) in &held {
+        assert_eq!(rec.count, 1, "{key} accepted {} times", rec.count);
+    }
+    // Redundant posts ("already exists"), only from b's partitions: what b
+    // committed locally past the group's offset, plus one chunk per
+    // partition it had acknowledged but not committed when killed.
+    let redundant = double.duplicate_posts();
+    let b_stored = b.stored_offsets();
+    let mut starts = start_offsets_after(&a.log(), killed_at);
+    starts.extend(start_offsets_after(&c.log(), killed_at));
+    let mut bound = 0u64;
+    for p in &b_owned {
+        let start = *starts
+            .get(p)
+            .unwrap_or_else(|| panic!("no new owner started {p}"));
+        let stored = b_stored.get(p).copied().unwrap_or(0);
+        bound += (stored - start).max(0) as u64 + MAX_BATCH as u64;
+    }
+    eprintln!(
+        "group kill: records={} accepted_at_kill={accepted_at_kill} redundant_posts={redundant} \
+         (bound {bound}: b's store {b_stored:?}, new owners started at {starts:?}) | kill -> \
+         survivors stable {takeover:?}, -> all delivered {all_in:?} | statuses {:?}",
+        want.len(),
+        double.statuses()
+    );
+    assert!(redundant <= bound, "{redundant} redundant posts > {bound}");
+}
+
+/// Accepted POSTs by usage key, over the receivers.
+fn posts_by_key(receivers: &[&HttpReceiver]) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    for r in receivers {
+        for got in r.received().iter().filter(|g| g.status == 200) {
+            let line = std::str::from_utf8(&got.body).expect("UTF-8 body");
+            *by.entry(usage_key(line)).or_default() += 1;
+        }
+    }
+    by
+}
+
+#[test]
+fn frozen_member_is_fenced_and_sends_nothing_after_its_partitions_moved() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("group-freeze");
+    let group = unique_topic("g-freeze");
+    create_topic(&topic, PARTITIONS);
+    let (ra, rb) = (HttpReceiver::start(), HttpReceiver::start());
+    // a's endpoint is slow, so a is in the middle of a sink call (and has
+    // more records in hand) when it freezes.
+    ra.set_latency(Duration::from_millis(200));
+    let mut a = Member::new(root.path(), "a", &topic, &group, &Sink::Http(&ra));
+    let mut b = Member::new(root.path(), "b", &topic, &group, &Sink::Http(&rb));
+    a.start();
+    b.start();
+    wait_stable(&[&a, &b], "a + b");
+    let first = gen_usage(240, 0.0, 1, 3000);
+    produce_jsonl(&topic, &first, Some("/trackingId"));
+    wait_for("a to be mid-stream", WAIT, || ra.requests() >= 20);
+
+    // a freezes (a VM pause, a stuck host): its session runs out while it
+    // cannot notice; b takes everything over.
+    a.proc().signal("STOP");
+    let frozen = Instant::now();
+    let alone = wait_stable(&[&b], "b alone");
+    let takeover = frozen.elapsed();
+    assert_eq!(alone[0].len(), PARTITIONS as usize);
+    wait_for("b to deliver the rest", WAIT, || {
+        posts_by_key(&[&ra, &rb]).len() >= first.len()
+    });
+
+    // a wakes up in a sink call, with more records fetched and a stale
+    // generation: it must not start another POST, and rejoins instead.
+    let a_posts = ra.requests();
+    ra.set_latency(Duration::ZERO);
+    a.proc().signal("CONT");
+    let woke = Instant::now();
+    let both = wait_stable(&[&a, &b], "a rejoined");
+    let rejoin = woke.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let log = a.log();
+    let fenced: Vec<&str> = log.lines().filter(|l| l.contains("fenced")).collect();
+    assert!(!fenced.is_empty(), "{}", tail(&log));
+    assert!(metric(&scrape(a.port), "tally_group_fenced_total", &[]).unwrap_or(0.0) >= 1.0);
+    assert_eq!(ra.requests(), a_posts, "a sent after its session ended");
+
+    let third = gen_usage(80, 0.0, 1, 3001);
+    produce_jsonl(&topic, &third, Some("/trackingId"));
+    let mut all = first;
+    all.extend(third);
+    wait_for("the last records", WAIT, || {
+        posts_by_key(&[&ra, &rb]).len() >= all.len()
+    });
+    a.stop();
+    b.stop();
+    let posts = posts_by_key(&[&ra, &rb]);
+    let want: BTreeSet<String> = all.iter().map(|l| usage_key(l)).collect();
+    assert!(
+        want.iter().all(|k| posts.contains_key(k)),
+        "records missing"
+    );
+    assert_eq!(posts.len(), want.len(), "unexpected records");
+    // Only what a had acknowledged but not yet committed to the group
+    // when it froze is sent twice.
+    let redundant: usize = posts.values().map(|n| n - 1).sum();
+    eprintln!(
+        "group freeze: records={} a_posts_before_freeze={a_posts} redundant_posts={redundant} | \
+         a frozen -> b owns all 8 after {takeover:?} | a woken -> stable again after {rejoin:?}, \
+         owning {:?} | a's log: {fenced:?}",
+        want.len(),
+        both[0]
+    );
+    assert!(
+        redundant <= a_posts,
+        "{redundant} redundant > {a_posts} sent by a"
     );
 }

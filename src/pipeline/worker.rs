@@ -322,17 +322,18 @@ impl PartitionWorker {
                 return None;
             }
             let started = Instant::now();
-            // A call still running when the fence closes is abandoned: the
-            // next owner sends those records again (the sink's idempotency
-            // key absorbs a call that did land).
+            // A call still running when the fence closes is abandoned, and
+            // not polled again: a sink may start further requests inside one
+            // call. The next owner sends those records again (the sink's
+            // idempotency key absorbs a request that did land).
             let results = tokio::select! {
                 biased;
-                r = self.route.sink.deliver(&batch) => r,
                 _ = self.fence.closes() => {
                     tracing::warn!(topic = %self.topic, partition = self.partition, records = batch.len(),
                         "fenced during a sink call: abandoned, not committed");
                     return None;
                 }
+                r = self.route.sink.deliver(&batch) => r,
             };
             self.observe_sink(&results, started);
             let mut retry = Vec::new();
