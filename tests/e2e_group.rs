@@ -553,6 +553,17 @@ fn members_join_and_leave_mid_stream_and_every_record_is_delivered_once() {
         produced.len(),
         "group offsets {committed:?}"
     );
+    let check = TallyProcess::check_connect(&a.dir, &a.config, &[]);
+    assert!(
+        check.status.success()
+            && check.stdout.contains(&format!(
+                "# group {group}: ok (coordinator {}, committed offsets for 8 partition(s))",
+                broker()
+            )),
+        "{}{}",
+        check.stdout,
+        check.stderr
+    );
     eprintln!(
         "group share: records={delivered} redundant=0 | a+b stable after {two_took:?} (first deliveries \
          from both after {first_delivery:?}) | c joined: stable after {join_took:?}, delivering after \
