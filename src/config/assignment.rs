@@ -227,20 +227,7 @@ mod tests {
 
     use super::*;
     use crate::config::Settings;
-
-    const MINIMAL: &str = r#"
-[kafka]
-brokers = ["127.0.0.1:9092"]
-[store]
-path = "./state"
-[[routes]]
-name = "usage"
-topics = ["stream.usagemetrics"]
-format = "killbill-usage"
-sink = "file"
-[sinks.file]
-path = "./out.jsonl"
-"#;
+    use crate::config::settings::tests::MINIMAL;
 
     fn load(assignment: &str) -> Result<Settings, ConfigError> {
         let text = format!("{MINIMAL}\n[assignment]\n{assignment}\n");

@@ -656,10 +656,11 @@ mod human_duration_opt {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    /// The smallest valid config (also used by the other config modules' tests).
+    pub(in crate::config) const MINIMAL: &str = r#"
 [kafka]
 brokers = ["127.0.0.1:9092"]
 [store]

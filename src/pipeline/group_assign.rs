@@ -40,11 +40,11 @@ use super::backoff::Backoff;
 use super::classify::{FailureClass, classify_group};
 use super::fence::Fence;
 use super::worker::PartitionWorker;
-use super::{RouteCtx, Shared, log_stats};
+use super::{RouteCtx, Shared, log_stats, warn_topic_unusable};
 use crate::admin::views::GroupView;
 use crate::config::{GroupSettings, Settings};
+use crate::kafka::KafkaError;
 use crate::kafka::group::{Beat, GroupMember, GroupTimeouts, MemberSettings, TopicPartitions};
-use crate::kafka::{KafkaError, error_name};
 
 /// After the fence deadline, how long revoked workers get to wind down
 /// (release keys, return) before they are aborted.
@@ -228,15 +228,7 @@ impl Membership<'_> {
                 Some(tm) if tm.error.is_none() => {
                     counts.insert(topic.clone(), tm.partitions.len());
                 }
-                Some(tm) => tracing::warn!(
-                    topic,
-                    "topic metadata error {}; retrying at the next metadata refresh",
-                    tm.error.map_or("?", error_name)
-                ),
-                None => tracing::warn!(
-                    topic,
-                    "topic not found on the broker; retrying at the next metadata refresh"
-                ),
+                tm => warn_topic_unusable(topic, tm),
             }
         }
         Ok(counts)

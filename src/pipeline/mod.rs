@@ -334,19 +334,7 @@ async fn assign_loop(
                                 });
                             }
                         }
-                        Some(tm) if tm.error == Some(UNKNOWN_TOPIC_OR_PARTITION) => tracing::warn!(
-                            topic,
-                            "topic not found on the broker; retrying at the next metadata refresh"
-                        ),
-                        Some(tm) => tracing::warn!(
-                            topic,
-                            "topic metadata error {}; retrying at the next metadata refresh",
-                            tm.error.map_or("?", error_name)
-                        ),
-                        None => tracing::warn!(
-                            topic,
-                            "topic not found on the broker; retrying at the next metadata refresh"
-                        ),
+                        tm => warn_topic_unusable(topic, tm),
                     }
                 }
                 settings.kafka.metadata_refresh
@@ -381,6 +369,21 @@ async fn assign_loop(
             _ = shared.cancel.cancelled() => return None,
             _ = tokio::time::sleep(next_refresh.min(Duration::from_secs(30))) => {}
         }
+    }
+}
+
+/// Why a routed topic cannot be consumed yet (retried at the next refresh).
+fn warn_topic_unusable(topic: &str, tm: Option<&crate::kafka::TopicMetadata>) {
+    match tm.and_then(|t| t.error) {
+        Some(code) if code != UNKNOWN_TOPIC_OR_PARTITION => tracing::warn!(
+            topic,
+            "topic metadata error {}; retrying at the next metadata refresh",
+            error_name(code)
+        ),
+        _ => tracing::warn!(
+            topic,
+            "topic not found on the broker; retrying at the next metadata refresh"
+        ),
     }
 }
 
