@@ -282,6 +282,15 @@ mod tests {
     }
 
     #[test]
+    fn shipped_group_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/examples/group.toml");
+        let s = Settings::load(&path).unwrap();
+        let g = s.assignment.group().expect("group mode");
+        assert_eq!(g.group_id, "tally-usage");
+        assert_eq!(g.heartbeat_interval, Duration::from_secs(3));
+    }
+
+    #[test]
     fn group_mode_errors_name_the_key() {
         let cases = [
             ("mode = \"group\"", "assignment.group_id"),
