@@ -119,6 +119,8 @@ pub struct RawKillbillSink {
     pub reason: Option<String>,
     pub comment: Option<String>,
     pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub max_in_flight: Option<usize>,

@@ -149,6 +149,20 @@ pub fn classify_group(e: &KafkaError) -> FailureClass {
     }
 }
 
+/// Whether a halting Kafka failure stops the whole daemon rather than one
+/// partition: a refused TLS handshake or SASL login is the client's identity
+/// or trust being wrong, so every connection will fail the same way, and an
+/// operator has to change config or certificates. Other halts (a corrupt
+/// batch, a protocol error on one partition) stop that partition only, so
+/// the rest keep billing.
+pub fn kafka_failure_stops_daemon(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Tls { .. } | KafkaError::Sasl { .. } => true,
+        KafkaError::NoBrokerReachable { last, .. } => kafka_failure_stops_daemon(last),
+        _ => false,
+    }
+}
+
 /// A store write that failed: halt, and more than a sink halt — the daemon
 /// stops (exit non-zero) instead of retrying. sled refuses every write after
 /// a failed flush, so a retry cannot succeed in this process, and stopping
@@ -293,5 +307,35 @@ mod tests {
             classify_sink(&io(std::io::ErrorKind::Interrupted, Some(4))),
             FailureClass::Transient
         );
+    }
+
+    #[test]
+    fn tls_and_sasl_refusals_stop_the_daemon_other_kafka_halts_one_partition() {
+        use crate::kafka::Location;
+        let at = || Location::broker("b:9093");
+        let tls = KafkaError::Tls {
+            at: at(),
+            reason: "certificate expired".into(),
+        };
+        assert_eq!(classify_kafka(&tls), FailureClass::Halt);
+        assert!(kafka_failure_stops_daemon(&tls));
+        let behind = KafkaError::NoBrokerReachable {
+            tried: "b:9093".into(),
+            last: Box::new(tls),
+        };
+        assert!(kafka_failure_stops_daemon(&behind));
+        let sasl = KafkaError::Sasl {
+            at: Box::new(at()),
+            mechanism: "SCRAM-SHA-512",
+            user: "u".into(),
+            reason: "unknown-user".into(),
+        };
+        assert!(kafka_failure_stops_daemon(&sasl));
+        let corrupt = KafkaError::Corrupt {
+            at: Location::partition(Some("b:9093"), "t", 3),
+            reason: "CRC mismatch".into(),
+        };
+        assert_eq!(classify_kafka(&corrupt), FailureClass::Halt);
+        assert!(!kafka_failure_stops_daemon(&corrupt));
     }
 }

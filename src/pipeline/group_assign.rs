@@ -84,15 +84,17 @@ struct Membership<'a> {
     view: GroupView,
 }
 
-/// Runs the membership until shutdown (then it has drained, mirrored and
-/// left), or returns the error that retrying cannot fix (after cancelling).
+/// Runs the membership until shutdown; then it has drained, mirrored and
+/// left. A group failure that retrying cannot fix (a refused session timeout,
+/// another client's protocol in the group, no access to it, TLS/SASL) is
+/// recorded in `shared` and stops the daemon.
 pub(super) async fn run(
     settings: &Settings,
     group: &GroupSettings,
     shared: &Arc<Shared>,
     routes: &BTreeMap<String, Arc<RouteCtx>>,
     workers: &mut JoinSet<Tp>,
-) -> Option<KafkaError> {
+) {
     let mut topics = settings.all_topics();
     topics.sort();
     topics.dedup();
@@ -198,10 +200,7 @@ impl Membership<'_> {
             };
             match result {
                 Ok(()) => break,
-                Err(e) if classify_group(&e) == FailureClass::Halt => {
-                    tracing::error!(group = %self.group.group_id, "cannot join the group, not retrying: {e}{}", hint(&e));
-                    return Err(Some(e));
-                }
+                Err(e) if classify_group(&e) == FailureClass::Halt => return Err(Some(e)),
                 Err(e) => {
                     self.shared.live.set_broker_connected(false);
                     let delay = backoff.next_delay();
@@ -514,11 +513,16 @@ impl Membership<'_> {
         }
     }
 
-    /// Shutdown (or a fatal error): drain, mirror, leave the group so the
-    /// partitions move at once.
-    async fn finish(&mut self, fatal: Option<KafkaError>) -> Option<KafkaError> {
-        if fatal.is_some() {
-            self.shared.cancel.cancel();
+    /// Shutdown (or a fatal error, which stops the daemon): drain, mirror,
+    /// leave the group so the partitions move at once.
+    async fn finish(&mut self, fatal: Option<KafkaError>) {
+        if let Some(e) = fatal {
+            let doing = format!(
+                "cannot take part in group {}{}",
+                self.group.group_id,
+                hint(&e)
+            );
+            self.shared.kafka_failed(&doing, e);
         }
         let live = !self.member.fenced();
         self.revoke(live).await;
@@ -534,7 +538,6 @@ impl Membership<'_> {
                 "LeaveGroup timed out; the partitions move once the session times out"),
         }
         self.publish_view("left");
-        fatal
     }
 
     fn publish_view(&mut self, state: &str) {
@@ -569,19 +572,19 @@ fn describe(tps: &[Tp]) -> String {
         .join(" ")
 }
 
-/// What to do about a group error that halts the daemon.
+/// What to do about a group error that stops the daemon.
 fn hint(e: &KafkaError) -> &'static str {
     match e.code() {
         Some(23) => {
-            " — another client in this group uses a different protocol or assignor: \
-             give tally its own assignment.group_id"
+            " (another client in this group uses a different protocol or assignor: \
+             give tally its own assignment.group_id)"
         }
         Some(26) => {
-            " — the broker refuses assignment.session_timeout: keep it within the broker's \
-             group.min.session.timeout.ms and group.max.session.timeout.ms"
+            " (the broker refuses assignment.session_timeout: keep it within the broker's \
+             group.min.session.timeout.ms and group.max.session.timeout.ms)"
         }
         Some(30) => {
-            " — the credentials may not use this group: grant access to assignment.group_id"
+            " (the credentials may not use this group: grant access to assignment.group_id)"
         }
         _ => "",
     }

@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     pub dead_letter_producer: dlq_topic::DeadLetterProducer,
     /// Set by the first failed store commit; the daemon then stops with it.
     store_failure: std::sync::Mutex<Option<String>>,
+    /// Set by the first Kafka failure that stops the daemon (TLS, SASL).
+    kafka_failure: std::sync::Mutex<Option<KafkaError>>,
 }
 
 impl Shared {
@@ -111,6 +113,18 @@ impl Shared {
                 "{message}; stopping: nothing more is delivered until the store can write"
             );
             *slot = Some(message);
+        }
+        self.cancel.cancel();
+    }
+
+    /// Kafka refused us for a reason no retry fixes (see
+    /// `classify::kafka_failure_stops_daemon`): stop everything and exit
+    /// with it, one error line instead of a reconnect loop per partition.
+    pub fn kafka_failed(&self, doing: &str, error: KafkaError) {
+        let mut slot = self.kafka_failure.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            tracing::error!("{doing}, not retrying: {error}");
+            *slot = Some(error);
         }
         self.cancel.cancel();
     }
@@ -215,6 +229,7 @@ pub async fn run(
         live: Arc::clone(&live),
         failed_partitions: AtomicU64::new(0),
         store_failure: std::sync::Mutex::new(None),
+        kafka_failure: std::sync::Mutex::new(None),
         dead_letter_producer: dlq_topic::DeadLetterProducer::default(),
     });
     let housekeeping = tokio::spawn(housekeeping::run(
@@ -224,11 +239,11 @@ pub async fn run(
     ));
 
     let mut workers = JoinSet::new();
-    let fatal = match settings.assignment.group() {
+    match settings.assignment.group() {
         // Drains, mirrors offsets and leaves the group itself before returning.
         Some(group) => group_assign::run(&settings, group, &shared, &routes, &mut workers).await,
         None => assign_loop(&settings, &shared, &routes, &mut workers).await,
-    };
+    }
 
     // Drain: workers finish the batch in hand, then stop.
     let drain = tokio::time::timeout(settings.pipeline.drain_timeout, async {
@@ -246,6 +261,11 @@ pub async fn run(
     let failed_partitions = shared.failed_partitions.load(Ordering::Relaxed);
     let store_failure = shared
         .store_failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let fatal = shared
+        .kafka_failure
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
@@ -282,15 +302,15 @@ pub async fn run(
 }
 
 /// Keep one worker per owned partition, refreshing metadata periodically so
-/// new partitions are picked up. Returns when `cancel` fires, or with the
-/// error when the brokers cannot be reached for a reason retrying will not
-/// fix (TLS, SASL): then it has cancelled the run itself.
+/// new partitions are picked up. Returns when `cancel` fires — also when the
+/// brokers cannot be reached for a reason retrying will not fix (TLS, SASL):
+/// then it has recorded the error in `shared` and cancelled the run itself.
 async fn assign_loop(
     settings: &Settings,
     shared: &Arc<Shared>,
     routes: &BTreeMap<String, Arc<RouteCtx>>,
     workers: &mut JoinSet<(String, i32)>,
-) -> Option<KafkaError> {
+) {
     let topics = settings.all_topics();
     let mut running: BTreeSet<(String, i32)> = BTreeSet::new();
     let mut backoff = Backoff::new(
@@ -341,9 +361,8 @@ async fn assign_loop(
             }
             Err(e) if classify::classify_kafka(&e) == classify::FailureClass::Halt => {
                 shared.live.set_broker_connected(false);
-                tracing::error!("cannot fetch metadata, not retrying: {e}");
-                shared.cancel.cancel();
-                return Some(e);
+                shared.kafka_failed("cannot fetch metadata", e);
+                return;
             }
             Err(e) => {
                 shared.live.set_broker_connected(false);
@@ -366,7 +385,7 @@ async fn assign_loop(
             unique.values().for_each(|ctx| log_stats(ctx));
         }
         tokio::select! {
-            _ = shared.cancel.cancelled() => return None,
+            _ = shared.cancel.cancelled() => return,
             _ = tokio::time::sleep(next_refresh.min(Duration::from_secs(30))) => {}
         }
     }

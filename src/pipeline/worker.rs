@@ -79,6 +79,7 @@ impl PartitionWorker {
             partition: self.partition,
             on_out_of_range: self.route.route.on_out_of_range,
             metrics: self.live.metrics.clone(),
+            live: Arc::clone(&self.live),
             stop: self.stop.clone(),
         };
         let fetch_task = tokio::spawn(fetcher.run(start, tx));
