@@ -48,6 +48,20 @@ struct Member {
 
 impl Member {
     fn new(root: &Path, name: &'static str, topic: &str, group: &str, sink: &Sink<'_>) -> Member {
+        Member::with(root, name, &[topic], group, sink, "")
+    }
+
+    /// `kafka_extra` goes into `[kafka]`.
+    fn with(
+        root: &Path,
+        name: &'static str,
+        topics: &[&str],
+        group: &str,
+        sink: &Sink<'_>,
+        kafka_extra: &str,
+    ) -> Member {
+        let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
+        let topics = topics.join(", ");
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("member dir");
         let port = free_port();
@@ -77,6 +91,7 @@ impl Member {
         let text = format!(
             r#"[kafka]
 brokers = [{broker:?}]
+{kafka_extra}
 [store]
 path = {store:?}
 [assignment]
@@ -90,7 +105,7 @@ offset_commit_interval = "500ms"
 max_batch_records = {MAX_BATCH}
 [[routes]]
 name = "usage"
-topics = [{topic:?}]
+topics = [{topics}]
 format = "killbill-usage"
 sink = "{sink_name}"
 start = "earliest"
@@ -178,24 +193,25 @@ listen = "127.0.0.1:{port}"
         t.elapsed()
     }
 
-    /// The store's offsets, read directly (the member must be stopped).
-    fn stored_offsets(&self) -> BTreeMap<i32, i64> {
-        let out = TallyProcess::run(
-            &self.dir,
-            &[
-                "offsets",
-                "--config",
-                self.config.to_str().unwrap(),
-                "--json",
-                "--offline",
-            ],
-            &[],
-            Duration::from_secs(60),
-        );
+    /// `tally offsets --json` on the stopped member's store.
+    fn offsets_json(&self, offline: bool) -> Vec<Value> {
+        let mut args = vec![
+            "offsets",
+            "--config",
+            self.config.to_str().unwrap(),
+            "--json",
+        ];
+        if offline {
+            args.push("--offline");
+        }
+        let out = TallyProcess::run(&self.dir, &args, &[], Duration::from_secs(60));
         assert!(out.status.success(), "offsets: {}", out.stderr);
-        out.json()
-            .as_array()
-            .expect("rows")
+        out.json().as_array().cloned().expect("rows")
+    }
+
+    /// The store's offsets by partition (the member must be stopped).
+    fn stored_offsets(&self) -> BTreeMap<i32, i64> {
+        self.offsets_json(true)
             .iter()
             .map(|r| {
                 (
@@ -668,6 +684,14 @@ fn sigkilled_member_s_partitions_move_and_kill_bill_holds_every_record_once() {
         double.statuses()
     );
     assert!(redundant <= bound, "{redundant} redundant posts > {bound}");
+    // b's stopped store, beside the group's offsets (the survivors went on).
+    for row in b.offsets_json(false) {
+        assert_eq!(row["group"], group.as_str(), "{row}");
+        assert!(
+            row["group_committed"].as_i64().unwrap_or(-1) >= row["committed"].as_i64().unwrap(),
+            "{row}"
+        );
+    }
 }
 
 /// Accepted POSTs by usage key, over the receivers.
@@ -757,4 +781,49 @@ fn frozen_member_is_fenced_and_sends_nothing_after_its_partitions_moved() {
         redundant <= a_posts,
         "{redundant} redundant > {a_posts} sent by a"
     );
+}
+
+#[test]
+fn a_topic_created_later_is_assigned_at_the_next_metadata_refresh() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (early, late) = (unique_topic("group-early"), unique_topic("group-late"));
+    let group = unique_topic("g-late");
+    create_topic(&early, 2);
+    let mut a = Member::with(
+        root.path(),
+        "a",
+        &[&early, &late],
+        &group,
+        &Sink::File,
+        "metadata_refresh = \"1s\"",
+    );
+    a.start();
+    let owned = |a: &Member, topic: &str| -> Vec<i64> {
+        a.group()
+            .filter(|v| v["state"] == "stable")
+            .and_then(|v| v["owned"][topic].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_i64)
+            .collect()
+    };
+    wait_for("the early topic assigned", WAIT, || {
+        owned(&a, &early) == [0, 1]
+    });
+    assert!(owned(&a, &late).is_empty());
+    create_topic(&late, 3);
+    let t = Instant::now();
+    wait_for("the late topic assigned", WAIT, || {
+        owned(&a, &late) == [0, 1, 2]
+    });
+    let took = t.elapsed();
+    assert_eq!(owned(&a, &early), [0, 1], "the early topic stays");
+    let events = gen_usage(30, 0.0, 1, 4000);
+    produce_jsonl(&late, &events, Some("/trackingId"));
+    wait_for("the late topic's records", WAIT, || {
+        a.delivered().len() >= events.len()
+    });
+    a.stop();
+    assert_files_exactly_once(&[&a], &events);
+    eprintln!("group late topic: assigned {took:?} after it was created (metadata_refresh 1s)");
 }
