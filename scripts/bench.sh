@@ -30,6 +30,10 @@
 #                dedupe): wall = process start to the last expected line in
 #                the sink; then SIGTERM. Delivered lines must equal the
 #                distinct events exactly, with no repeated dedupe key.
+#   tally-group  tally-run with `[assignment] mode = "group"` (one member,
+#                a fresh group): the cost of heartbeats, offset commits to
+#                the group and the fence; wall includes the first join
+#                (not in the default rows).
 #
 # records/s = records / wall, wall measured from process start (nothing
 # subtracted: connection setup, interpreter start and tally's store/topic
@@ -77,7 +81,7 @@ done
 [[ "$P" =~ ^[0-9]+$ && "$P" -gt 0 ]] || die "P must be a positive integer"
 IFS=',' read -r -a ROW_LIST <<<"$ROWS"
 for r in "${ROW_LIST[@]}"; do
-    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run) ;; *) die "unknown row: $r" ;; esac
+    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|tally-group) ;; *) die "unknown row: $r" ;; esac
 done
 
 # ---------------------------------------------------------------- tools
@@ -211,8 +215,13 @@ row_librdkafka() {
 }
 
 row_tally_run() {
-    local name=tally-run dir="$WORK/tally-run" b0 b1 wall cpu rss t_start poll lines
-    mkdir -p "$dir"
+    local name=${1:-tally-run} b0 b1 wall cpu rss t_start poll lines assignment
+    # A fresh directory (store, sink file) each time the row runs.
+    local dir
+    dir=$(mktemp -d "$WORK/$name.XXXX")
+    assignment=$'mode = "static"\nmember = 0\nmembers = 1'
+    [[ "$name" == tally-group ]] &&
+        assignment=$'mode = "group"\n'"group_id = \"bench-$$-$(date +%s)\""
     cat >"$dir/tally.toml" <<EOF
 [kafka]
 brokers = ["$BROKER"]
@@ -222,9 +231,7 @@ fetch_max_bytes = $MAX_BYTES
 path = "$dir/state"
 
 [assignment]
-mode = "static"
-member = 0
-members = 1
+$assignment
 
 [[routes]]
 name = "usage"
@@ -330,6 +337,7 @@ for r in "${ROW_LIST[@]}"; do
         tally-decode) row_fetch tally-decode tally --decode ;;
         librdkafka) row_librdkafka ;;
         tally-run) row_tally_run ;;
+        tally-group) row_tally_run tally-group ;;
     esac
     tail -1 "$RESULTS" >&2
 done
@@ -344,6 +352,8 @@ labels = {
     "tally-decode": "tally fetch + killbill-usage decode (no store/sink)",
     "librdkafka": "confluent-kafka consume (Python)",
     "tally-run": "`tally run` → file sink, durable dedupe",
+    "tally-group": "`tally run`, group mode (1 member) → file sink",
+
 }
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 base = next((float(r[1]) / float(r[2]) for r in rows if r[0] == "raw"), None)
