@@ -9,8 +9,9 @@
 #   --partitions P  topic partitions (env P, default 8)
 #   --rows LIST     comma-separated subset of:
 #                   raw,tally-fetch,tally-decode,librdkafka,tally-run,
-#                   tally-run-changelog,tally-restore
-#                   (env ROWS, default the first five, in that order)
+#                   tally-group,tally-run-changelog,tally-restore
+#                   (env ROWS, default the first five, in that order;
+#                   rows may repeat, each run gets a fresh directory)
 #   --max-bytes B   per-partition fetch max bytes for every row
 #                   (env BENCH_MAX_BYTES, default 1048576 = tally's default)
 #   --record        append the table, machine and command to BENCHMARKS.md
@@ -31,6 +32,10 @@
 #                dedupe): wall = process start to the last expected line in
 #                the sink; then SIGTERM. Delivered lines must equal the
 #                distinct events exactly, with no repeated dedupe key.
+#   tally-group  tally-run with `[assignment] mode = "group"` (one member,
+#                a fresh group): the cost of heartbeats, offset commits to
+#                the group and the fence; wall includes the first join
+#                (not in the default rows).
 #   tally-run-changelog  tally-run with `changelog_topic` (P partitions):
 #                every commit's IDs also produced to the changelog after
 #                the sink's ack; run it right after tally-run to compare.
@@ -86,7 +91,7 @@ done
 [[ "$P" =~ ^[0-9]+$ && "$P" -gt 0 ]] || die "P must be a positive integer"
 IFS=',' read -r -a ROW_LIST <<<"$ROWS"
 for r in "${ROW_LIST[@]}"; do
-    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|tally-run-changelog|tally-restore) ;; *) die "unknown row: $r" ;; esac
+    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|tally-group|tally-run-changelog|tally-restore) ;; *) die "unknown row: $r" ;; esac
 done
 
 # ---------------------------------------------------------------- tools
@@ -221,8 +226,12 @@ row_librdkafka() {
     echo "$name $records $wall $cpu $rss $(elapsed "$b0" "$b1") from_first_record:_$(json_get records_per_s_after_first <"$WORK/$name.json")/s" >>"$RESULTS"
 }
 
-# tally_config DIR [ROUTE_EXTRA]: the benchmark config, store and sink in DIR.
+# tally_config DIR NAME [ROUTE_EXTRA]: the benchmark config, store and sink
+# in DIR; group mode (a fresh group) for the tally-group row.
 tally_config() {
+    local assignment=$'mode = "static"\nmember = 0\nmembers = 1'
+    [[ "$2" == tally-group ]] &&
+        assignment=$'mode = "group"\n'"group_id = \"bench-$$-$(date +%s)\""
     cat >"$1/tally.toml" <<EOF
 [kafka]
 brokers = ["$BROKER"]
@@ -232,9 +241,7 @@ fetch_max_bytes = $MAX_BYTES
 path = "$1/state"
 
 [assignment]
-mode = "static"
-member = 0
-members = 1
+$assignment
 
 [[routes]]
 name = "usage"
@@ -242,18 +249,19 @@ topics = ["$TOPIC"]
 format = "killbill-usage"
 sink = "file"
 start = "earliest"
-${2:-}
+${3:-}
 
 [sinks.file]
 path = "$1/delivered.jsonl"
 EOF
 }
 
-# row_tally_run [NAME [ROUTE_EXTRA]]
+# row_tally_run [NAME [ROUTE_EXTRA]]: a fresh directory (store, sink file)
+# each time the row runs.
 row_tally_run() {
-    local name=${1:-tally-run} dir="$WORK/${1:-tally-run}" b0 b1 wall cpu rss t_start poll lines
-    mkdir -p "$dir"
-    tally_config "$dir" "${2:-}"
+    local name=${1:-tally-run} b0 b1 wall cpu rss t_start poll lines dir
+    dir=$(mktemp -d "$WORK/$name.XXXX")
+    tally_config "$dir" "$name" "${2:-}"
     b0=$(proc_cpu "$BROKER_PID")
     t_start=$(now)
     TALLY_LOG="${TALLY_LOG:-info}" "$TIME" -f '%e %U %S %M' -o "$WORK/$name.time" \
@@ -340,10 +348,11 @@ EOF
 }
 
 row_tally_restore() {
-    local name=tally-restore dir="$WORK/tally-restore" b0 b1 t_start poll
-    [[ -s "$WORK/tally-run-changelog/delivered.jsonl" ]] || die "tally-restore needs the tally-run-changelog row before it"
-    mkdir -p "$dir"
-    tally_config "$dir" "changelog_topic = \"$CHANGELOG\""
+    local name=tally-restore b0 b1 t_start poll dir
+    compgen -G "$WORK/tally-run-changelog.*/delivered.jsonl" >/dev/null ||
+        die "tally-restore needs the tally-run-changelog row before it"
+    dir=$(mktemp -d "$WORK/$name.XXXX")
+    tally_config "$dir" "$name" "changelog_topic = \"$CHANGELOG\""
     b0=$(proc_cpu "$BROKER_PID")
     t_start=$(now)
     TALLY_LOG="${TALLY_LOG:-info}" "$TIME" -f '%e %U %S %M' -o "$WORK/$name.time" \
@@ -412,6 +421,7 @@ for r in "${ROW_LIST[@]}"; do
         tally-run) row_tally_run ;;
         tally-run-changelog) row_tally_run tally-run-changelog "changelog_topic = \"$CHANGELOG\"" ;;
         tally-restore) row_tally_restore ;;
+        tally-group) row_tally_run tally-group ;;
     esac
     tail -1 "$RESULTS" >&2
 done
@@ -428,6 +438,7 @@ labels = {
     "tally-run": "`tally run` → file sink, durable dedupe",
     "tally-run-changelog": "`tally run` → file sink, durable dedupe + changelog",
     "tally-restore": "restore of a deleted store from the changelog (IDs)",
+    "tally-group": "`tally run`, group mode (1 member) → file sink",
 }
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 base = next((float(r[1]) / float(r[2]) for r in rows if r[0] == "raw"), None)

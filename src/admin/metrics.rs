@@ -75,6 +75,19 @@ pub struct Metrics {
     pub pruned_ids: Counter,
     pub broker_connected: Gauge,
     pub partitions_assigned: Gauge,
+    /// Exported in group mode only (see `register_group`).
+    pub group: GroupMetrics,
+}
+
+/// The membership of `[assignment] mode = "group"`.
+#[derive(Debug, Clone, Default)]
+pub struct GroupMetrics {
+    pub generation: Gauge,
+    pub members: Gauge,
+    pub leader: Gauge,
+    pub rebalances: Counter,
+    pub last_rebalance: FGauge,
+    pub fenced: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -109,6 +122,7 @@ impl Metrics {
             pruned_ids: Counter::default(),
             broker_connected: Gauge::default(),
             partitions_assigned: Gauge::default(),
+            group: GroupMetrics::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -202,6 +216,56 @@ impl Metrics {
         );
         m.changelog.register(r);
         Metrics { registry, ..m }
+    }
+
+    /// Adds the group metrics to the exposition (group mode).
+    pub fn register_group(&mut self) {
+        let g = self.group.clone();
+        let r = &mut self.registry;
+        r.register(
+            "group_generation",
+            "Generation of the consumer group this member is in; -1 while joining or fenced",
+            g.generation,
+        );
+        r.register(
+            "group_members",
+            "Members of the current generation, as the leader counted them",
+            g.members,
+        );
+        r.register(
+            "group_leader",
+            "1 while this member is the group leader (it computes the assignment)",
+            g.leader,
+        );
+        r.register(
+            "group_rebalances",
+            "Rebalances this member went through (joins after the first)",
+            g.rebalances,
+        );
+        r.register_with_unit(
+            "group_last_rebalance_duration",
+            "From stopping the partitions (or starting to join) to owning the new assignment, last time",
+            Unit::Seconds,
+            g.last_rebalance,
+        );
+        r.register(
+            "group_fenced",
+            "Times the session deadline passed without the coordinator's confirmation: deliveries stopped, then rejoined",
+            g.fenced,
+        );
+    }
+
+    /// Drops a partition's series (revoked: its new owner reports it).
+    pub fn remove_partition(&self, route: &str, topic: &str, partition: i32) {
+        let l = PartitionLabels {
+            route: route.to_string(),
+            topic: topic.to_string(),
+            partition: partition.to_string(),
+        };
+        self.committed.remove(&l);
+        self.high_watermark.remove(&l);
+        self.lag.remove(&l);
+        self.backoff.remove(&l);
     }
 
     /// Handles for one route.
@@ -470,5 +534,25 @@ mod tests {
         );
         assert!(text.contains("tally_store_size_bytes"), "{text}");
         assert!(text.contains("tally_build_info{"), "{text}");
+        assert!(!text.contains("tally_group_"), "static mode: {text}");
+        m.remove_partition("usage", "t", 0);
+        assert!(!m.encode().unwrap().contains("tally_partition_lag{"));
+
+        let mut m = Metrics::new();
+        m.register_group();
+        m.group.generation.set(4);
+        m.group.rebalances.inc();
+        m.group.last_rebalance.set(5.5);
+        let text = m.encode().unwrap();
+        for line in [
+            "tally_group_generation 4",
+            "tally_group_rebalances_total 1",
+            "tally_group_last_rebalance_duration_seconds 5.5",
+            "tally_group_fenced_total 0",
+            "tally_group_members 0",
+            "tally_group_leader 0",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
     }
 }

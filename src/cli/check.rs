@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use super::{load, runtime};
 use crate::config::{Settings, SinkKind};
-use crate::kafka::{ClusterClient, error_name};
+use crate::kafka::group::GroupCoordinator;
+use crate::kafka::{ClusterClient, ClusterMetadata, error_name};
 use crate::pipeline::kafka_config;
 use crate::sink::probe::ProbeReport;
 
@@ -99,13 +100,19 @@ async fn probe(settings: &Settings) -> usize {
             for topic in &topics {
                 match md.topics.get(topic) {
                     Some(tm) if tm.error.is_none() => {
-                        let owned = tm
-                            .partitions
-                            .keys()
-                            .filter(|p| settings.assignment.owns(topic, **p))
-                            .count();
+                        let owned = match &settings.assignment.group() {
+                            Some(g) => format!("assigned at run time by group {:?}", g.group_id),
+                            None => {
+                                let n = tm
+                                    .partitions
+                                    .keys()
+                                    .filter(|p| settings.assignment.owns(topic, **p) == Some(true))
+                                    .count();
+                                format!("{n} owned by this member")
+                            }
+                        };
                         println!(
-                            "# topic {topic}: ok ({} partitions, {owned} owned by this member)",
+                            "# topic {topic}: ok ({} partitions, {owned})",
                             tm.partitions.len()
                         );
                     }
@@ -121,6 +128,9 @@ async fn probe(settings: &Settings) -> usize {
                         println!("# topic {topic}: FAILED (not in the broker's metadata)");
                     }
                 }
+            }
+            if let Some(g) = settings.assignment.group() {
+                problems += probe_group(&client, &g.group_id, &md).await;
             }
         }
         Err(e) => {
@@ -179,6 +189,32 @@ async fn probe(settings: &Settings) -> usize {
         }
     }
     problems
+}
+
+/// Finds the group's coordinator and reads the group's committed offsets
+/// (read-only: nothing joins); 1 when that fails.
+async fn probe_group(client: &ClusterClient, group_id: &str, md: &ClusterMetadata) -> usize {
+    let wanted: Vec<(String, Vec<i32>)> = md
+        .topics
+        .iter()
+        .filter(|(_, tm)| tm.error.is_none())
+        .map(|(t, tm)| (t.clone(), tm.partitions.keys().copied().collect()))
+        .collect();
+    let mut coordinator = GroupCoordinator::new(client.clone(), group_id);
+    match coordinator.committed(&wanted).await {
+        Ok(committed) => {
+            println!(
+                "# group {group_id}: ok (coordinator {}, committed offsets for {} partition(s))",
+                coordinator.coordinator().unwrap_or("?"),
+                committed.len()
+            );
+            0
+        }
+        Err(e) => {
+            println!("# group {group_id}: FAILED ({e})");
+            1
+        }
+    }
 }
 
 /// Prints one sink's probe line; 1 when it is a problem.

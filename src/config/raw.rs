@@ -53,6 +53,11 @@ pub struct RawAssignment {
     pub member: Option<u32>,
     pub members: Option<u32>,
     pub partitions: Option<BTreeMap<String, Vec<i32>>>,
+    pub group_id: Option<String>,
+    pub session_timeout: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub rebalance_timeout: Option<String>,
+    pub offset_commit_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,10 +7,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use super::amqp::{AmqpSinkSettings, ExchangeType, RejectPolicy};
+use super::assignment::validate_assignment;
+pub use super::assignment::{Assignment, GroupSettings};
 use super::error::ConfigError;
 pub use super::http::HttpSinkSettings;
 pub use super::killbill::{KillbillSinkSettings, KillbillTenant, SecretRef};
-use super::raw::{RawAssignment, RawConfig, RawPipeline, RawRoute};
+use super::raw::{RawConfig, RawPipeline, RawRoute};
 
 /// Environment variable that overrides `kafka.brokers` (comma-separated),
 /// so scripts can point a checked-in config at a broker on a random port.
@@ -53,30 +55,6 @@ pub struct StoreSettings {
     pub cache_capacity_mb: u64,
     #[serde(with = "human_duration_opt")]
     pub retention: Option<Duration>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "mode", rename_all = "lowercase")]
-pub enum Assignment {
-    /// Partition `p` of every routed topic belongs to member `p % members`.
-    Static { member: u32, members: u32 },
-    /// Explicit partition lists per topic.
-    Explicit {
-        partitions: BTreeMap<String, Vec<i32>>,
-    },
-}
-
-impl Assignment {
-    pub fn owns(&self, topic: &str, partition: i32) -> bool {
-        match self {
-            Assignment::Static { member, members } => {
-                partition >= 0 && (partition as u32) % members == *member
-            }
-            Assignment::Explicit { partitions } => partitions
-                .get(topic)
-                .is_some_and(|list| list.contains(&partition)),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -327,58 +305,6 @@ fn validate_kafka(
             .map(super::kafka_security::validate_sasl)
             .transpose()?,
     })
-}
-
-fn validate_assignment(raw: Option<RawAssignment>) -> Result<Assignment, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(Assignment::Static {
-            member: 0,
-            members: 1,
-        });
-    };
-    match raw.mode.as_str() {
-        "static" => {
-            if let Some(partitions) = raw.partitions {
-                if raw.member.is_some() || raw.members.is_some() {
-                    return Err(ConfigError::invalid(
-                        "assignment.partitions",
-                        "use either `partitions` or `member`/`members`, not both",
-                    ));
-                }
-                for (topic, list) in &partitions {
-                    if list.iter().any(|p| *p < 0) {
-                        return Err(ConfigError::invalid(
-                            format!("assignment.partitions.{topic}"),
-                            "partition numbers are >= 0",
-                        ));
-                    }
-                }
-                return Ok(Assignment::Explicit { partitions });
-            }
-            let members = raw.members.unwrap_or(1);
-            let member = raw.member.unwrap_or(0);
-            if members == 0 {
-                return Err(ConfigError::invalid("assignment.members", "must be >= 1"));
-            }
-            if member >= members {
-                return Err(ConfigError::invalid(
-                    "assignment.member",
-                    format!(
-                        "is {member} but must be below members ({members}); members count from 0"
-                    ),
-                ));
-            }
-            Ok(Assignment::Static { member, members })
-        }
-        "group" => Err(ConfigError::invalid(
-            "assignment.mode",
-            "\"group\" is not available in this build yet; use mode = \"static\"",
-        )),
-        other => Err(ConfigError::invalid(
-            "assignment.mode",
-            format!("unknown mode \"{other}\"; expected \"static\""),
-        )),
-    }
 }
 
 fn validate_pipeline(raw: Option<RawPipeline>) -> Result<PipelineSettings, ConfigError> {
@@ -710,7 +636,7 @@ fn route_schema(key: &str, path: &str) -> Result<crate::format::RecordSchema, Co
         .map_err(|e| ConfigError::invalid(key, e.to_string()))
 }
 
-fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text).map_err(|e| {
         ConfigError::invalid(
             key,
@@ -803,10 +729,11 @@ mod human_duration_opt {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    /// The smallest valid config (also used by the other config modules' tests).
+    pub(in crate::config) const MINIMAL: &str = r#"
 [kafka]
 brokers = ["127.0.0.1:9092"]
 [store]
@@ -985,23 +912,6 @@ path = "./out.jsonl"
         let text = MINIMAL.replace("killbill-usage", "json");
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("routes[0].dedupe"), "{err}");
-    }
-
-    #[test]
-    fn static_member_must_be_below_members() {
-        let text = format!("{MINIMAL}\n[assignment]\nmode = \"static\"\nmember = 2\nmembers = 2\n");
-        let err = load(&text).unwrap_err().to_string();
-        assert!(err.contains("assignment.member"), "{err}");
-    }
-
-    #[test]
-    fn static_assignment_splits_partitions() {
-        let a = Assignment::Static {
-            member: 1,
-            members: 3,
-        };
-        let owned: Vec<i32> = (0..7).filter(|p| a.owns("t", *p)).collect();
-        assert_eq!(owned, vec![1, 4]);
     }
 
     #[test]

@@ -137,6 +137,18 @@ pub fn classify_kafka(e: &KafkaError) -> FailureClass {
     }
 }
 
+/// A group coordinator answer: "this generation is over" (rebalance,
+/// expelled, stale generation) only means join again; every other error is
+/// classified like any Kafka error (e.g. INVALID_SESSION_TIMEOUT, a group
+/// authorization failure or another client's protocol in the group: halt).
+pub fn classify_group(e: &KafkaError) -> FailureClass {
+    if e.code().is_some_and(crate::kafka::group::needs_rejoin) {
+        FailureClass::Transient
+    } else {
+        classify_kafka(e)
+    }
+}
+
 /// Whether a halting Kafka failure stops the whole daemon rather than one
 /// partition: a refused TLS handshake or SASL login is the client's identity
 /// or trust being wrong, so every connection will fail the same way, and an
@@ -257,6 +269,28 @@ mod tests {
         assert_eq!(e(HttpError::Connect { message: m() }), Transient);
         assert_eq!(e(HttpError::Timeout { message: m() }), Transient);
         assert_eq!(e(HttpError::Tls { message: m() }), Halt);
+    }
+
+    #[test]
+    fn group_codes_rejoin_and_misconfiguration_halts() {
+        let broker = |code| KafkaError::Broker {
+            at: crate::kafka::Location::broker("b:1"),
+            api: "JoinGroup",
+            code,
+        };
+        for rejoin in [22, 25, 27, 79] {
+            assert_eq!(classify_group(&broker(rejoin)), FailureClass::Transient);
+        }
+        for coordinator_moved in [14, 15, 16] {
+            assert_eq!(
+                classify_group(&broker(coordinator_moved)),
+                FailureClass::Transient
+            );
+        }
+        // INCONSISTENT_GROUP_PROTOCOL, INVALID_SESSION_TIMEOUT, GROUP_AUTHORIZATION_FAILED
+        for halt in [23, 26, 30] {
+            assert_eq!(classify_group(&broker(halt)), FailureClass::Halt);
+        }
     }
 
     #[test]

@@ -11,7 +11,9 @@ mod changelog;
 pub mod classify;
 mod committer;
 mod dlq_topic;
+mod fence;
 mod fetcher;
+mod group_assign;
 mod housekeeping;
 mod inflight;
 pub mod live;
@@ -29,6 +31,7 @@ pub use backoff::Backoff;
 /// For `dlq replay`: record replayed IDs in the route's changelog.
 pub(crate) use changelog::writer::produce as produce_changelog;
 use committer::Committer;
+use fence::Fence;
 /// Public only for benches/ (the pipeline is its sole user).
 #[doc(hidden)]
 pub use inflight::InFlight;
@@ -188,7 +191,11 @@ pub async fn run(
     let store = Arc::new(store);
     tracing::info!(path = %settings.store.path.display(), ids = store.id_count(), "store open");
     let sinks = Sinks::build(&settings)?;
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if settings.assignment.group().is_some() {
+        metrics.register_group();
+    }
+    let metrics = Arc::new(metrics);
 
     let mut routes = BTreeMap::new();
     for route in &settings.routes {
@@ -248,7 +255,11 @@ pub async fn run(
     ));
 
     let mut workers = JoinSet::new();
-    assign_loop(&settings, &shared, &routes, &mut workers).await;
+    match settings.assignment.group() {
+        // Drains, mirrors offsets and leaves the group itself before returning.
+        Some(group) => group_assign::run(&settings, group, &shared, &routes, &mut workers).await,
+        None => assign_loop(&settings, &shared, &routes, &mut workers).await,
+    }
 
     // Drain: workers finish the batch in hand, then stop.
     let drain = tokio::time::timeout(settings.pipeline.drain_timeout, async {
@@ -336,7 +347,7 @@ async fn assign_loop(
                         Some(tm) if tm.error.is_none() => {
                             for &partition in tm.partitions.keys() {
                                 let key = (topic.clone(), partition);
-                                if !settings.assignment.owns(topic, partition)
+                                if settings.assignment.owns(topic, partition) != Some(true)
                                     || running.contains(&key)
                                 {
                                     continue;
@@ -350,6 +361,8 @@ async fn assign_loop(
                                     topic: Arc::from(topic.as_str()),
                                     partition,
                                     stop: shared.cancel.child_token(),
+                                    fence: Fence::open(),
+                                    group_committed: None,
                                 };
                                 workers.spawn(async move {
                                     worker.run().await;
@@ -357,19 +370,7 @@ async fn assign_loop(
                                 });
                             }
                         }
-                        Some(tm) if tm.error == Some(UNKNOWN_TOPIC_OR_PARTITION) => tracing::warn!(
-                            topic,
-                            "topic not found on the broker; retrying at the next metadata refresh"
-                        ),
-                        Some(tm) => tracing::warn!(
-                            topic,
-                            "topic metadata error {}; retrying at the next metadata refresh",
-                            tm.error.map_or("?", error_name)
-                        ),
-                        None => tracing::warn!(
-                            topic,
-                            "topic not found on the broker; retrying at the next metadata refresh"
-                        ),
+                        tm => warn_topic_unusable(topic, tm),
                     }
                 }
                 settings.kafka.metadata_refresh
@@ -403,6 +404,21 @@ async fn assign_loop(
             _ = shared.cancel.cancelled() => return,
             _ = tokio::time::sleep(next_refresh.min(Duration::from_secs(30))) => {}
         }
+    }
+}
+
+/// Why a routed topic cannot be consumed yet (retried at the next refresh).
+fn warn_topic_unusable(topic: &str, tm: Option<&crate::kafka::TopicMetadata>) {
+    match tm.and_then(|t| t.error) {
+        Some(code) if code != UNKNOWN_TOPIC_OR_PARTITION => tracing::warn!(
+            topic,
+            "topic metadata error {}; retrying at the next metadata refresh",
+            error_name(code)
+        ),
+        _ => tracing::warn!(
+            topic,
+            "topic not found on the broker; retrying at the next metadata refresh"
+        ),
     }
 }
 

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::backoff::Backoff;
 use super::changelog::{restore::Restore, writer};
 use super::classify::{FailureClass, classify_decode, classify_sink, classify_store};
+use super::fence::Fence;
 use super::fetcher::{Fetched, Fetcher, resolve_position};
 use super::inflight::DigestHasher;
 use super::live::{PartitionLive, PartitionState};
@@ -37,6 +38,12 @@ pub(super) struct PartitionWorker {
     /// Stops this partition only: a child of the shutdown token, so that
     /// one partition can be stopped (revoked) while the others run on.
     pub stop: CancellationToken,
+    /// No sink call starts once this closes (group mode: the session may
+    /// be over and another member may own the partition).
+    pub fence: Fence,
+    /// Group mode: the group's committed offset when this member took the
+    /// partition over (None: the group has none, or static mode).
+    pub group_committed: Option<i64>,
 }
 
 /// A decoded record waiting to be resolved.
@@ -48,8 +55,9 @@ struct Pending {
 
 enum Delivery {
     Done,
-    /// Shutdown while the sink was failing: nothing of this round is committed;
-    /// the records are fetched and sent again on the next start.
+    /// Stopped (shutdown or revoked) while the sink was failing, or fenced:
+    /// nothing of this round is committed; the records are fetched and sent
+    /// again by the partition's next owner.
     Abandoned,
 }
 
@@ -107,15 +115,16 @@ impl PartitionWorker {
         self.live.set_state(PartitionState::Stopped);
     }
 
-    /// The committed offset, or the route's start position — persisted at
-    /// once, so that a crash before the first delivery cannot move `latest`.
+    /// The committed offset — or in group mode the group's, when another
+    /// member got further — else the route's start position. A start that
+    /// is not the stored offset is persisted at once, so that a crash before
+    /// the first delivery cannot move it (`latest`, or back to the store's).
     async fn start_offset(&self, consumer: &mut crate::kafka::PartitionConsumer) -> Option<i64> {
         let store = Arc::clone(&self.shared.store);
         let (topic, partition) = (self.topic.to_string(), self.partition);
         let stored = tokio::task::spawn_blocking(move || store.offset(&topic, partition)).await;
-        match stored {
-            Ok(Ok(Some(entry))) => return Some(entry.next_offset),
-            Ok(Ok(None)) => {}
+        let local = match stored {
+            Ok(Ok(entry)) => entry.map(|e| e.next_offset),
             Ok(Err(e)) => {
                 tracing::error!(topic = %self.topic, partition = self.partition, "cannot read committed offset: {e}");
                 self.shared.failed_partition();
@@ -125,16 +134,38 @@ impl PartitionWorker {
                 tracing::error!("offset lookup task failed: {e}");
                 return None;
             }
-        }
-        let offset = resolve_position(
-            &self.shared,
-            &self.stop,
-            consumer,
-            self.route.route.start,
-            &self.topic,
-            self.partition,
-        )
-        .await?;
+        };
+        let (topic, partition) = (&self.topic, self.partition);
+        let offset = match (local, self.group_committed) {
+            (Some(local), Some(group)) if group > local => {
+                tracing::info!(%topic, partition, local, group, source = "group",
+                    "the group's committed offset is newer than this store's: another member delivered up to it");
+                group
+            }
+            (Some(local), group) => {
+                if let Some(group) = group {
+                    tracing::info!(%topic, partition, local, group, source = "store",
+                        "this store's offset is at or past the group's committed offset");
+                }
+                return Some(local);
+            }
+            (None, Some(group)) => {
+                tracing::info!(%topic, partition, group, source = "group",
+                    "no offset in this store: starting from the group's committed offset");
+                group
+            }
+            (None, None) => {
+                resolve_position(
+                    &self.shared,
+                    &self.stop,
+                    consumer,
+                    self.route.route.start,
+                    &self.topic,
+                    self.partition,
+                )
+                .await?
+            }
+        };
         let batch = self.commit_batch(offset, offset, Vec::new(), Vec::new());
         self.commit_or_stop(batch).await.then_some(offset)
     }
@@ -268,7 +299,7 @@ impl PartitionWorker {
                 && !self
                     .shared
                     .dead_letter_producer
-                    .publish(&self.shared, topic, &batch.dead_letters)
+                    .publish(&self.shared, &self.stop, topic, &batch.dead_letters)
                     .await
             {
                 self.shared.inflight.release(reserved);
@@ -326,8 +357,25 @@ impl PartitionWorker {
         while !remaining.is_empty() {
             attempts += 1;
             let batch: Vec<&Outgoing> = remaining.iter().map(|&i| &send[i].out).collect();
+            if !self.fence.is_open() {
+                tracing::warn!(topic = %self.topic, partition = self.partition, records = batch.len(),
+                    "fenced: the group session may be over, so nothing more is sent for this partition");
+                return None;
+            }
             let started = Instant::now();
-            let results = self.route.sink.deliver(&batch).await;
+            // A call still running when the fence closes is abandoned, and
+            // not polled again: a sink may start further requests inside one
+            // call. The next owner sends those records again (the sink's
+            // idempotency key absorbs a request that did land).
+            let results = tokio::select! {
+                biased;
+                _ = self.fence.closes() => {
+                    tracing::warn!(topic = %self.topic, partition = self.partition, records = batch.len(),
+                        "fenced during a sink call: abandoned, not committed");
+                    return None;
+                }
+                r = self.route.sink.deliver(&batch) => r,
+            };
             self.observe_sink(&results, started);
             let mut retry = Vec::new();
             let mut worst: Option<(FailureClass, String)> = None;

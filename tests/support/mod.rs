@@ -14,6 +14,7 @@
 //! Every wait here has a timeout; every spawned process is killed on drop.
 #![allow(dead_code)]
 
+pub mod admin_http;
 pub mod amqp;
 pub mod http_receiver;
 pub mod killbill_double;
@@ -576,16 +577,24 @@ impl TallyProcess {
 
     /// Sends SIGTERM (graceful: drain, commit, exit 0). Does not wait.
     pub fn terminate(&mut self) {
+        self.signal("TERM");
+    }
+
+    /// Sends `SIG<name>` (e.g. "STOP", "CONT") unless it has exited.
+    pub fn signal(&mut self, name: &str) {
         if self.try_status().is_some() {
             return;
         }
         let pid = self.pid().expect("pid").to_string();
         let ok = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok || self.try_status().is_some(), "kill -TERM {pid} failed");
+        assert!(
+            ok || self.try_status().is_some(),
+            "kill -{name} {pid} failed"
+        );
     }
 
     /// SIGTERM, then wait up to `timeout` for exit; panics if it does not exit.
