@@ -473,3 +473,131 @@ fn ids_delivered_by_dlq_replay_are_in_the_changelog() {
     assert_eq!(restores(&log), [(2, 2)], "{}", tail(&log));
     assert_eq!(summary_field(&log, "delivered"), 1);
 }
+
+/// `group` config for `member` of a test group, with the changelog.
+fn write_group_config(
+    dir: &Path,
+    double: &KillbillDouble,
+    topic: &str,
+    changelog: &str,
+    group: &str,
+) -> (PathBuf, Vec<(String, String)>) {
+    std::fs::create_dir_all(dir).expect("member dir");
+    write_config(
+        dir,
+        double,
+        topic,
+        changelog,
+        &format!(
+            "[assignment]\nmode = \"group\"\ngroup_id = {group:?}\nsession_timeout = \"6s\"\n\
+             heartbeat_interval = \"1s\"\nrebalance_timeout = \"10s\"\n\
+             offset_commit_interval = \"500ms\"\n[pipeline]\nmax_batch_records = 20\n"
+        ),
+    )
+}
+
+/// (generation, partitions) of a member's last "group assignment running".
+fn last_assignment(log: &str) -> Option<(u64, u64)> {
+    plain_log(log)
+        .lines()
+        .rev()
+        .find(|l| l.contains("group assignment running"))
+        .and_then(|l| Some((field(l, "generation")?, field(l, "partitions")?)))
+}
+
+/// Group mode: SIGKILL one member mid-stream. Its partitions move to the
+/// other, which restores their IDs from the changelog before it fetches:
+/// Kill Bill holds every record once, and duplicates of every tracking ID
+/// delivered so far, produced after the move, cost **0 redundant posts** —
+/// caught by the restored IDs, not by Kill Bill's own check.
+#[test]
+fn a_member_taking_over_restores_the_partitions_ids_and_posts_no_duplicate() {
+    const PARTITIONS: u32 = 4;
+    let root = tempfile::tempdir().expect("tempdir");
+    let topic = unique_topic("cl-group");
+    let changelog = unique_topic("cl-group-log");
+    let group = unique_topic("cl-g");
+    create_topic(&topic, PARTITIONS);
+    create_topic(&changelog, PARTITIONS);
+    let events = gen_usage(1500, 0.0, 2, 81);
+    let later = gen_usage(200, 0.0, 2, 82);
+    let double = KillbillDouble::with_tenants(&[T0, T1]);
+    register(&double, &events);
+    register(&double, &later);
+    // Slow enough that the killed member is mid-stream.
+    double.set_latency(Duration::from_millis(10));
+    let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
+    let (a_cfg, envs) = write_group_config(&a_dir, &double, &topic, &changelog, &group);
+    let (b_cfg, _) = write_group_config(&b_dir, &double, &topic, &changelog, &group);
+    let mut a = spawn(&a_dir, &a_cfg, &envs);
+    let mut b = spawn(&b_dir, &b_cfg, &envs);
+    wait_for(
+        "both members share the partitions",
+        Duration::from_secs(120),
+        || {
+            assert!(
+                a.is_running() && b.is_running(),
+                "{}\n{}",
+                tail(&a.stderr()),
+                tail(&b.stderr())
+            );
+            match (last_assignment(&a.stderr()), last_assignment(&b.stderr())) {
+                (Some((ga, pa)), Some((gb, pb))) => ga == gb && pa > 0 && pb > 0 && pa + pb == 4,
+                _ => false,
+            }
+        },
+    );
+    produce_jsonl(&topic, &events, Some("/trackingId"));
+    wait_accepted(&double, &mut b, events.len() / 3);
+    a.kill();
+    let a_log = plain_log(&a.stderr());
+    let a_restores = restores(&a_log).len();
+    wait_for("b owns every partition", Duration::from_secs(120), || {
+        assert!(b.is_running(), "{}", tail(&b.stderr()));
+        last_assignment(&b.stderr()).is_some_and(|(_, p)| p == PARTITIONS as u64)
+    });
+    let want = distinct_keys(&events);
+    wait_accepted(&double, &mut b, want.len());
+    let resent_by_the_kill = double.duplicate_posts();
+
+    // Duplicates of every tracking ID delivered so far — most by the killed
+    // member — then new events (on every partition), which mark the end.
+    let dups = produce_jsonl(&topic, &events, Some("/trackingId"));
+    let new = produce_jsonl(&topic, &later, Some("/trackingId"));
+    assert_eq!(dups["count"], events.len());
+    for p in 0..PARTITIONS {
+        assert!(
+            new["partitions"][p.to_string()].as_u64().unwrap_or(0) > 0,
+            "no new event on partition {p}: {new}"
+        );
+    }
+    let mut all = want.clone();
+    all.extend(distinct_keys(&later));
+    wait_accepted(&double, &mut b, all.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let b_log = stop(&mut b);
+
+    assert_exactly_once(&double, &all);
+    let redundant_after_the_move = double.duplicate_posts() - resent_by_the_kill;
+    let b_restored: u64 = restores(&b_log).iter().map(|(_, new)| new).sum();
+    eprintln!(
+        "changelog takeover: events={} a_restores={a_restores} b_new_ids_from_the_changelog={b_restored} \
+         resent_by_the_kill={resent_by_the_kill} duplicates_after_the_move={} redundant_posts_after_the_move={redundant_after_the_move}",
+        events.len(),
+        events.len()
+    );
+    assert_eq!(
+        redundant_after_the_move, 0,
+        "duplicates produced after the move reached Kill Bill"
+    );
+    assert!(
+        b_restored > 0,
+        "b restored nothing from the changelog:\n{}",
+        tail(&b_log)
+    );
+    // What the kill re-sends: at most one unrecorded chunk per partition.
+    assert!(
+        resent_by_the_kill <= u64::from(PARTITIONS) * 20,
+        "{resent_by_the_kill} re-sent by the kill"
+    );
+}
