@@ -300,3 +300,31 @@ mod tests {
         assert!(per_id < 90.0, "{per_id} bytes per ID");
     }
 }
+
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// A v1 record as tally 0.1 wrote it: every later tally must read it
+    /// (members of different versions share a changelog).
+    const V1: &str = "544c434c01010005757361676500017400000003000000000000000a000000000000000e00000192cc0914001c000000f201000000020000000874312f732f6162630c00602f732f78797a";
+
+    #[test]
+    fn a_v1_record_stays_readable() {
+        let bytes: Vec<u8> = (0..V1.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&V1[i..i + 2], 16).unwrap())
+            .collect();
+        let r = decode(&bytes).unwrap().unwrap();
+        assert_eq!(
+            (r.route.as_str(), r.topic.as_str(), r.partition),
+            ("usage", "t", 3)
+        );
+        assert_eq!(
+            (r.first_offset, r.next_offset, r.committed_at_ms),
+            (10, 14, 1_730_000_000_000)
+        );
+        assert!(r.is_final);
+        assert_eq!(r.keys, ["t1/s/abc", "t1/s/xyz"]);
+    }
+}
