@@ -101,6 +101,7 @@ fn stage_commit(store: &Store, fresh: Vec<(String, u128)>, first_offset: i64) ->
             keys,
             digests,
             dead_letters: Vec::new(),
+            changelog: None,
         };
         match store.commit(std::slice::from_ref(&batch)) {
             Ok(s) => written += s.ids_written,
@@ -151,6 +152,7 @@ fn main() {
             keys,
             digests,
             dead_letters: Vec::new(),
+            changelog: None,
         };
         if let Err(e) = store.commit(&[b]) {
             eprintln!("preload: {e}");

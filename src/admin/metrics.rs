@@ -67,6 +67,7 @@ pub struct Metrics {
     lag: Family<PartitionLabels, Gauge>,
     backoff: Family<PartitionLabels, FGauge>,
     sink_latency: HistogramFamily<SinkStatus>,
+    changelog: ChangelogFamilies,
     pub commit_latency: Histogram,
     pub store_size: Gauge,
     pub store_ids: Gauge,
@@ -113,6 +114,7 @@ impl Metrics {
             lag: Family::default(),
             backoff: Family::default(),
             sink_latency: Family::new_with_constructor(latency_histogram),
+            changelog: ChangelogFamilies::new(),
             commit_latency: latency_histogram(),
             store_size: Gauge::default(),
             store_ids: Gauge::default(),
@@ -212,6 +214,7 @@ impl Metrics {
             "Partitions this process consumes",
             m.partitions_assigned.clone(),
         );
+        m.changelog.register(r);
         Metrics { registry, ..m }
     }
 
@@ -283,7 +286,19 @@ impl Metrics {
                 })
                 .clone()
         };
+        let label = RouteLabel {
+            route: route.to_string(),
+        };
+        let cl = &self.changelog;
         RouteMetrics {
+            changelog: ChangelogMetrics {
+                restored_ids: cl.restored_ids.get_or_create(&label).clone(),
+                restored_records: cl.restored_records.get_or_create(&label).clone(),
+                restore_duration: cl.restore_duration.get_or_create(&label).clone(),
+                write_duration: cl.write_duration.get_or_create(&label).clone(),
+                written_bytes: cl.written_bytes.get_or_create(&label).clone(),
+                write_retries: cl.write_retries.get_or_create(&label).clone(),
+            },
             delivered: c("delivered"),
             duplicates: c("duplicate"),
             dead_lettered: c("dead_lettered"),
@@ -339,6 +354,31 @@ pub struct RouteMetrics {
     pub transient_retries: Counter,
     pub halt_retries: Counter,
     pub halted: Gauge,
+    pub changelog: ChangelogMetrics,
+}
+
+/// One route's changelog handles.
+#[derive(Debug, Clone)]
+pub struct ChangelogMetrics {
+    pub restored_ids: Counter,
+    pub restored_records: Counter,
+    pub restore_duration: Histogram,
+    pub write_duration: Histogram,
+    pub written_bytes: Counter,
+    pub write_retries: Counter,
+}
+
+impl Default for ChangelogMetrics {
+    fn default() -> Self {
+        ChangelogMetrics {
+            restored_ids: Counter::default(),
+            restored_records: Counter::default(),
+            restore_duration: restore_histogram(),
+            write_duration: latency_histogram(),
+            written_bytes: Counter::default(),
+            write_retries: Counter::default(),
+        }
+    }
 }
 
 /// One partition's gauges. Lag is derived whenever either end moves, so it
@@ -375,9 +415,100 @@ impl PartitionMetrics {
     }
 }
 
+/// `pipeline::changelog`: what restores read, what commits wrote.
+struct ChangelogFamilies {
+    restored_ids: Family<RouteLabel, Counter>,
+    restored_records: Family<RouteLabel, Counter>,
+    restore_duration: HistogramFamily<RouteLabel>,
+    write_duration: HistogramFamily<RouteLabel>,
+    written_bytes: Family<RouteLabel, Counter>,
+    write_retries: Family<RouteLabel, Counter>,
+}
+
+fn restore_histogram() -> Histogram {
+    // 10 ms .. ~5.5 min: an empty changelog to tens of millions of IDs.
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+impl ChangelogFamilies {
+    fn new() -> Self {
+        ChangelogFamilies {
+            restored_ids: Family::default(),
+            restored_records: Family::default(),
+            restore_duration: Family::new_with_constructor(restore_histogram),
+            write_duration: Family::new_with_constructor(latency_histogram),
+            written_bytes: Family::default(),
+            write_retries: Family::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "changelog_restored_ids",
+            "Tracking IDs read from the changelog into the store by restores (already held ones included)",
+            self.restored_ids.clone(),
+        );
+        r.register(
+            "changelog_restored_records",
+            "Changelog records applied by restores",
+            self.restored_records.clone(),
+        );
+        r.register_with_unit(
+            "changelog_restore_duration",
+            "Duration of one partition's restore from the changelog, before it fetches",
+            Unit::Seconds,
+            self.restore_duration.clone(),
+        );
+        r.register_with_unit(
+            "changelog_write_duration",
+            "Duration of one commit's successful changelog write (between the sink's ack and the store commit)",
+            Unit::Seconds,
+            self.write_duration.clone(),
+        );
+        r.register_with_unit(
+            "changelog_written",
+            "Changelog record bytes produced after sink acks",
+            Unit::Bytes,
+            self.written_bytes.clone(),
+        );
+        r.register(
+            "changelog_write_retries",
+            "Failed changelog writes that are retried (the partition waits meanwhile)",
+            self.write_retries.clone(),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changelog_metrics_are_per_route() {
+        let m = Metrics::new();
+        let r = m.route("usage");
+        r.changelog.restored_ids.inc_by(7);
+        r.changelog.restore_duration.observe(0.5);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains(r#"tally_changelog_restored_ids_total{route="usage"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tally_changelog_restore_duration_seconds_count{route="usage"} 1"#),
+            "{text}"
+        );
+        for name in [
+            "written_bytes_total",
+            "write_retries_total",
+            "write_duration_seconds_count",
+        ] {
+            assert!(
+                text.contains(&format!("tally_changelog_{name}")),
+                "{name}: {text}"
+            );
+        }
+    }
 
     #[test]
     fn names_follow_conventions() {

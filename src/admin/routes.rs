@@ -348,6 +348,18 @@ impl DeadLetterSelection {
     }
 }
 
+impl From<crate::dlq::ReplayError> for ApiError {
+    fn from(e: crate::dlq::ReplayError) -> Self {
+        match e {
+            crate::dlq::ReplayError::Store(e) => e.into(),
+            crate::dlq::ReplayError::Changelog { .. } => {
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
 impl From<crate::dlq::SelectError> for ApiError {
     fn from(e: crate::dlq::SelectError) -> Self {
         match e {
@@ -380,8 +392,18 @@ async fn dead_letter_replay(
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let routes = st.live.replay_routes();
-    let summary =
-        crate::dlq::replay_with(&routes, &st.live.store, letters, Some(&st.live.inflight)).await?;
+    let out = crate::dlq::ReplayProducer {
+        kafka: Some(&st.kafka),
+        producer: &st.producer,
+    };
+    let summary = crate::dlq::replay_with(
+        &routes,
+        &st.live.store,
+        letters,
+        Some(&st.live.inflight),
+        &out,
+    )
+    .await?;
     Ok(axum::Json(views::replay_summary(&summary)))
 }
 

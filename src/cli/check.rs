@@ -76,13 +76,27 @@ async fn probe(settings: &Settings) -> usize {
         }
     };
     let topics = settings.all_topics();
-    match client.metadata(&topics).await {
+    let mut asked = topics.clone();
+    asked.extend(
+        settings
+            .routes
+            .iter()
+            .filter_map(|r| r.changelog_topic.clone()),
+    );
+    match client.metadata(&asked).await {
         Ok(md) => {
             println!(
                 "# broker: ok ({} broker(s): {})",
                 md.brokers.len(),
                 md.brokers.values().cloned().collect::<Vec<_>>().join(", ")
             );
+            // Changelog topics first: their lines name what to create.
+            for route in &settings.routes {
+                if let Some(line) = changelog_line(route, &md) {
+                    problems += usize::from(line.contains("FAILED"));
+                    println!("{line}");
+                }
+            }
             for topic in &topics {
                 match md.topics.get(topic) {
                     Some(tm) if tm.error.is_none() => {
@@ -207,4 +221,37 @@ async fn probe_group(client: &ClusterClient, group_id: &str, md: &ClusterMetadat
 fn report_sink(kind: &str, route: &str, report: &ProbeReport) -> usize {
     println!("# sink {kind} (route {route}): {}", report.line);
     usize::from(!report.ok)
+}
+
+/// The changelog topic must exist with a partition for every source
+/// partition (what a partition checks again before it restores).
+fn changelog_line(
+    route: &crate::config::Route,
+    md: &crate::kafka::ClusterMetadata,
+) -> Option<String> {
+    let cl = route.changelog_topic.as_deref()?;
+    let count = |t: &str| {
+        md.topics
+            .get(t)
+            .filter(|m| m.error.is_none())
+            .map(|m| m.partitions.len())
+    };
+    let needed = route
+        .topics
+        .iter()
+        .filter_map(|t| count(t))
+        .max()
+        .unwrap_or(0);
+    let head = format!("# changelog topic {cl} (route {})", route.name);
+    Some(match count(cl) {
+        None => format!(
+            "{head}: FAILED (does not exist; create it with at least {needed} partitions, \
+             cleanup.policy=delete, retention.ms no shorter than store.retention)"
+        ),
+        Some(n) if n < needed => format!(
+            "{head}: FAILED ({n} partitions, the route's topics have up to {needed}: \
+             add partitions, partition p records into changelog partition p)"
+        ),
+        Some(n) => format!("{head}: ok ({n} partitions, the route's topics need {needed})"),
+    })
 }

@@ -88,6 +88,9 @@ pub struct RawRoute {
     pub schema: Option<String>,
     /// Also produce every dead letter of the route to this Kafka topic.
     pub dead_letter_topic: Option<String>,
+    /// Record each committed batch of tracking IDs in this Kafka topic, and
+    /// restore a partition's IDs from it before consuming.
+    pub changelog_topic: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

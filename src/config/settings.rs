@@ -135,6 +135,11 @@ pub struct Route {
     pub schema: Option<crate::format::RecordSchema>,
     /// Dead letters are also produced here (before their store commit).
     pub dead_letter_topic: Option<String>,
+    /// Each committed batch of tracking IDs is also produced here (after the
+    /// sink's ack, before the store commit), partition = source partition;
+    /// a partition restores its IDs from it before consuming (see
+    /// `pipeline::changelog`).
+    pub changelog_topic: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -532,6 +537,29 @@ fn validate_routes(
             }
             t => t,
         };
+        let changelog_topic = match r.changelog_topic {
+            Some(t) if t.trim().is_empty() => {
+                return Err(ConfigError::invalid(
+                    key("changelog_topic"),
+                    "must not be empty",
+                ));
+            }
+            Some(_) if dedupe == DedupeSource::None => {
+                return Err(ConfigError::invalid(
+                    key("changelog_topic"),
+                    "the route has dedupe = \"none\": it keeps no tracking IDs to record; remove changelog_topic",
+                ));
+            }
+            Some(t) if dead_letter_topic.as_ref() == Some(&t) => {
+                return Err(ConfigError::invalid(
+                    key("changelog_topic"),
+                    format!(
+                        "\"{t}\" is also the route's dead_letter_topic; use a topic of its own"
+                    ),
+                ));
+            }
+            t => t,
+        };
         routes.push(Route {
             name: r.name,
             topics: r.topics,
@@ -546,13 +574,58 @@ fn validate_routes(
                 default_max_record_bytes,
             )?,
             dead_letter_topic,
+            changelog_topic,
             schema: r
                 .schema
                 .map(|p| route_schema(&key("schema"), &p))
                 .transpose()?,
         });
     }
+    check_changelog_topics(&routes)?;
     Ok(routes)
+}
+
+/// A changelog topic belongs to one route and is nobody's input: consumed
+/// as data it would be dead-lettered record by record, shared by two routes
+/// each restore would read the other's records too.
+fn check_changelog_topics(routes: &[Route]) -> Result<(), ConfigError> {
+    let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        let Some(t) = r.changelog_topic.as_deref() else {
+            continue;
+        };
+        let key = format!("routes[{i}].changelog_topic");
+        if let Some(src) = routes.iter().find(|o| o.topics.iter().any(|s| s == t)) {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "\"{t}\" is a topic route \"{}\" consumes: the changelog must not be consumed as data",
+                    src.name
+                ),
+            ));
+        }
+        if let Some(dlq) = routes
+            .iter()
+            .find(|o| o.dead_letter_topic.as_deref() == Some(t))
+        {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "\"{t}\" is the dead_letter_topic of route \"{}\"; use a topic of its own",
+                    dlq.name
+                ),
+            ));
+        }
+        if let Some(j) = owner.insert(t, i) {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "\"{t}\" is also the changelog_topic of routes[{j}]; each route needs its own changelog topic"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn route_schema(key: &str, path: &str) -> Result<crate::format::RecordSchema, ConfigError> {
@@ -746,6 +819,64 @@ path = "./out.jsonl"
         );
         let err = load(&with(" ")).unwrap_err().to_string();
         assert!(err.contains("routes[0].dead_letter_topic"), "{err}");
+    }
+
+    #[test]
+    fn changelog_topic_is_validated_against_every_route() {
+        let with =
+            |extra: &str| MINIMAL.replace("sink = \"file\"", &format!("sink = \"file\"\n{extra}"));
+        let s = load(&with("changelog_topic = \"tally-changelog.usage\"")).unwrap();
+        assert_eq!(
+            s.routes[0].changelog_topic.as_deref(),
+            Some("tally-changelog.usage")
+        );
+        assert_eq!(load(MINIMAL).unwrap().routes[0].changelog_topic, None);
+        let err = |text: &str| load(text).unwrap_err().to_string();
+        let e = err(&with("changelog_topic = \" \""));
+        assert!(
+            e.contains("routes[0].changelog_topic") && e.contains("empty"),
+            "{e}"
+        );
+        let e = err(&with("changelog_topic = \"stream.usagemetrics\""));
+        assert!(
+            e.contains("routes[0].changelog_topic") && e.contains("consumes"),
+            "{e}"
+        );
+        let e = err(&with("dead_letter_topic = \"x\"\nchangelog_topic = \"x\""));
+        assert!(
+            e.contains("routes[0].changelog_topic") && e.contains("dead_letter_topic"),
+            "{e}"
+        );
+        let second = |extra: &str| {
+            format!(
+                "{}\n[[routes]]\nname = \"b\"\ntopics = [\"other\"]\nformat = \"json\"\ndedupe = \"/id\"\nsink = \"file\"\n{extra}\n",
+                with("changelog_topic = \"cl\"")
+            )
+        };
+        let e = err(&second("changelog_topic = \"cl\""));
+        assert!(
+            e.contains("routes[1].changelog_topic") && e.contains("routes[0]"),
+            "{e}"
+        );
+        let e = err(&second("changelog_topic = \"stream.usagemetrics\""));
+        assert!(
+            e.contains("routes[1].changelog_topic") && e.contains("\"usage\""),
+            "{e}"
+        );
+        let e = err(&second("dead_letter_topic = \"cl\""));
+        assert!(
+            e.contains("routes[0].changelog_topic") && e.contains("route \"b\""),
+            "{e}"
+        );
+        let none = MINIMAL.replace("killbill-usage", "json").replace(
+            "sink = \"file\"",
+            "sink = \"file\"\ndedupe = \"none\"\nchangelog_topic = \"cl\"",
+        );
+        let e = err(&none);
+        assert!(
+            e.contains("routes[0].changelog_topic") && e.contains("dedupe"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum PartitionState {
     Halted,
     /// The worker ended (error or shutdown).
     Stopped,
+    /// Reading the partition's tracking IDs from the changelog before fetching.
+    Restoring,
 }
 
 impl PartitionState {
@@ -32,6 +34,7 @@ impl PartitionState {
             0 => PartitionState::Running,
             1 => PartitionState::Retrying,
             2 => PartitionState::Halted,
+            4 => PartitionState::Restoring,
             _ => PartitionState::Stopped,
         }
     }
@@ -114,7 +117,14 @@ impl Live {
     pub(crate) fn replay_routes(&self) -> crate::dlq::ReplayRoutes {
         self.routes
             .iter()
-            .map(|r| (r.name.to_string(), (r.decoder.clone(), Arc::clone(&r.sink))))
+            .map(|r| {
+                let route = crate::dlq::ReplayRoute {
+                    decoder: r.decoder.clone(),
+                    sink: Arc::clone(&r.sink),
+                    changelog_topic: r.route.changelog_topic.clone(),
+                };
+                (r.name.to_string(), route)
+            })
             .collect()
     }
 

@@ -7,6 +7,7 @@
 //! acknowledged, and the store is flushed.
 
 mod backoff;
+mod changelog;
 pub mod classify;
 mod committer;
 mod dlq_topic;
@@ -27,6 +28,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
+/// For `dlq replay`: record replayed IDs in the route's changelog.
+pub(crate) use changelog::writer::produce as produce_changelog;
 use committer::Committer;
 use fence::Fence;
 /// Public only for benches/ (the pipeline is its sole user).
@@ -42,7 +45,7 @@ use crate::admin::{AdminError, AdminServer};
 use crate::config::{KafkaSettings, PipelineSettings, Route, Settings};
 use crate::format::Decoder;
 use crate::kafka::{
-    ClusterClient, KafkaConfig, KafkaError, SecurityError, error_name, load_security,
+    ClusterClient, KafkaConfig, KafkaError, Producer, SecurityError, error_name, load_security,
 };
 
 /// Kafka's error code for a topic the broker does not know.
@@ -97,6 +100,10 @@ pub(crate) struct Shared {
     failed_partitions: AtomicU64,
     /// For routes with a `dead_letter_topic`.
     pub dead_letter_producer: dlq_topic::DeadLetterProducer,
+    /// For routes with a `changelog_topic`; connected on first use.
+    producer: tokio::sync::OnceCell<Producer>,
+    /// `store.retention`: a restore skips IDs older than this.
+    pub retention: Option<Duration>,
     /// Set by the first failed store commit; the daemon then stops with it.
     store_failure: std::sync::Mutex<Option<String>>,
     /// Set by the first Kafka failure that stops the daemon (TLS, SASL).
@@ -131,6 +138,13 @@ impl Shared {
 
     pub fn failed_partition(&self) {
         self.failed_partitions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The changelog producer, connected on first use.
+    pub async fn producer(&self) -> Result<&Producer, KafkaError> {
+        self.producer
+            .get_or_try_init(|| async { Producer::connect(self.client.config()).await })
+            .await
     }
 }
 
@@ -231,7 +245,10 @@ pub async fn run(
         store_failure: std::sync::Mutex::new(None),
         kafka_failure: std::sync::Mutex::new(None),
         dead_letter_producer: dlq_topic::DeadLetterProducer::default(),
+        producer: tokio::sync::OnceCell::new(),
+        retention: settings.store.retention,
     });
+    warn_group_without_changelog(&settings);
     let housekeeping = tokio::spawn(housekeeping::run(
         Arc::clone(&live),
         settings.store.retention,
@@ -403,6 +420,25 @@ fn warn_topic_unusable(topic: &str, tm: Option<&crate::kafka::TopicMetadata>) {
             topic,
             "topic not found on the broker; retrying at the next metadata refresh"
         ),
+    }
+}
+
+/// Group mode moves partitions between members; without a changelog their
+/// dedupe state stays behind. Said at start rather than refused, so that
+/// existing group configs keep working (the lead decides on requiring it).
+fn warn_group_without_changelog(settings: &Settings) {
+    if settings.assignment.group().is_none() {
+        return;
+    }
+    for r in &settings.routes {
+        if r.changelog_topic.is_none() && r.dedupe != crate::config::DedupeSource::None {
+            tracing::warn!(
+                route = %r.name,
+                "group mode without changelog_topic: a partition's tracking IDs stay with the member \
+                 that delivered them, so after a partition moves a duplicate of one of them is sent \
+                 again (absorbed only by the sink's own idempotency key); set changelog_topic"
+            );
+        }
     }
 }
 

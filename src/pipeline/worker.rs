@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
+use super::changelog::{restore::Restore, writer};
 use super::classify::{FailureClass, classify_decode, classify_sink, classify_store};
 use super::fence::Fence;
 use super::fetcher::{Fetched, Fetcher, resolve_position};
@@ -63,6 +64,23 @@ enum Delivery {
 impl PartitionWorker {
     pub async fn run(self) {
         let shared = Arc::clone(&self.shared);
+        // The partition's dedupe state first: nothing is fetched before the
+        // IDs its earlier owner (or this host's lost store) delivered are here.
+        if let Some(changelog_topic) = self.route.route.changelog_topic.as_deref() {
+            let restore = Restore {
+                shared: &shared,
+                live: &self.live,
+                route: &self.route,
+                changelog_topic,
+                topic: &self.topic,
+                partition: self.partition,
+                stop: &self.stop,
+            };
+            if !restore.run().await {
+                self.live.set_state(PartitionState::Stopped);
+                return;
+            }
+        }
         let mut consumer = shared
             .client
             .partition_consumer(&self.topic, self.partition);
@@ -271,7 +289,7 @@ impl PartitionWorker {
                 })
                 .unzip();
             let batch = self.commit_batch(round_first, commit_to, keys, digests);
-            let batch = CommitBatch {
+            let mut batch = CommitBatch {
                 dead_letters: std::mem::take(&mut dead),
                 ..batch
             };
@@ -286,6 +304,28 @@ impl PartitionWorker {
             {
                 self.shared.inflight.release(reserved);
                 return Delivery::Abandoned;
+            }
+            // Then the changelog: delivered keys are recorded there before
+            // the store commit, or not committed at all (see `changelog`).
+            if let Some(topic) = &self.route.route.changelog_topic
+                && !batch.keys.is_empty()
+            {
+                let written = writer::write(
+                    &self.shared,
+                    &self.live,
+                    &self.route,
+                    topic,
+                    &batch,
+                    &self.stop,
+                )
+                .await;
+                match written {
+                    Ok(mark) => batch.changelog = mark,
+                    Err(writer::Stopped) => {
+                        self.shared.inflight.release(reserved);
+                        return Delivery::Abandoned;
+                    }
+                }
             }
             let committed = self.commit_or_stop(batch).await;
             self.shared.inflight.release(reserved);
@@ -485,6 +525,7 @@ impl PartitionWorker {
             keys,
             digests,
             dead_letters: Vec::new(),
+            changelog: None,
         }
     }
 

@@ -11,6 +11,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
 use super::batch::{self, BatchInfo};
+use super::changelog::{self, ChangelogMark, ChangelogRestore};
 use super::dead_letter::{self, DeadLetter};
 use super::error::StoreError;
 use super::index::DigestIndex;
@@ -66,6 +67,9 @@ pub struct CommitBatch {
     /// `digest(route, key)` for each key.
     pub digests: Vec<u128>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Set when the keys were produced to the route's changelog topic just
+    /// before this commit: the changelog position to record with it.
+    pub changelog: Option<ChangelogMark>,
 }
 
 /// What one `dlq replay` resolved, for `Store::commit_replay`.
@@ -126,6 +130,7 @@ struct Trees {
     id_batches: sled::Tree,
     id_keys: sled::Tree,
     dead_letters: sled::Tree,
+    changelog_positions: sled::Tree,
 }
 
 pub struct Store {
@@ -183,6 +188,7 @@ impl Store {
             id_batches: tree(keys::TREE_ID_BATCHES)?,
             id_keys: tree(keys::TREE_ID_KEYS)?,
             dead_letters: tree(keys::TREE_DEAD_LETTERS)?,
+            changelog_positions: tree(changelog::TREE_CHANGELOG)?,
         };
 
         let started = Instant::now();
@@ -342,47 +348,58 @@ impl Store {
             &t.id_keys,
             &t.dead_letters,
             &t.meta,
+            &t.changelog_positions,
         )
-            .transaction(|(offsets, id_batches, id_keys, dead_letters, meta)| {
-                for p in &prepared {
-                    // Reads see this transaction's own writes, so two batches
-                    // for one partition in one commit are checked in order.
-                    if let Some(old) = offsets.get(&p.offset_key)? {
-                        let old = keys::decode_offset_value(&old).map_err(|d| {
-                            ConflictableTransactionError::Abort(corrupt(
-                                &self.path,
-                                keys::TREE_OFFSETS,
-                                &p.offset_key,
-                                d,
-                            ))
-                        })?;
-                        if p.b.next_offset < old.next_offset {
-                            return Err(ConflictableTransactionError::Abort(
-                                StoreError::OffsetRegression {
-                                    topic: p.b.topic.clone(),
-                                    partition: p.b.partition,
-                                    committed: old.next_offset,
-                                    attempted: p.b.next_offset,
-                                },
-                            ));
+            .transaction(
+                |(offsets, id_batches, id_keys, dead_letters, meta, positions)| {
+                    for p in &prepared {
+                        // Reads see this transaction's own writes, so two batches
+                        // for one partition in one commit are checked in order.
+                        if let Some(old) = offsets.get(&p.offset_key)? {
+                            let old = keys::decode_offset_value(&old).map_err(|d| {
+                                ConflictableTransactionError::Abort(corrupt(
+                                    &self.path,
+                                    keys::TREE_OFFSETS,
+                                    &p.offset_key,
+                                    d,
+                                ))
+                            })?;
+                            if p.b.next_offset < old.next_offset {
+                                return Err(ConflictableTransactionError::Abort(
+                                    StoreError::OffsetRegression {
+                                        topic: p.b.topic.clone(),
+                                        partition: p.b.partition,
+                                        committed: old.next_offset,
+                                        attempted: p.b.next_offset,
+                                    },
+                                ));
+                            }
+                        }
+                        let entry = OffsetEntry {
+                            next_offset: p.b.next_offset,
+                            updated_at_ms: now,
+                        };
+                        offsets
+                            .insert(p.offset_key.clone(), &keys::encode_offset_value(&entry)[..])?;
+                        if let Some((k, v, kv)) = &p.batch {
+                            id_batches.insert(k.clone(), v.clone())?;
+                            id_keys.insert(k.clone(), kv.clone())?;
+                        }
+                        for (k, v) in &p.dls {
+                            dead_letters.insert(k.clone(), v.clone())?;
+                        }
+                        if let Some(mark) = &p.b.changelog {
+                            let old = self.txn_mark(positions, &p.offset_key)?;
+                            if let Some(m) = changelog::after_commit(old, mark) {
+                                positions
+                                    .insert(p.offset_key.clone(), changelog::encode_mark(&m))?;
+                            }
                         }
                     }
-                    let entry = OffsetEntry {
-                        next_offset: p.b.next_offset,
-                        updated_at_ms: now,
-                    };
-                    offsets.insert(p.offset_key.clone(), &keys::encode_offset_value(&entry)[..])?;
-                    if let Some((k, v, kv)) = &p.batch {
-                        id_batches.insert(k.clone(), v.clone())?;
-                        id_keys.insert(k.clone(), kv.clone())?;
-                    }
-                    for (k, v) in &p.dls {
-                        dead_letters.insert(k.clone(), v.clone())?;
-                    }
-                }
-                meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
-                Ok(())
-            });
+                    meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                    Ok(())
+                },
+            );
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(e)) => return Err(e),
@@ -858,6 +875,163 @@ impl Store {
             path: self.path.clone(),
             op,
             source,
+        }
+    }
+}
+
+/// Changelog positions and restores (see `store::changelog`).
+impl Store {
+    /// How far the changelog of `topic`/`partition` is applied here, if a
+    /// restore ever established it.
+    pub fn changelog_position(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<ChangelogMark>, StoreError> {
+        check_topic(topic, partition)?;
+        let k = keys::offset_key(topic, partition);
+        match self
+            .trees
+            .changelog_positions
+            .get(&k)
+            .map_err(self.sled_err("read changelog_positions"))?
+        {
+            None => Ok(None),
+            Some(v) => changelog::decode_mark(&v)
+                .map(Some)
+                .map_err(|d| corrupt(&self.path, changelog::TREE_CHANGELOG, &k, d)),
+        }
+    }
+
+    /// Apply one restore step in ONE transaction + flush: the IDs (minus
+    /// those already here, so applying a record twice is harmless), the
+    /// partition's offset moved forward to what the records prove delivered,
+    /// and the new changelog position. Then the IDs join the index.
+    pub fn restore_changelog(&self, r: &ChangelogRestore) -> Result<CommitStats, StoreError> {
+        check_topic(&r.topic, r.partition)?;
+        check_topic(&r.mark.topic, r.partition)?;
+        if r.batches.len() != r.committed_at_ms.len() {
+            return Err(StoreError::InvalidBatch {
+                topic: r.topic.clone(),
+                partition: r.partition,
+                detail: format!(
+                    "{} restored batches but {} commit times",
+                    r.batches.len(),
+                    r.committed_at_ms.len()
+                ),
+            });
+        }
+        for b in &r.batches {
+            validate(b)?;
+            if b.topic != r.topic || b.partition != r.partition || b.route != r.route {
+                return Err(StoreError::InvalidBatch {
+                    topic: b.topic.clone(),
+                    partition: b.partition,
+                    detail: format!(
+                        "restored batch of route {} does not belong to {}/{} of route {}",
+                        b.route, r.topic, r.partition, r.route
+                    ),
+                });
+            }
+        }
+        let mut counters = self.lock_writer()?;
+        let (filtered, skipped) = self.fresh(&r.batches);
+        let mut stats = CommitStats {
+            batches: r.batches.len(),
+            duplicates_skipped: skipped,
+            ..CommitStats::default()
+        };
+        let mut next = *counters;
+        let mut id_values = Vec::new();
+        for ((b, (ds, ks)), at) in r.batches.iter().zip(&filtered).zip(&r.committed_at_ms) {
+            if !ds.is_empty() {
+                id_values.push(encode_id_batch(b, ds, ks, *at, &mut next, &mut stats));
+            }
+        }
+        let key = IVec::from(keys::offset_key(&r.topic, r.partition));
+        let now = super::now_ms();
+        let t = &self.trees;
+        let txn_started = Instant::now();
+        let result = (
+            &t.offsets,
+            &t.id_batches,
+            &t.id_keys,
+            &t.meta,
+            &t.changelog_positions,
+        )
+            .transaction(|(offsets, id_batches, id_keys, meta, positions)| {
+                for (k, v, kv) in &id_values {
+                    id_batches.insert(k.clone(), v.clone())?;
+                    id_keys.insert(k.clone(), kv.clone())?;
+                }
+                if let Some(offset) = r.next_offset {
+                    let old = match offsets.get(&key)? {
+                        Some(v) => Some(keys::decode_offset_value(&v).map_err(|d| {
+                            ConflictableTransactionError::Abort(corrupt(
+                                &self.path,
+                                keys::TREE_OFFSETS,
+                                &key,
+                                d,
+                            ))
+                        })?),
+                        None => None,
+                    };
+                    // Forward only: what the changelog proves delivered never
+                    // undoes a later local commit (or a reset-offsets).
+                    if old.is_none_or(|o| o.next_offset < offset) {
+                        let entry = OffsetEntry {
+                            next_offset: offset,
+                            updated_at_ms: now,
+                        };
+                        offsets.insert(key.clone(), &keys::encode_offset_value(&entry)[..])?;
+                    }
+                }
+                positions.insert(key.clone(), changelog::encode_mark(&r.mark))?;
+                meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                Ok(())
+            });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(source)) => {
+                return Err(StoreError::Sled {
+                    path: self.path.clone(),
+                    op: "changelog restore transaction",
+                    source,
+                });
+            }
+        }
+        *counters = next;
+        stats.txn_time = txn_started.elapsed();
+        let flush_started = Instant::now();
+        self.flush_locked()?;
+        stats.flush_time = flush_started.elapsed();
+        let mut index = self.write_index();
+        index.reserve(stats.ids_written);
+        for (ds, _) in &filtered {
+            for d in ds.iter() {
+                index.insert(*d);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// A changelog position read inside a transaction.
+    fn txn_mark(
+        &self,
+        positions: &sled::transaction::TransactionalTree,
+        key: &IVec,
+    ) -> Result<Option<ChangelogMark>, ConflictableTransactionError<StoreError>> {
+        match positions.get(key)? {
+            None => Ok(None),
+            Some(v) => changelog::decode_mark(&v).map(Some).map_err(|d| {
+                ConflictableTransactionError::Abort(corrupt(
+                    &self.path,
+                    changelog::TREE_CHANGELOG,
+                    key,
+                    d,
+                ))
+            }),
         }
     }
 }
