@@ -33,8 +33,9 @@
 #                the sink; then SIGTERM. Delivered lines must equal the
 #                distinct events exactly, with no repeated dedupe key.
 #   tally-group  tally-run with `[assignment] mode = "group"` (one member,
-#                a fresh group): the cost of heartbeats, offset commits to
-#                the group and the fence; wall includes the first join
+#                a fresh group and its own changelog, which group mode
+#                requires): the cost of heartbeats, offset commits to the
+#                group, the fence and the changelog; wall includes the first join
 #                (not in the default rows).
 #   tally-run-changelog  tally-run with `changelog_topic` (P partitions):
 #                every commit's IDs also produced to the changelog after
@@ -229,9 +230,15 @@ row_librdkafka() {
 # tally_config DIR NAME [ROUTE_EXTRA]: the benchmark config, store and sink
 # in DIR; group mode (a fresh group) for the tally-group row.
 tally_config() {
-    local assignment=$'mode = "static"\nmember = 0\nmembers = 1'
-    [[ "$2" == tally-group ]] &&
-        assignment=$'mode = "group"\n'"group_id = \"bench-$$-$(date +%s)\""
+    local assignment=$'mode = "static"\nmember = 0\nmembers = 1' extra=${3:-} group
+    if [[ "$2" == tally-group ]]; then
+        # Group mode requires a changelog: a fresh group gets a fresh one,
+        # so the tally-restore row's changelog holds only its own run's IDs.
+        group="bench-$$-$(date +%s%N)"
+        assignment=$'mode = "group"\n'"group_id = \"$group\""
+        "$PY" "$KT" create-topic --broker "$BROKER" --topic "$CHANGELOG.$group" --partitions "$P" >/dev/null
+        extra="changelog_topic = \"$CHANGELOG.$group\""
+    fi
     cat >"$1/tally.toml" <<EOF
 [kafka]
 brokers = ["$BROKER"]
@@ -249,7 +256,7 @@ topics = ["$TOPIC"]
 format = "killbill-usage"
 sink = "file"
 start = "earliest"
-${3:-}
+$extra
 
 [sinks.file]
 path = "$1/delivered.jsonl"

@@ -65,6 +65,9 @@ impl Member {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("member dir");
         let port = free_port();
+        // Group mode requires a changelog; the group's members share it.
+        let changelog = format!("{group}.changelog");
+        create_topic(&changelog, PARTITIONS);
         let (sink_name, sink_table, envs) = match sink {
             Sink::File => (
                 "file",
@@ -109,6 +112,7 @@ topics = [{topics}]
 format = "killbill-usage"
 sink = "{sink_name}"
 start = "earliest"
+changelog_topic = {changelog:?}
 {sink_table}
 [admin]
 listen = "127.0.0.1:{port}"

@@ -229,9 +229,32 @@ mod tests {
     use crate::config::Settings;
     use crate::config::settings::tests::MINIMAL;
 
+    /// MINIMAL with a changelog (group mode requires one) and `assignment`.
     fn load(assignment: &str) -> Result<Settings, ConfigError> {
-        let text = format!("{MINIMAL}\n[assignment]\n{assignment}\n");
+        let routes = MINIMAL.replace(
+            "sink = \"file\"\n",
+            "sink = \"file\"\nchangelog_topic = \"tally-changelog.usage\"\n",
+        );
+        let text = format!("{routes}\n[assignment]\n{assignment}\n");
         Settings::from_toml(&text, Path::new("t.toml"), None)
+    }
+
+    #[test]
+    fn group_mode_requires_a_changelog_per_deduplicating_route() {
+        let text = format!("{MINIMAL}\n[assignment]\nmode = \"group\"\ngroup_id = \"g\"\n");
+        let e = Settings::from_toml(&text, Path::new("t.toml"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("routes[0].changelog_topic") && e.contains("required in group mode"),
+            "{e}"
+        );
+        // A route without dedupe keeps no IDs: nothing to carry over.
+        let none = text.replace(
+            "format = \"killbill-usage\"",
+            "format = \"json\"\ndedupe = \"none\"",
+        );
+        Settings::from_toml(&none, Path::new("t.toml"), None).unwrap();
     }
 
     fn err(assignment: &str) -> String {

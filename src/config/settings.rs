@@ -240,6 +240,9 @@ impl Settings {
                 }
             }
         }
+        if matches!(assignment, Assignment::Group(_)) {
+            require_changelog_in_group_mode(&routes)?;
+        }
         Ok(Settings {
             kafka,
             store,
@@ -583,6 +586,29 @@ fn validate_routes(
     }
     check_changelog_topics(&routes)?;
     Ok(routes)
+}
+
+/// In group mode partitions move between members, and a route's tracking
+/// IDs must move with them: without a changelog the new owner would send a
+/// duplicate of an ID the old owner delivered again (only the sink's own
+/// idempotency key, where it has one, would catch it). Refused rather than
+/// warned about: "nothing twice" must not depend on reading the logs.
+fn require_changelog_in_group_mode(routes: &[Route]) -> Result<(), ConfigError> {
+    for (i, r) in routes.iter().enumerate() {
+        if r.changelog_topic.is_none() && r.dedupe != DedupeSource::None {
+            return Err(ConfigError::invalid(
+                format!("routes[{i}].changelog_topic"),
+                format!(
+                    "is required in group mode: partitions move between members and route \"{}\"'s \
+                     tracking IDs must move with them. Create a topic with at least as many partitions \
+                     as the route's topics (e.g. \"tally-changelog.{}\", retention >= store.retention) \
+                     and set changelog_topic to it",
+                    r.name, r.name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A changelog topic belongs to one route and is nobody's input: consumed

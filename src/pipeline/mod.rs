@@ -248,7 +248,6 @@ pub async fn run(
         producer: tokio::sync::OnceCell::new(),
         retention: settings.store.retention,
     });
-    warn_group_without_changelog(&settings);
     let housekeeping = tokio::spawn(housekeeping::run(
         Arc::clone(&live),
         settings.store.retention,
@@ -420,25 +419,6 @@ fn warn_topic_unusable(topic: &str, tm: Option<&crate::kafka::TopicMetadata>) {
             topic,
             "topic not found on the broker; retrying at the next metadata refresh"
         ),
-    }
-}
-
-/// Group mode moves partitions between members; without a changelog their
-/// dedupe state stays behind. Said at start rather than refused, so that
-/// existing group configs keep working (the lead decides on requiring it).
-fn warn_group_without_changelog(settings: &Settings) {
-    if settings.assignment.group().is_none() {
-        return;
-    }
-    for r in &settings.routes {
-        if r.changelog_topic.is_none() && r.dedupe != crate::config::DedupeSource::None {
-            tracing::warn!(
-                route = %r.name,
-                "group mode without changelog_topic: a partition's tracking IDs stay with the member \
-                 that delivered them, so after a partition moves a duplicate of one of them is sent \
-                 again (absorbed only by the sink's own idempotency key); set changelog_topic"
-            );
-        }
     }
 }
 
