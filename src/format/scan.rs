@@ -353,7 +353,7 @@ impl<'a> Cursor<'a> {
 /// (`"`, `\\`, a control character), or the length. Eight bytes at a time:
 /// strings are most of an event's bytes.
 #[inline(always)]
-fn skip_plain(b: &[u8], mut i: usize) -> usize {
+pub(super) fn skip_plain(b: &[u8], mut i: usize) -> usize {
     const LO: u64 = u64::from_le_bytes([1; 8]);
     const HI: u64 = LO << 7;
     // Standard SWAR tests; each flags its lowest matching byte exactly
