@@ -13,7 +13,7 @@ use sled::{IVec, Transactional};
 use super::batch::{self, BatchInfo};
 use super::dead_letter::{self, DeadLetter};
 use super::error::StoreError;
-use super::index::DigestIndex;
+use super::index::{DigestIndex, DigestSet};
 use super::keys::{self, Counters, OffsetEntry};
 use super::lock::{self, DirLock};
 use super::schema;
@@ -147,6 +147,10 @@ pub struct Store {
 /// A batch's digests and keys minus those already committed.
 type Fresh<'a> = (Cow<'a, [u128]>, Cow<'a, [String]>);
 
+/// Digests inserted into the index per ordered bulk step at open (16 MB of
+/// scratch; larger chunks order the inserts better but cost more memory).
+const REBUILD_CHUNK: usize = 1 << 20;
+
 /// Batches whose prune runs in one transaction + flush, bounding how long
 /// the index write lock is held.
 const PRUNE_CHUNK: usize = 128;
@@ -189,19 +193,22 @@ impl Store {
         let mut index = DigestIndex::with_expected(meta.counters.digest_count as usize);
         let mut next_seq = meta.counters.next_seq;
         let mut stored = 0u64;
+        let (mut chunk, mut scratch) = (Vec::new(), Vec::new());
         for item in trees.id_batches.iter() {
             let (k, v) = item.map_err(sled_err("read id_batches"))?;
             let seq = keys::decode_seq_key(&k)
                 .map_err(|d| corrupt(&path, keys::TREE_ID_BATCHES, &k, d))?;
             let view = batch::decode_batch(seq, &v)
                 .map_err(|d| corrupt(&path, keys::TREE_ID_BATCHES, &k, d))?;
-            index.reserve(view.info.count as usize);
-            for d in view.digests() {
-                index.insert(d);
+            chunk.extend(view.digests());
+            if chunk.len() >= REBUILD_CHUNK {
+                index.extend_bulk(&chunk, &mut scratch);
+                chunk.clear();
             }
             stored += view.info.count as u64;
             next_seq = next_seq.max(seq + 1);
         }
+        index.extend_bulk(&chunk, &mut scratch);
         if let Some((k, _)) = trees
             .dead_letters
             .last()
@@ -418,8 +425,7 @@ impl Store {
         let mut skipped = 0;
         let mut filtered: Vec<Fresh<'_>> = Vec::with_capacity(batches.len());
         let index = self.read_index();
-        let mut in_commit =
-            DigestIndex::with_expected(batches.iter().map(|b| b.digests.len()).sum());
+        let mut in_commit = DigestSet::with_expected(batches.iter().map(|b| b.digests.len()).sum());
         for b in batches {
             let fresh: Vec<bool> = b
                 .digests
