@@ -1,5 +1,5 @@
-//! `Store`: open (lock, schema, index rebuild), group commit, offsets,
-//! lookup, prune, dead letters.
+//! `Store`: open (lock, schema, migration, index rebuild), group commit,
+//! offsets, lookup, prune, dead letters.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -10,13 +10,15 @@ use std::time::{Duration, Instant};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
-use super::batch::{self, BatchInfo};
+use super::batch::{self, BatchInfo, Header};
 use super::dead_letter::{self, DeadLetter};
+use super::digest_log::{self, DigestLog, Pending, RECORD, checksum, pack, unpack};
 use super::error::StoreError;
 use super::index::{DigestIndex, DigestSet};
 use super::keys::{self, Counters, OffsetEntry};
 use super::lock::{self, DirLock};
-use super::schema;
+use super::rebuild::{self, io_err};
+use super::{migrate, schema};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -120,12 +122,19 @@ pub struct PruneStats {
     pub cutoff_ms: i64,
 }
 
-struct Trees {
-    meta: sled::Tree,
-    offsets: sled::Tree,
-    id_batches: sled::Tree,
-    id_keys: sled::Tree,
-    dead_letters: sled::Tree,
+pub(super) struct Trees {
+    pub meta: sled::Tree,
+    pub offsets: sled::Tree,
+    pub id_batches: sled::Tree,
+    pub id_keys: sled::Tree,
+    pub dead_letters: sled::Tree,
+}
+
+/// What writers (commit, set_offset, prune) advance, behind one lock.
+struct Writer {
+    counters: Counters,
+    /// Boxed: keeps `Store` small enough to pass around by value.
+    log: Box<DigestLog>,
 }
 
 pub struct Store {
@@ -134,22 +143,20 @@ pub struct Store {
     trees: Trees,
     index: RwLock<DigestIndex>,
     /// Serialises writers (commit, set_offset, prune) and holds the
-    /// sequence/digest counters they advance.
-    writer: Mutex<Counters>,
+    /// sequence/digest counters and the digest log they advance.
+    writer: Mutex<Writer>,
     /// Set when a flush failed: after a failed fsync nothing later is trustworthy.
     failed: AtomicBool,
     created_at_ms: i64,
     rebuild_time: Duration,
+    /// Digest records recomputed from keys at open (see `rebuild.rs`).
+    mended_at_open: u64,
     // Declared last so it is dropped after sled has closed its files.
     _lock: DirLock,
 }
 
 /// A batch's digests and keys minus those already committed.
 type Fresh<'a> = (Cow<'a, [u128]>, Cow<'a, [String]>);
-
-/// Digests inserted into the index per ordered bulk step at open (16 MB of
-/// scratch; larger chunks order the inserts better but cost more memory).
-const REBUILD_CHUNK: usize = 1 << 20;
 
 /// Batches whose prune runs in one transaction + flush, bounding how long
 /// the index write lock is held.
@@ -189,41 +196,42 @@ impl Store {
             dead_letters: tree(keys::TREE_DEAD_LETTERS)?,
         };
 
+        if meta.version == 1 {
+            migrate::begin(&path, &db, &trees)?;
+        }
+        if let Some(from) = migrate::pending(&path, &trees)? {
+            migrate::run(&path, &db, &trees, from, migrate::CHUNK_RECORDS, None)?;
+        }
+
         let started = Instant::now();
-        let mut index = DigestIndex::with_expected(meta.counters.digest_count as usize);
         let mut next_seq = meta.counters.next_seq;
-        let mut stored = 0u64;
-        let (mut chunk, mut scratch) = (Vec::new(), Vec::new());
-        for item in trees.id_batches.iter() {
-            let (k, v) = item.map_err(sled_err("read id_batches"))?;
-            let seq = keys::decode_seq_key(&k)
-                .map_err(|d| corrupt(&path, keys::TREE_ID_BATCHES, &k, d))?;
-            let view = batch::decode_batch(seq, &v)
-                .map_err(|d| corrupt(&path, keys::TREE_ID_BATCHES, &k, d))?;
-            chunk.extend(view.digests());
-            if chunk.len() >= REBUILD_CHUNK {
-                index.extend_bulk(&chunk, &mut scratch);
-                chunk.clear();
+        for (tree, name) in [
+            (&trees.id_batches, keys::TREE_ID_BATCHES),
+            (&trees.dead_letters, keys::TREE_DEAD_LETTERS),
+        ] {
+            if let Some((k, _)) = tree.last().map_err(sled_err("read last sequence"))? {
+                let seq = keys::decode_seq_key(&k).map_err(|d| corrupt(&path, name, &k, d))?;
+                next_seq = next_seq.max(seq + 1);
             }
-            stored += view.info.count as u64;
-            next_seq = next_seq.max(seq + 1);
         }
-        index.extend_bulk(&chunk, &mut scratch);
-        if let Some((k, _)) = trees
-            .dead_letters
-            .last()
-            .map_err(sled_err("read dead_letters"))?
-        {
-            let seq = keys::decode_seq_key(&k)
-                .map_err(|d| corrupt(&path, keys::TREE_DEAD_LETTERS, &k, d))?;
-            next_seq = next_seq.max(seq + 1);
-        }
+        let loaded = rebuild::load(
+            &path,
+            &db,
+            &trees,
+            Counters {
+                next_seq,
+                ..meta.counters
+            },
+        )?;
+        let log_state = loaded.log.state();
+        let index = loaded.index;
         let rebuild_time = started.elapsed();
         tracing::info!(
             path = %path.display(),
             ids = index.len(),
             index_mb = index.heap_bytes() >> 20,
             rebuild_ms = rebuild_time.as_millis() as u64,
+            mended = loaded.repaired,
             "opened tally store"
         );
         Ok(Store {
@@ -231,13 +239,17 @@ impl Store {
             db,
             trees,
             index: RwLock::new(index),
-            writer: Mutex::new(Counters {
-                next_seq,
-                digest_count: stored,
+            writer: Mutex::new(Writer {
+                counters: Counters {
+                    next_seq,
+                    digest_count: log_state.end - log_state.start,
+                },
+                log: Box::new(loaded.log),
             }),
             failed: AtomicBool::new(false),
             created_at_ms: meta.created_at_ms,
             rebuild_time,
+            mended_at_open: loaded.repaired,
             _lock: dir_lock,
         })
     }
@@ -273,6 +285,12 @@ impl Store {
         self.rebuild_time
     }
 
+    /// Digest records the open had to recompute from the stored keys
+    /// (lost or damaged in the digest log; normally 0).
+    pub fn mended_at_open(&self) -> u64 {
+        self.mended_at_open
+    }
+
     /// Bytes held by the in-memory digest index.
     pub fn index_bytes(&self) -> usize {
         self.read_index().heap_bytes()
@@ -291,12 +309,14 @@ impl Store {
     /// Commit resolved work for one or more partitions: offsets, digests,
     /// keys and dead letters in ONE sled transaction, then ONE flush; only
     /// then are the digests added to the index (never mark before durable).
-    /// Refuses the whole commit if any offset would move backwards.
+    /// The digests go to the digest log first (see `digest_log.rs`); the
+    /// transaction records the log's new end, so it is the commit point for
+    /// both. Refuses the whole commit if any offset would move backwards.
     pub fn commit(&self, batches: &[CommitBatch]) -> Result<CommitStats, StoreError> {
         for b in batches {
             validate(b)?;
         }
-        let mut counters = self.lock_writer()?;
+        let mut w = self.lock_writer()?;
         let mut stats = CommitStats {
             batches: batches.len(),
             ..CommitStats::default()
@@ -309,17 +329,26 @@ impl Store {
         struct Prepared<'a> {
             b: &'a CommitBatch,
             offset_key: IVec,
-            batch: Option<(IVec, IVec, IVec)>,
+            batch: Option<Staged>,
             dls: Vec<(IVec, IVec)>,
         }
         let now = super::now_ms();
-        let mut next = *counters;
+        let mut next = w.counters;
+        let mut records = Vec::new();
         let mut prepared = Vec::with_capacity(batches.len());
         for (b, (ds, ks)) in batches.iter().zip(&filtered) {
             let batch = if ds.is_empty() {
                 None
             } else {
-                Some(encode_id_batch(b, ds, ks, now, &mut next, &mut stats))
+                Some(stage_id_batch(
+                    b,
+                    ds,
+                    ks,
+                    now,
+                    &mut next,
+                    &mut records,
+                    &mut stats,
+                ))
             };
             let dls = b
                 .dead_letters
@@ -340,6 +369,13 @@ impl Store {
                 dls,
             });
         }
+        let pending = self.append_records(&w, &records, w.counters.next_seq)?;
+        let first_record = pending.as_ref().map_or(0, |p| p.first);
+        let headers: Vec<Option<(IVec, IVec, IVec)>> = prepared
+            .iter()
+            .map(|p| p.batch.as_ref().map(|st| st.finish(first_record)))
+            .collect();
+        let log_writes = log_meta_writes(pending.as_ref());
 
         let t = &self.trees;
         let txn_started = Instant::now();
@@ -351,7 +387,7 @@ impl Store {
             &t.meta,
         )
             .transaction(|(offsets, id_batches, id_keys, dead_letters, meta)| {
-                for p in &prepared {
+                for (p, header) in prepared.iter().zip(&headers) {
                     // Reads see this transaction's own writes, so two batches
                     // for one partition in one commit are checked in order.
                     if let Some(old) = offsets.get(&p.offset_key)? {
@@ -379,7 +415,7 @@ impl Store {
                         updated_at_ms: now,
                     };
                     offsets.insert(p.offset_key.clone(), &keys::encode_offset_value(&entry)[..])?;
-                    if let Some((k, v, kv)) = &p.batch {
+                    if let Some((k, v, kv)) = header {
                         id_batches.insert(k.clone(), v.clone())?;
                         id_keys.insert(k.clone(), kv.clone())?;
                     }
@@ -388,6 +424,9 @@ impl Store {
                     }
                 }
                 meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                for (k, v) in &log_writes {
+                    meta.insert(&k[..], &v[..])?;
+                }
                 Ok(())
             });
         match result {
@@ -401,8 +440,12 @@ impl Store {
                 });
             }
         }
-        // The transaction is applied in memory: its sequence numbers are used.
-        *counters = next;
+        // The transaction is applied in memory: its sequence numbers and log
+        // records are used (a failed flush below fails the whole store).
+        w.counters = next;
+        if let Some(p) = pending {
+            w.log.apply(p);
+        }
         stats.txn_time = txn_started.elapsed();
 
         let flush_started = Instant::now();
@@ -417,6 +460,31 @@ impl Store {
             }
         }
         Ok(stats)
+    }
+
+    /// Write a commit's digest records to the log (nothing if it has none).
+    /// A failure here fails the store, like a failed flush: whether the
+    /// bytes reached the disk is unknown.
+    fn append_records(
+        &self,
+        w: &Writer,
+        records: &[u8],
+        first_seq: u64,
+    ) -> Result<Option<Pending>, StoreError> {
+        if records.is_empty() {
+            return Ok(None);
+        }
+        w.log
+            .prepare(records, first_seq, None)
+            .map(Some)
+            .map_err(|e| self.fail(io_err(&self.path)(e)))
+    }
+
+    /// Mark the store failed (refusing further writes) and pass `e` on.
+    fn fail(&self, e: StoreError) -> StoreError {
+        self.failed.store(true, Ordering::SeqCst);
+        tracing::error!(path = %self.path.display(), error = %e, "store write failed; refusing further writes");
+        e
     }
 
     /// Each batch's digests and keys minus those already committed (or
@@ -468,7 +536,7 @@ impl Store {
                 });
             }
         }
-        let mut counters = self.lock_writer()?;
+        let mut w = self.lock_writer()?;
         let (filtered, skipped) = self.fresh(&replay.delivered);
         let mut stats = CommitStats {
             batches: replay.delivered.len(),
@@ -476,13 +544,22 @@ impl Store {
             ..CommitStats::default()
         };
         let now = super::now_ms();
-        let mut next = *counters;
-        let mut id_values = Vec::new();
+        let mut next = w.counters;
+        let mut records = Vec::new();
+        let mut staged = Vec::new();
         for (b, (ds, ks)) in replay.delivered.iter().zip(&filtered) {
             if ds.is_empty() {
                 continue;
             }
-            id_values.push(encode_id_batch(b, ds, ks, now, &mut next, &mut stats));
+            staged.push(stage_id_batch(
+                b,
+                ds,
+                ks,
+                now,
+                &mut next,
+                &mut records,
+                &mut stats,
+            ));
         }
         // Still-failing letters keep their sequence: ids stay stable across replays.
         let updates: Vec<(IVec, IVec)> = replay
@@ -495,6 +572,11 @@ impl Store {
             })
             .collect();
         stats.dead_letters = updates.len();
+        let pending = self.append_records(&w, &records, w.counters.next_seq)?;
+        let first_record = pending.as_ref().map_or(0, |p| p.first);
+        let id_values: Vec<(IVec, IVec, IVec)> =
+            staged.iter().map(|st| st.finish(first_record)).collect();
+        let log_writes = log_meta_writes(pending.as_ref());
 
         let t = &self.trees;
         let txn_started = Instant::now();
@@ -511,6 +593,9 @@ impl Store {
                     dead_letters.insert(k.clone(), v.clone())?;
                 }
                 meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                for (k, v) in &log_writes {
+                    meta.insert(&k[..], &v[..])?;
+                }
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
@@ -523,7 +608,10 @@ impl Store {
                     path: self.path.clone(),
                 },
             })?;
-        *counters = next;
+        w.counters = next;
+        if let Some(p) = pending {
+            w.log.apply(p);
+        }
         stats.txn_time = txn_started.elapsed();
         let flush_started = Instant::now();
         self.flush_locked()?;
@@ -599,22 +687,27 @@ impl Store {
         if !self.contains(d) {
             return Ok(None);
         }
+        let mut want = Vec::with_capacity(RECORD);
+        pack(d, &mut want);
         // Admin path: scan batches newest first (recent keys are the usual question).
         for item in self.trees.id_batches.iter().rev() {
             let (k, v) = item.map_err(self.sled_err("read id_batches"))?;
-            let seq = keys::decode_seq_key(&k)
-                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-            let view = batch::decode_batch(seq, &v)
-                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-            let Some(position) = view.digests().position(|x| x == d) else {
+            let h = self.header(&k, &v)?;
+            let records = {
+                let w = self.lock_writer_even_failed();
+                w.log
+                    .read(h.first_record, h.info.count as u64)
+                    .map_err(io_err(&self.path))?
+            };
+            let Some(position) = records.chunks_exact(RECORD).position(|r| r == want) else {
                 continue;
             };
             let key = self
-                .batch_keys(seq)?
+                .batch_keys(h.info.seq)?
                 .and_then(|ks| ks.into_iter().nth(position));
-            let i = view.info;
+            let i = h.info;
             return Ok(Some(IdLocation {
-                seq,
+                seq: i.seq,
                 route: i.route,
                 topic: i.topic,
                 partition: i.partition,
@@ -633,13 +726,15 @@ impl Store {
         let mut out = Vec::new();
         for item in self.trees.id_batches.iter() {
             let (k, v) = item.map_err(self.sled_err("read id_batches"))?;
-            let seq = keys::decode_seq_key(&k)
-                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-            let view = batch::decode_batch(seq, &v)
-                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-            out.push(view.info);
+            out.push(self.header(&k, &v)?.info);
         }
         Ok(out)
+    }
+
+    fn header(&self, k: &[u8], v: &[u8]) -> Result<Header, StoreError> {
+        let seq = keys::decode_seq_key(k)
+            .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, k, e))?;
+        batch::decode_header(seq, v).map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, k, e))
     }
 
     /// The original dedupe keys of batch `seq`, in commit order.
@@ -677,40 +772,66 @@ impl Store {
             cutoff_ms,
             ..PruneStats::default()
         };
-        let mut counters = self.lock_writer()?;
+        let mut w = self.lock_writer()?;
         let mut start = 0u64;
         loop {
-            let mut chunk: Vec<(u64, Vec<u128>)> = Vec::new();
+            let mut chunk: Vec<Header> = Vec::new();
             let mut reached_young = false;
             for item in self.trees.id_batches.range(keys::seq_key(start)..) {
                 let (k, v) = item.map_err(self.sled_err("read id_batches"))?;
-                let seq = keys::decode_seq_key(&k)
-                    .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-                let view = batch::decode_batch(seq, &v)
-                    .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-                if view.info.committed_at_ms >= cutoff_ms {
+                let h = self.header(&k, &v)?;
+                if h.info.committed_at_ms >= cutoff_ms {
                     reached_young = true;
                     break;
                 }
-                chunk.push((seq, view.digests().collect()));
+                chunk.push(h);
                 if chunk.len() == PRUNE_CHUNK {
                     break;
                 }
             }
-            let Some(&(last, _)) = chunk.last() else {
+            let Some(last) = chunk.last() else {
                 break;
             };
-            let ids: u64 = chunk.iter().map(|(_, ds)| ds.len() as u64).sum();
-            let mut next = *counters;
+            let last_seq = last.info.seq;
+            // The pruned batches' digests, to forget once the prune is durable.
+            let mut digests = Vec::new();
+            for h in &chunk {
+                let records = w
+                    .log
+                    .read(h.first_record, h.info.count as u64)
+                    .map_err(io_err(&self.path))?;
+                if records.len() != h.info.count as usize * RECORD {
+                    return Err(corrupt(
+                        &self.path,
+                        keys::TREE_ID_BATCHES,
+                        &keys::seq_key(h.info.seq),
+                        "its digests are missing from the digest log".into(),
+                    ));
+                }
+                digests.extend(records.chunks_exact(RECORD).map(unpack));
+            }
+            let ids = digests.len() as u64;
+            let mut next = w.counters;
             next.digest_count = next.digest_count.saturating_sub(ids);
+            // Batches are pruned oldest first, so the live records stay one
+            // range: it now starts after the last pruned batch.
+            let log_state = digest_log::LogState {
+                start: last.records().end.max(w.log.state().start),
+                ..w.log.state()
+            };
+            let dropped_segments = w.log.closed_before(log_state.start);
             let t = &self.trees;
             (&t.id_batches, &t.id_keys, &t.meta)
                 .transaction(|(id_batches, id_keys, meta)| {
-                    for (seq, _) in &chunk {
-                        id_batches.remove(&keys::seq_key(*seq)[..])?;
-                        id_keys.remove(&keys::seq_key(*seq)[..])?;
+                    for h in &chunk {
+                        id_batches.remove(&keys::seq_key(h.info.seq)[..])?;
+                        id_keys.remove(&keys::seq_key(h.info.seq)[..])?;
                     }
                     meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                    meta.insert(keys::META_DIGEST_LOG, digest_log::encode_state(&log_state))?;
+                    for first in &dropped_segments {
+                        meta.remove(digest_log::segment_key(*first))?;
+                    }
                     Ok::<(), ConflictableTransactionError<()>>(())
                 })
                 .map_err(|e| match e {
@@ -723,20 +844,23 @@ impl Store {
                         path: self.path.clone(),
                     },
                 })?;
-            *counters = next;
+            w.counters = next;
+            w.log.set_state(log_state);
             self.flush_locked()?;
-            // Durable first, then forget: a crash in between only keeps digests longer.
+            // Durable first, then forget: a crash in between only keeps
+            // digests (and segment files, removed at the next open) longer.
+            w.log
+                .remove_segments(&dropped_segments)
+                .map_err(io_err(&self.path))?;
             let mut index = self.write_index();
-            for (_, ds) in &chunk {
-                for d in ds {
-                    index.remove(*d);
-                }
+            for d in &digests {
+                index.remove(*d);
             }
             drop(index);
             stats.batches += chunk.len();
             stats.ids += ids as usize;
             progress(&stats);
-            start = last + 1;
+            start = last_seq + 1;
             if reached_young {
                 break;
             }
@@ -816,14 +940,32 @@ impl Store {
         self.failed.load(Ordering::SeqCst)
     }
 
+    /// sled's files plus the digest log's.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db
+        let sled = self
+            .db
             .size_on_disk()
-            .map_err(self.sled_err("size_on_disk"))
+            .map_err(self.sled_err("size_on_disk"))?;
+        Ok(sled + self.lock_writer_even_failed().log.bytes_on_disk())
     }
 
+    /// Make everything committed durable, including the digest log (whose
+    /// synced end is recorded, so the next open checks nothing).
     pub fn flush(&self) -> Result<(), StoreError> {
-        let _w = self.lock_writer()?;
+        let mut w = self.lock_writer()?;
+        let state = w.log.state();
+        if state.synced < state.end {
+            let next_seq = w.counters.next_seq;
+            let synced = w
+                .log
+                .sync_all(next_seq)
+                .map_err(|e| self.fail(io_err(&self.path)(e)))?;
+            self.trees
+                .meta
+                .insert(keys::META_DIGEST_LOG, digest_log::encode_state(&synced))
+                .map_err(self.sled_err("write meta"))?;
+            w.log.set_state(synced);
+        }
         self.flush_locked()
     }
 
@@ -840,15 +982,20 @@ impl Store {
         Ok(())
     }
 
-    fn lock_writer(&self) -> Result<MutexGuard<'_, Counters>, StoreError> {
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
         if self.failed.load(Ordering::SeqCst) {
             return Err(StoreError::Failed {
                 path: self.path.clone(),
             });
         }
-        // Counters are only replaced wholesale after a successful transaction,
-        // so a poisoned guard still holds consistent values.
-        Ok(self.writer.lock().unwrap_or_else(|e| e.into_inner()))
+        Ok(self.lock_writer_even_failed())
+    }
+
+    /// The writer lock for reading the log (lookups work on a failed store).
+    fn lock_writer_even_failed(&self) -> MutexGuard<'_, Writer> {
+        // Counters and log state are only replaced wholesale after a
+        // successful transaction, so a poisoned guard still holds consistent values.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn read_index(&self) -> std::sync::RwLockReadGuard<'_, DigestIndex> {
@@ -868,7 +1015,7 @@ impl Store {
     }
 }
 
-fn corrupt(path: &Path, tree: &'static str, key: &[u8], detail: String) -> StoreError {
+pub(super) fn corrupt(path: &Path, tree: &'static str, key: &[u8], detail: String) -> StoreError {
     StoreError::Corrupt {
         path: path.to_path_buf(),
         tree,
@@ -877,16 +1024,44 @@ fn corrupt(path: &Path, tree: &'static str, key: &[u8], detail: String) -> Store
     }
 }
 
-/// Encode one committed batch of fresh digests and keys under the next
-/// sequence number: (id_batches key, id_batches value, id_keys value).
-fn encode_id_batch(
+/// One committed batch, encoded but for where its records land in the log.
+struct Staged {
+    seq: u64,
+    info: BatchInfo,
+    /// Index of its first record within the commit's records.
+    at: u64,
+    checksum: u64,
+    keys_value: IVec,
+}
+
+impl Staged {
+    /// (id_batches key, id_batches value, id_keys value), the commit's
+    /// records having been appended at `first_record`.
+    fn finish(&self, first_record: u64) -> (IVec, IVec, IVec) {
+        let h = Header {
+            info: self.info.clone(),
+            first_record: first_record + self.at,
+            checksum: self.checksum,
+        };
+        (
+            IVec::from(&keys::seq_key(self.seq)[..]),
+            IVec::from(batch::encode_header(&h)),
+            self.keys_value.clone(),
+        )
+    }
+}
+
+/// Stage one committed batch of fresh digests and keys under the next
+/// sequence number, appending its log records to `records`.
+fn stage_id_batch(
     b: &CommitBatch,
     digests: &[u128],
     keys_: &[String],
     now: i64,
     next: &mut Counters,
+    records: &mut Vec<u8>,
     stats: &mut CommitStats,
-) -> (IVec, IVec, IVec) {
+) -> Staged {
     let seq = next.next_seq;
     next.next_seq += 1;
     next.digest_count += digests.len() as u64;
@@ -900,15 +1075,37 @@ fn encode_id_batch(
         committed_at_ms: now,
         count: digests.len() as u32,
     };
-    let v = batch::encode_batch(&info, digests);
+    let from = records.len();
+    records.reserve(digests.len() * RECORD);
+    for d in digests {
+        pack(*d, records);
+    }
     let kv = batch::encode_keys(keys_);
     stats.ids_written += digests.len();
-    stats.bytes_written += v.len() + kv.len();
-    (
-        IVec::from(&keys::seq_key(seq)[..]),
-        IVec::from(v),
-        IVec::from(kv),
-    )
+    stats.bytes_written += records.len() - from + kv.len();
+    Staged {
+        seq,
+        info,
+        at: (from / RECORD) as u64,
+        checksum: checksum(&records[from..]),
+        keys_value: IVec::from(kv),
+    }
+}
+
+/// The `meta` writes that record a pending log append in its transaction.
+pub(super) fn log_meta_writes(p: Option<&Pending>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let Some(p) = p else { return Vec::new() };
+    let mut out = vec![(
+        keys::META_DIGEST_LOG.to_vec(),
+        digest_log::encode_state(&p.state),
+    )];
+    if let Some((first, c)) = &p.closed {
+        out.push((
+            digest_log::segment_key(*first),
+            digest_log::encode_segment(c).to_vec(),
+        ));
+    }
+    out
 }
 
 /// Open sled. We already hold the directory lock, so no other tally owns the

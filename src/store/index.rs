@@ -287,29 +287,56 @@ impl DigestIndex {
     /// table of hundreds of MB wait on a cache and a TLB miss each; ordered
     /// by their home slot they sweep the tables front to back instead. The
     /// home is monotonic in the low 64 bits (multiply-shift), so a counting
-    /// sort of the chunk by the top `ORDER_BITS` of those bits is enough to
-    /// make consecutive inserts land a few cache lines apart. `scratch` is
-    /// reused between calls (it grows to the chunk's size).
+    /// sort of the chunk by shard and the top `ORDER_BITS` of those bits is
+    /// enough to make consecutive inserts land a few cache lines apart. The
+    /// shards are independent, so they are filled by up to one thread per
+    /// core. `scratch` is reused between calls (it grows to the chunk's size).
     pub fn extend_bulk(&mut self, ds: &[u128], scratch: &mut Vec<u128>) {
         const ORDER_BITS: u32 = 12;
-        let bucket = |d: &u128| (*d as u64 >> (64 - ORDER_BITS)) as usize;
-        let mut starts = vec![0usize; (1 << ORDER_BITS) + 1];
+        let key =
+            |d: &u128| (shard_of(*d) << ORDER_BITS) | (*d as u64 >> (64 - ORDER_BITS)) as usize;
+        let mut starts = vec![0usize; (SHARDS << ORDER_BITS) + 1];
         for d in ds {
-            starts[bucket(d) + 1] += 1;
+            starts[key(d) + 1] += 1;
         }
-        for i in 0..1 << ORDER_BITS {
+        for i in 0..SHARDS << ORDER_BITS {
             starts[i + 1] += starts[i];
         }
+        let bounds: Vec<usize> = (0..=SHARDS).map(|s| starts[s << ORDER_BITS]).collect();
         scratch.clear();
         scratch.resize(ds.len(), 0);
         for d in ds {
-            let b = bucket(d);
-            scratch[starts[b]] = *d;
-            starts[b] += 1;
+            let k = key(d);
+            scratch[starts[k]] = *d;
+            starts[k] += 1;
         }
-        for d in scratch.iter() {
-            self.insert(*d);
-        }
+        let fill = |shards: &mut [DigestSet], first: usize| {
+            for (i, shard) in shards.iter_mut().enumerate() {
+                let part = &scratch[bounds[first + i]..bounds[first + i + 1]];
+                shard.reserve(part.len());
+                for d in part {
+                    shard.insert(*d);
+                }
+            }
+        };
+        let threads = if ds.len() >= 1 << 16 {
+            std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 4))
+        } else {
+            1
+        };
+        let per = SHARDS.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let mut rest: &mut [DigestSet] = &mut self.shards;
+            let mut first = 0;
+            while rest.len() > per {
+                let (mine, tail) = rest.split_at_mut(per);
+                let fill = &fill;
+                scope.spawn(move || fill(mine, first));
+                rest = tail;
+                first += per;
+            }
+            fill(rest, first);
+        });
     }
 }
 
