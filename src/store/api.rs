@@ -12,12 +12,13 @@ use sled::{IVec, Transactional};
 
 use super::batch::{self, BatchInfo, Header};
 use super::dead_letter::{self, DeadLetter};
-use super::digest_log::{self, DigestLog, Pending, RECORD, checksum, pack, unpack};
+use super::digest_log::{self, DigestLog, RECORD, pack, unpack};
 use super::error::StoreError;
 use super::index::{DigestIndex, DigestSet};
 use super::keys::{self, Counters, OffsetEntry};
 use super::lock::{self, DirLock};
 use super::rebuild::{self, io_err};
+use super::staging::{Appended, Staging};
 use super::{migrate, schema};
 
 #[derive(Debug, Clone)]
@@ -93,7 +94,9 @@ pub struct CommitStats {
     pub dead_letters: usize,
     /// Value bytes handed to sled.
     pub bytes_written: usize,
-    /// Wall time of the transaction and of the flush.
+    /// Wall time of writing (and syncing) the digest and key logs, of the
+    /// transaction and of the flush.
+    pub log_time: Duration,
     pub txn_time: Duration,
     pub flush_time: Duration,
 }
@@ -133,8 +136,10 @@ pub(super) struct Trees {
 /// What writers (commit, set_offset, prune) advance, behind one lock.
 struct Writer {
     counters: Counters,
-    /// Boxed: keeps `Store` small enough to pass around by value.
+    /// The digest log and the key log. Boxed: keeps `Store` small enough
+    /// to pass around by value.
     log: Box<DigestLog>,
+    keys: Box<DigestLog>,
 }
 
 pub struct Store {
@@ -245,6 +250,7 @@ impl Store {
                     digest_count: log_state.end - log_state.start,
                 },
                 log: Box::new(loaded.log),
+                keys: Box::new(loaded.keys),
             }),
             failed: AtomicBool::new(false),
             created_at_ms: meta.created_at_ms,
@@ -329,27 +335,16 @@ impl Store {
         struct Prepared<'a> {
             b: &'a CommitBatch,
             offset_key: IVec,
-            batch: Option<Staged>,
             dls: Vec<(IVec, IVec)>,
         }
         let now = super::now_ms();
         let mut next = w.counters;
-        let mut records = Vec::new();
+        let mut staging = Staging::default();
         let mut prepared = Vec::with_capacity(batches.len());
         for (b, (ds, ks)) in batches.iter().zip(&filtered) {
-            let batch = if ds.is_empty() {
-                None
-            } else {
-                Some(stage_id_batch(
-                    b,
-                    ds,
-                    ks,
-                    now,
-                    &mut next,
-                    &mut records,
-                    &mut stats,
-                ))
-            };
+            if !ds.is_empty() {
+                stage_id_batch(b, ds, ks, now, &mut next, &mut staging, &mut stats);
+            }
             let dls = b
                 .dead_letters
                 .iter()
@@ -365,29 +360,22 @@ impl Store {
             prepared.push(Prepared {
                 b,
                 offset_key: IVec::from(keys::offset_key(&b.topic, b.partition)),
-                batch,
                 dls,
             });
         }
-        let pending = self.append_records(&w, &records, w.counters.next_seq)?;
-        let first_record = pending.as_ref().map_or(0, |p| p.first);
-        let headers: Vec<Option<(IVec, IVec, IVec)>> = prepared
-            .iter()
-            .map(|p| p.batch.as_ref().map(|st| st.finish(first_record)))
-            .collect();
-        let log_writes = log_meta_writes(pending.as_ref());
+        stats.bytes_written += staging.bytes();
+        let log_started = Instant::now();
+        let appended = self.append_logs(&w, &staging, w.counters.next_seq, next.next_seq)?;
+        stats.log_time = log_started.elapsed();
 
         let t = &self.trees;
         let txn_started = Instant::now();
-        let result = (
-            &t.offsets,
-            &t.id_batches,
-            &t.id_keys,
-            &t.dead_letters,
-            &t.meta,
-        )
-            .transaction(|(offsets, id_batches, id_keys, dead_letters, meta)| {
-                for (p, header) in prepared.iter().zip(&headers) {
+        let result = (&t.offsets, &t.id_batches, &t.dead_letters, &t.meta).transaction(
+            |(offsets, id_batches, dead_letters, meta)| {
+                for (k, v) in &appended.headers {
+                    id_batches.insert(k.clone(), v.clone())?;
+                }
+                for p in &prepared {
                     // Reads see this transaction's own writes, so two batches
                     // for one partition in one commit are checked in order.
                     if let Some(old) = offsets.get(&p.offset_key)? {
@@ -415,20 +403,17 @@ impl Store {
                         updated_at_ms: now,
                     };
                     offsets.insert(p.offset_key.clone(), &keys::encode_offset_value(&entry)[..])?;
-                    if let Some((k, v, kv)) = header {
-                        id_batches.insert(k.clone(), v.clone())?;
-                        id_keys.insert(k.clone(), kv.clone())?;
-                    }
                     for (k, v) in &p.dls {
                         dead_letters.insert(k.clone(), v.clone())?;
                     }
                 }
                 meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
-                for (k, v) in &log_writes {
+                for (k, v) in &appended.meta {
                     meta.insert(&k[..], &v[..])?;
                 }
                 Ok(())
-            });
+            },
+        );
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(e)) => return Err(e),
@@ -443,9 +428,8 @@ impl Store {
         // The transaction is applied in memory: its sequence numbers and log
         // records are used (a failed flush below fails the whole store).
         w.counters = next;
-        if let Some(p) = pending {
-            w.log.apply(p);
-        }
+        let w = &mut *w;
+        appended.apply(&mut w.log, &mut w.keys);
         stats.txn_time = txn_started.elapsed();
 
         let flush_started = Instant::now();
@@ -462,21 +446,17 @@ impl Store {
         Ok(stats)
     }
 
-    /// Write a commit's digest records to the log (nothing if it has none).
-    /// A failure here fails the store, like a failed flush: whether the
-    /// bytes reached the disk is unknown.
-    fn append_records(
+    /// Write a commit's staged digests and keys to the logs. A failure here
+    /// fails the store, like a failed flush: what reached the disk is unknown.
+    fn append_logs(
         &self,
         w: &Writer,
-        records: &[u8],
+        staging: &Staging,
         first_seq: u64,
-    ) -> Result<Option<Pending>, StoreError> {
-        if records.is_empty() {
-            return Ok(None);
-        }
-        w.log
-            .prepare(records, first_seq, None)
-            .map(Some)
+        next_seq: u64,
+    ) -> Result<Appended, StoreError> {
+        staging
+            .append(&w.log, &w.keys, first_seq, next_seq, false)
             .map_err(|e| self.fail(io_err(&self.path)(e)))
     }
 
@@ -545,21 +525,11 @@ impl Store {
         };
         let now = super::now_ms();
         let mut next = w.counters;
-        let mut records = Vec::new();
-        let mut staged = Vec::new();
+        let mut staging = Staging::default();
         for (b, (ds, ks)) in replay.delivered.iter().zip(&filtered) {
-            if ds.is_empty() {
-                continue;
+            if !ds.is_empty() {
+                stage_id_batch(b, ds, ks, now, &mut next, &mut staging, &mut stats);
             }
-            staged.push(stage_id_batch(
-                b,
-                ds,
-                ks,
-                now,
-                &mut next,
-                &mut records,
-                &mut stats,
-            ));
         }
         // Still-failing letters keep their sequence: ids stay stable across replays.
         let updates: Vec<(IVec, IVec)> = replay
@@ -572,19 +542,17 @@ impl Store {
             })
             .collect();
         stats.dead_letters = updates.len();
-        let pending = self.append_records(&w, &records, w.counters.next_seq)?;
-        let first_record = pending.as_ref().map_or(0, |p| p.first);
-        let id_values: Vec<(IVec, IVec, IVec)> =
-            staged.iter().map(|st| st.finish(first_record)).collect();
-        let log_writes = log_meta_writes(pending.as_ref());
+        stats.bytes_written += staging.bytes();
+        let log_started = Instant::now();
+        let appended = self.append_logs(&w, &staging, w.counters.next_seq, next.next_seq)?;
+        stats.log_time = log_started.elapsed();
 
         let t = &self.trees;
         let txn_started = Instant::now();
-        (&t.id_batches, &t.id_keys, &t.dead_letters, &t.meta)
-            .transaction(|(id_batches, id_keys, dead_letters, meta)| {
-                for (k, v, kv) in &id_values {
+        (&t.id_batches, &t.dead_letters, &t.meta)
+            .transaction(|(id_batches, dead_letters, meta)| {
+                for (k, v) in &appended.headers {
                     id_batches.insert(k.clone(), v.clone())?;
-                    id_keys.insert(k.clone(), kv.clone())?;
                 }
                 for seq in &replay.remove {
                     dead_letters.remove(&keys::seq_key(*seq)[..])?;
@@ -593,7 +561,7 @@ impl Store {
                     dead_letters.insert(k.clone(), v.clone())?;
                 }
                 meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
-                for (k, v) in &log_writes {
+                for (k, v) in &appended.meta {
                     meta.insert(&k[..], &v[..])?;
                 }
                 Ok::<(), ConflictableTransactionError<()>>(())
@@ -609,9 +577,8 @@ impl Store {
                 },
             })?;
         w.counters = next;
-        if let Some(p) = pending {
-            w.log.apply(p);
-        }
+        let w = &mut *w;
+        appended.apply(&mut w.log, &mut w.keys);
         stats.txn_time = txn_started.elapsed();
         let flush_started = Instant::now();
         self.flush_locked()?;
@@ -737,20 +704,21 @@ impl Store {
         batch::decode_header(seq, v).map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, k, e))
     }
 
-    /// The original dedupe keys of batch `seq`, in commit order.
+    /// The original dedupe keys of batch `seq`, in commit order (None if
+    /// there is no such batch, or its keys were lost before a migration).
     pub fn batch_keys(&self, seq: u64) -> Result<Option<Vec<String>>, StoreError> {
         let k = keys::seq_key(seq);
-        match self
+        let Some(v) = self
             .trees
-            .id_keys
+            .id_batches
             .get(k)
-            .map_err(self.sled_err("read id_keys"))?
-        {
-            None => Ok(None),
-            Some(v) => batch::decode_keys(&v)
-                .map(Some)
-                .map_err(|e| corrupt(&self.path, keys::TREE_ID_KEYS, &k, e)),
-        }
+            .map_err(self.sled_err("read id_batches"))?
+        else {
+            return Ok(None);
+        };
+        let h = self.header(&k, &v)?;
+        let w = self.lock_writer_even_failed();
+        rebuild::keys_of(&self.path, &w.keys, &h)
     }
 
     /// Drop whole batches committed more than `age` ago (and their keys),
@@ -820,17 +788,25 @@ impl Store {
                 ..w.log.state()
             };
             let dropped_segments = w.log.closed_before(log_state.start);
+            let key_state = digest_log::LogState {
+                start: last.key_bytes().end.max(w.keys.state().start),
+                ..w.keys.state()
+            };
+            let dropped_key_segments = w.keys.closed_before(key_state.start);
             let t = &self.trees;
-            (&t.id_batches, &t.id_keys, &t.meta)
-                .transaction(|(id_batches, id_keys, meta)| {
+            (&t.id_batches, &t.meta)
+                .transaction(|(id_batches, meta)| {
                     for h in &chunk {
                         id_batches.remove(&keys::seq_key(h.info.seq)[..])?;
-                        id_keys.remove(&keys::seq_key(h.info.seq)[..])?;
                     }
                     meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
                     meta.insert(keys::META_DIGEST_LOG, digest_log::encode_state(&log_state))?;
+                    meta.insert(keys::META_KEY_LOG, digest_log::encode_state(&key_state))?;
                     for first in &dropped_segments {
-                        meta.remove(digest_log::segment_key(*first))?;
+                        meta.remove(digest_log::segment_key(&digest_log::DIGESTS, *first))?;
+                    }
+                    for first in &dropped_key_segments {
+                        meta.remove(digest_log::segment_key(&digest_log::KEYS, *first))?;
                     }
                     Ok::<(), ConflictableTransactionError<()>>(())
                 })
@@ -846,11 +822,15 @@ impl Store {
                 })?;
             w.counters = next;
             w.log.set_state(log_state);
+            w.keys.set_state(key_state);
             self.flush_locked()?;
             // Durable first, then forget: a crash in between only keeps
             // digests (and segment files, removed at the next open) longer.
             w.log
                 .remove_segments(&dropped_segments)
+                .map_err(io_err(&self.path))?;
+            w.keys
+                .remove_segments(&dropped_key_segments)
                 .map_err(io_err(&self.path))?;
             let mut index = self.write_index();
             for d in &digests {
@@ -940,13 +920,14 @@ impl Store {
         self.failed.load(Ordering::SeqCst)
     }
 
-    /// sled's files plus the digest log's.
+    /// sled's files plus the digest and key logs'.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         let sled = self
             .db
             .size_on_disk()
             .map_err(self.sled_err("size_on_disk"))?;
-        Ok(sled + self.lock_writer_even_failed().log.bytes_on_disk())
+        let w = self.lock_writer_even_failed();
+        Ok(sled + w.log.bytes_on_disk() + w.keys.bytes_on_disk())
     }
 
     /// Make everything committed durable, including the digest log (whose
@@ -1024,44 +1005,17 @@ pub(super) fn corrupt(path: &Path, tree: &'static str, key: &[u8], detail: Strin
     }
 }
 
-/// One committed batch, encoded but for where its records land in the log.
-struct Staged {
-    seq: u64,
-    info: BatchInfo,
-    /// Index of its first record within the commit's records.
-    at: u64,
-    checksum: u64,
-    keys_value: IVec,
-}
-
-impl Staged {
-    /// (id_batches key, id_batches value, id_keys value), the commit's
-    /// records having been appended at `first_record`.
-    fn finish(&self, first_record: u64) -> (IVec, IVec, IVec) {
-        let h = Header {
-            info: self.info.clone(),
-            first_record: first_record + self.at,
-            checksum: self.checksum,
-        };
-        (
-            IVec::from(&keys::seq_key(self.seq)[..]),
-            IVec::from(batch::encode_header(&h)),
-            self.keys_value.clone(),
-        )
-    }
-}
-
 /// Stage one committed batch of fresh digests and keys under the next
-/// sequence number, appending its log records to `records`.
+/// sequence number.
 fn stage_id_batch(
     b: &CommitBatch,
     digests: &[u128],
     keys_: &[String],
     now: i64,
     next: &mut Counters,
-    records: &mut Vec<u8>,
+    staging: &mut Staging,
     stats: &mut CommitStats,
-) -> Staged {
+) {
     let seq = next.next_seq;
     next.next_seq += 1;
     next.digest_count += digests.len() as u64;
@@ -1075,37 +1029,8 @@ fn stage_id_batch(
         committed_at_ms: now,
         count: digests.len() as u32,
     };
-    let from = records.len();
-    records.reserve(digests.len() * RECORD);
-    for d in digests {
-        pack(*d, records);
-    }
-    let kv = batch::encode_keys(keys_);
+    staging.push(info, digests.iter().copied(), keys_);
     stats.ids_written += digests.len();
-    stats.bytes_written += records.len() - from + kv.len();
-    Staged {
-        seq,
-        info,
-        at: (from / RECORD) as u64,
-        checksum: checksum(&records[from..]),
-        keys_value: IVec::from(kv),
-    }
-}
-
-/// The `meta` writes that record a pending log append in its transaction.
-pub(super) fn log_meta_writes(p: Option<&Pending>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let Some(p) = p else { return Vec::new() };
-    let mut out = vec![(
-        keys::META_DIGEST_LOG.to_vec(),
-        digest_log::encode_state(&p.state),
-    )];
-    if let Some((first, c)) = &p.closed {
-        out.push((
-            digest_log::segment_key(*first),
-            digest_log::encode_segment(c).to_vec(),
-        ));
-    }
-    out
 }
 
 /// Open sled. We already hold the directory lock, so no other tally owns the

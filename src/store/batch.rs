@@ -1,6 +1,8 @@
 //! Value codecs for `id_batches` (a batch's header: where it came from and
-//! where its digests lie in the digest log) and `id_keys` (the original
-//! dedupe keys, length-prefixed then lz4-compressed).
+//! where its digests and keys lie in the digest and key logs) and, for
+//! schema-1 stores only, `id_keys` (the original dedupe keys,
+//! length-prefixed then lz4-compressed; schema 2 keeps keys in the key log,
+//! `key_codec.rs`).
 
 use super::codec::{DecodeResult, Reader, Writer};
 
@@ -37,11 +39,19 @@ pub(crate) struct Header {
     pub first_record: u64,
     /// `digest_log::checksum` of its `info.count` records.
     pub checksum: u64,
+    /// Where its encoded keys lie in the key log (bytes), and their checksum.
+    pub key_first: u64,
+    pub key_len: u32,
+    pub key_checksum: u64,
 }
 
 impl Header {
     pub fn records(&self) -> std::ops::Range<u64> {
         self.first_record..self.first_record + self.info.count as u64
+    }
+
+    pub fn key_bytes(&self) -> std::ops::Range<u64> {
+        self.key_first..self.key_first + self.key_len as u64
     }
 }
 
@@ -78,12 +88,15 @@ fn read_info(r: &mut Reader<'_>, seq: u64, want: u8) -> DecodeResult<BatchInfo> 
 
 /// Layout v2: version u8, route (u16 len), topic (u16 len), partition i32,
 /// first_offset i64, next_offset i64, committed_at_ms i64, count u32,
-/// first_record u64, checksum u64.
+/// first_record u64, checksum u64, key_first u64, key_len u32, key_checksum u64.
 pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
-    let mut w = Writer::with_capacity(57 + h.info.route.len() + h.info.topic.len());
+    let mut w = Writer::with_capacity(77 + h.info.route.len() + h.info.topic.len());
     write_info(&mut w, BATCH_V2, &h.info);
-    w.buf.extend_from_slice(&h.first_record.to_be_bytes());
-    w.buf.extend_from_slice(&h.checksum.to_be_bytes());
+    for v in [h.first_record, h.checksum, h.key_first] {
+        w.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    w.u32(h.key_len);
+    w.buf.extend_from_slice(&h.key_checksum.to_be_bytes());
     w.buf
 }
 
@@ -92,14 +105,22 @@ pub(crate) fn decode_header(seq: u64, v: &[u8]) -> DecodeResult<Header> {
     let info = read_info(&mut r, seq, BATCH_V2)?;
     let first_record = r.u64("first_record")?;
     let checksum = r.u64("checksum")?;
+    let key_first = r.u64("key_first")?;
+    let key_len = r.u32("key_len")?;
+    let key_checksum = r.u64("key_checksum")?;
     r.finish("id_batches value")?;
-    if first_record.checked_add(info.count as u64).is_none() {
-        return Err(format!("first_record {first_record} + count overflows"));
+    if first_record.checked_add(info.count as u64).is_none()
+        || key_first.checked_add(key_len as u64).is_none()
+    {
+        return Err(format!("log positions {first_record}/{key_first} overflow"));
     }
     Ok(Header {
         info,
         first_record,
         checksum,
+        key_first,
+        key_len,
+        key_checksum,
     })
 }
 
@@ -156,7 +177,9 @@ pub(crate) fn decode_batch_v1(seq: u64, v: &[u8]) -> DecodeResult<BatchView<'_>>
     Ok(BatchView { info, packed })
 }
 
-/// Layout v1: version u8, then lz4 (size-prepended) of: count u32, and per key u32 len + bytes.
+/// Layout v1 (schema 1's `id_keys`): version u8, then lz4 (size-prepended)
+/// of: count u32, and per key u32 len + bytes. Written only by tests.
+#[cfg(test)]
 pub(crate) fn encode_keys<S: AsRef<str>>(keys: &[S]) -> Vec<u8> {
     let total: usize = keys.iter().map(|k| 4 + k.as_ref().len()).sum();
     let mut w = Writer::with_capacity(4 + total);
@@ -226,6 +249,9 @@ mod tests {
             info: info(3),
             first_record: 1 << 40,
             checksum: 0xfeed,
+            key_first: 77,
+            key_len: 12345,
+            key_checksum: 0xbeef,
         };
         let v = encode_header(&h);
         assert_eq!(decode_header(9, &v).unwrap(), h);

@@ -33,16 +33,45 @@ use super::codec::{DecodeResult, Reader, Writer};
 
 /// Bytes per stored digest.
 pub(crate) const RECORD: usize = 13;
-/// The log's directory inside the store.
+/// The digest log's directory inside the store.
 pub(crate) const DIR: &str = "digests";
-const SUFFIX: &str = ".dig";
-/// Records per segment before the next commit starts a new file (13 MB).
-/// A batch never spans two segments, so a file may run a batch over this.
-#[cfg(not(test))]
-const SEGMENT_RECORDS: u64 = 1 << 20;
-/// Tests rotate, prune and mend segments with a few hundred IDs.
-#[cfg(test)]
-pub(crate) const SEGMENT_RECORDS: u64 = 64;
+
+/// What tells one segmented log from another: the digest log (13-byte
+/// records, read whole at open) and the key log (bytes: each batch's
+/// encoded keys, read only on demand; `key_log` below).
+#[derive(Debug)]
+pub(crate) struct LogKind {
+    pub dir: &'static str,
+    pub suffix: &'static str,
+    /// Bytes per record; positions and counts are in records.
+    pub record: usize,
+    /// Records per segment before the next commit starts a new file. A
+    /// batch never spans two segments, so a file may run a batch over this.
+    pub segment_records: u64,
+    /// `meta` key of the log's `LogState`, and prefix of its closed segments.
+    pub state_key: &'static [u8],
+    pub segment_prefix: &'static [u8],
+}
+
+/// 13 MB segments (tests rotate, prune and mend with a few hundred IDs).
+pub(crate) const DIGESTS: LogKind = LogKind {
+    dir: DIR,
+    suffix: ".dig",
+    record: RECORD,
+    segment_records: if cfg!(test) { 64 } else { 1 << 20 },
+    state_key: super::keys::META_DIGEST_LOG,
+    segment_prefix: b"digest_segment/",
+};
+
+/// The key log: 64 MB segments of encoded key batches (`key_codec.rs`).
+pub(crate) const KEYS: LogKind = LogKind {
+    dir: "keys",
+    suffix: ".keys",
+    record: 1,
+    segment_records: if cfg!(test) { 2048 } else { 64 << 20 },
+    state_key: super::keys::META_KEY_LOG,
+    segment_prefix: b"key_segment/",
+};
 /// Sync the log before a commit when this many records are unsynced...
 const SYNC_RECORDS: u64 = 1 << 20;
 /// ...or when the last sync is this old.
@@ -133,17 +162,19 @@ pub(crate) struct Closed {
     pub crc: u32,
 }
 
-pub(crate) const SEGMENT_PREFIX: &[u8] = b"digest_segment/";
-
-pub(crate) fn segment_key(first: u64) -> Vec<u8> {
-    let mut k = SEGMENT_PREFIX.to_vec();
+pub(crate) fn segment_key(kind: &LogKind, first: u64) -> Vec<u8> {
+    let mut k = kind.segment_prefix.to_vec();
     k.extend_from_slice(&first.to_be_bytes());
     k
 }
 
-pub(crate) fn decode_segment_entry(k: &[u8], v: &[u8]) -> DecodeResult<(u64, Closed)> {
+pub(crate) fn decode_segment_entry(
+    kind: &LogKind,
+    k: &[u8],
+    v: &[u8],
+) -> DecodeResult<(u64, Closed)> {
     let first = k
-        .strip_prefix(SEGMENT_PREFIX)
+        .strip_prefix(kind.segment_prefix)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
         .map(u64::from_be_bytes)
         .ok_or("bad digest segment key")?;
@@ -152,7 +183,7 @@ pub(crate) fn decode_segment_entry(k: &[u8], v: &[u8]) -> DecodeResult<(u64, Clo
         records: r.u64("records")?,
         crc: r.u32("crc")?,
     };
-    r.finish("digest segment")?;
+    r.finish("log segment")?;
     Ok((first, closed))
 }
 
@@ -190,7 +221,11 @@ pub(crate) struct Pending {
     synced_now: bool,
 }
 
+/// Receives the verified records of the digest log at open.
+pub(crate) type Loader<'a> = dyn FnMut(&[u8]) + 'a;
+
 pub(crate) struct DigestLog {
+    kind: &'static LogKind,
     dir: PathBuf,
     state: LogState,
     /// Full segments still (partly) live: first record -> (count, crc).
@@ -201,8 +236,8 @@ pub(crate) struct DigestLog {
     last_sync: Instant,
 }
 
-fn segment_name(first: u64) -> String {
-    format!("{first:020}{SUFFIX}")
+fn segment_name(kind: &LogKind, first: u64) -> String {
+    format!("{first:020}{}", kind.suffix)
 }
 
 fn open_rw(path: &Path, create: bool) -> std::io::Result<File> {
@@ -233,28 +268,39 @@ fn read_at_most(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize>
 }
 
 impl DigestLog {
-    /// Open the log `state` describes and feed every live record up to
-    /// `state.synced` that passes its segment's CRC to `load`, in order.
-    /// Segments that are missing or fail are reported in `Damage`, not fed;
+    /// Open the log `state` describes. With `load`, feed every live record
+    /// up to `state.synced` that passes its segment's CRC to it, in order;
+    /// segments that are missing or fail are reported in `Damage`, not fed;
     /// records past `synced` are not fed (the caller checks them against the
-    /// batch headers, `read`). Files the state does not name are deleted and
-    /// the active file is cut back to `end`.
+    /// batch headers, `read`). Without `load` (the key log, read on demand
+    /// and checked per batch) segments are only checked to exist and be
+    /// long enough. Files the state does not name are deleted and the
+    /// active file is cut back to `end`.
     pub fn open(
         store: &Path,
+        kind: &'static LogKind,
         state: LogState,
         closed: BTreeMap<u64, Closed>,
-        mut load: impl FnMut(&[u8]),
+        mut load: Option<&mut Loader<'_>>,
     ) -> IoResult<(DigestLog, Damage)> {
-        let dir = store.join(DIR);
+        let record = kind.record;
+        let dir = store.join(kind.dir);
         at(
-            "create digest log directory",
+            "create store log directory",
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(&dir),
         )?;
         let mut damage = Damage::default();
-        let mut buf = vec![0u8; READ_RECORDS * RECORD];
+        let mut buf = vec![
+            0u8;
+            if load.is_some() {
+                READ_RECORDS * record
+            } else {
+                0
+            }
+        ];
         let mut segments: Vec<(u64, u64, Option<u32>)> = closed
             .iter()
             .map(|(first, c)| (*first, c.records, Some(c.crc)))
@@ -270,14 +316,21 @@ impl DigestLog {
             if records == 0 || first + records <= state.start {
                 continue;
             }
-            let path = dir.join(segment_name(first));
+            let path = dir.join(segment_name(kind, first));
             let f = match File::open(&path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     damage.ranges.push((live_from, first + records));
                     continue;
                 }
-                Err(e) => return Err(("open digest segment", e)),
+                Err(e) => return Err(("open log segment", e)),
+            };
+            let Some(load) = load.as_mut() else {
+                let len = at("stat log segment", f.metadata())?.len();
+                if len < records * record as u64 {
+                    damage.ranges.push((live_from, first + records));
+                }
+                continue;
             };
             // The CRC covers the whole segment: stage its live records
             // (one segment, ~13 MB) and hand them over once it checks out.
@@ -288,18 +341,18 @@ impl DigestLog {
             while pos < records {
                 let n = (records - pos).min(READ_RECORDS as u64) as usize;
                 let got = at(
-                    "read digest segment",
-                    read_at_most(&f, &mut buf[..n * RECORD], pos * RECORD as u64),
+                    "read log segment",
+                    read_at_most(&f, &mut buf[..n * record], pos * record as u64),
                 )?;
-                if got < n * RECORD {
+                if got < n * record {
                     short = true;
                     break;
                 }
-                let bytes = &buf[..n * RECORD];
+                let bytes = &buf[..n * record];
                 crc_acc = crc32c::crc32c_append(crc_acc, bytes);
                 let ord = first + pos;
                 let skip = live_from.saturating_sub(ord).min(n as u64) as usize;
-                staged.extend_from_slice(&bytes[skip * RECORD..]);
+                staged.extend_from_slice(&bytes[skip * record..]);
                 pos += n as u64;
             }
             if short || crc.is_some_and(|c| c != crc_acc) {
@@ -313,39 +366,40 @@ impl DigestLog {
         let names: Vec<u64> = std::iter::once(state.active)
             .chain(closed.keys().copied())
             .collect();
-        for entry in at("list digest log directory", std::fs::read_dir(&dir))? {
-            let entry = at("list digest log directory", entry)?;
+        for entry in at("list log directory", std::fs::read_dir(&dir))? {
+            let entry = at("list log directory", entry)?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let first = name
-                .strip_suffix(SUFFIX)
+                .strip_suffix(kind.suffix)
                 .and_then(|n| n.parse::<u64>().ok());
             if first.is_none_or(|f| !names.contains(&f)) {
-                tracing::debug!(file = %name, "removing digest log file the store does not name");
+                tracing::debug!(file = %name, "removing a log file the store does not name");
                 at(
-                    "remove stale digest segment",
+                    "remove stale log segment",
                     std::fs::remove_file(entry.path()),
                 )?;
             }
         }
         // A missing active file is recreated empty: its synced part is in
         // `damage` already, its tail is checked against the headers.
-        let active_path = dir.join(segment_name(state.active));
+        let active_path = dir.join(segment_name(kind, state.active));
         let active = match open_rw(&active_path, false) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                let f = at("create digest segment", open_rw(&active_path, true))?;
-                at("sync digest log directory", sync_dir(&dir))?;
+                let f = at("create log segment", open_rw(&active_path, true))?;
+                at("sync log directory", sync_dir(&dir))?;
                 f
             }
-            Err(e) => return Err(("open digest segment", e)),
+            Err(e) => return Err(("open log segment", e)),
         };
-        let len = at("stat digest segment", active.metadata())?.len();
-        let want = (state.end - state.active) * RECORD as u64;
+        let len = at("stat log segment", active.metadata())?.len();
+        let want = (state.end - state.active) * record as u64;
         if len > want {
             // An append whose commit never happened.
-            at("truncate digest segment", active.set_len(want))?;
+            at("truncate log segment", active.set_len(want))?;
         }
         let log = DigestLog {
+            kind,
             dir,
             state,
             closed,
@@ -360,25 +414,30 @@ impl DigestLog {
         self.state
     }
 
+    pub fn kind(&self) -> &'static LogKind {
+        self.kind
+    }
+
     /// Read `count` records from `first` (all inside one segment, as every
     /// batch is). Short if the file is (a power loss, or a deleted file).
     pub fn read(&self, first: u64, count: u64) -> IoResult<Vec<u8>> {
         let seg = self.segment_of(first);
-        let mut buf = vec![0u8; count as usize * RECORD];
-        let offset = (first - seg) * RECORD as u64;
+        let record = self.kind.record;
+        let mut buf = vec![0u8; count as usize * record];
+        let offset = (first - seg) * record as u64;
         let got = if seg == self.state.active {
             at(
-                "read digest segment",
+                "read log segment",
                 read_at_most(&self.active, &mut buf, offset),
             )?
         } else {
-            match File::open(self.dir.join(segment_name(seg))) {
-                Ok(f) => at("read digest segment", read_at_most(&f, &mut buf, offset))?,
+            match File::open(self.dir.join(segment_name(self.kind, seg))) {
+                Ok(f) => at("read log segment", read_at_most(&f, &mut buf, offset))?,
                 Err(e) if e.kind() == ErrorKind::NotFound => 0,
-                Err(e) => return Err(("open digest segment", e)),
+                Err(e) => return Err(("open log segment", e)),
             }
         };
-        buf.truncate(got - got % RECORD);
+        buf.truncate(got - got % record);
         Ok(buf)
     }
 
@@ -395,34 +454,35 @@ impl DigestLog {
     /// Overwrite records in place (repair at open), then sync.
     pub fn rewrite(&mut self, first: u64, records: &[u8]) -> IoResult<()> {
         let seg = self.segment_of(first);
-        let offset = (first - seg) * RECORD as u64;
-        let path = self.dir.join(segment_name(seg));
+        let offset = (first - seg) * self.kind.record as u64;
+        let path = self.dir.join(segment_name(self.kind, seg));
         let f = if seg == self.state.active {
-            at("reopen digest segment", self.active.try_clone())?
+            at("reopen log segment", self.active.try_clone())?
         } else {
-            at("open digest segment", open_rw(&path, true))?
+            at("open log segment", open_rw(&path, true))?
         };
-        at("write digest segment", f.write_all_at(records, offset))?;
-        at("sync digest segment", f.sync_data())
+        at("write log segment", f.write_all_at(records, offset))?;
+        at("sync log segment", f.sync_data())
     }
 
     /// After a repair at open: recompute the active segment's CRC from the
     /// file and mark everything synced. Returns the state to record.
     pub fn resynced(&mut self, next_seq: u64) -> IoResult<LogState> {
-        at("sync digest segment", self.active.sync_data())?;
+        at("sync log segment", self.active.sync_data())?;
         let mut crc = 0u32;
-        let mut buf = vec![0u8; READ_RECORDS * RECORD];
+        let record = self.kind.record;
+        let mut buf = vec![0u8; READ_RECORDS * record];
         let mut pos = 0u64;
         let records = self.state.end - self.state.active;
         while pos < records {
             let n = (records - pos).min(READ_RECORDS as u64) as usize;
             let got = at(
-                "read digest segment",
-                read_at_most(&self.active, &mut buf[..n * RECORD], pos * RECORD as u64),
+                "read log segment",
+                read_at_most(&self.active, &mut buf[..n * record], pos * record as u64),
             )?;
-            if got < n * RECORD {
+            if got < n * record {
                 return Err((
-                    "read digest segment",
+                    "read log segment",
                     std::io::Error::new(
                         ErrorKind::UnexpectedEof,
                         "active segment shorter than its records",
@@ -448,13 +508,14 @@ impl DigestLog {
             return Ok(None);
         };
         let f = at(
-            "open digest segment",
-            File::open(self.dir.join(segment_name(first))),
+            "open log segment",
+            File::open(self.dir.join(segment_name(self.kind, first))),
         )?;
         let mut bytes = Vec::new();
         at(
-            "read digest segment",
-            f.take(c.records * RECORD as u64).read_to_end(&mut bytes),
+            "read log segment",
+            f.take(c.records * self.kind.record as u64)
+                .read_to_end(&mut bytes),
         )?;
         Ok(Some(Closed {
             records: c.records,
@@ -486,8 +547,8 @@ impl DigestLog {
         let mut new_active = None;
         let mut active_crc_end = self.active_crc_end;
         let mut synced_now = false;
-        if state.end - state.active >= SEGMENT_RECORDS {
-            at("sync digest segment", self.active.sync_data())?;
+        if state.end - state.active >= self.kind.segment_records {
+            at("sync log segment", self.active.sync_data())?;
             closed = Some((
                 state.active,
                 Closed {
@@ -496,11 +557,11 @@ impl DigestLog {
                 },
             ));
             let f = at(
-                "create digest segment",
-                open_rw(&self.dir.join(segment_name(state.end)), true),
+                "create log segment",
+                open_rw(&self.dir.join(segment_name(self.kind, state.end)), true),
             )?;
-            at("truncate digest segment", f.set_len(0))?;
-            at("sync digest log directory", sync_dir(&self.dir))?;
+            at("truncate log segment", f.set_len(0))?;
+            at("sync log directory", sync_dir(&self.dir))?;
             new_active = Some(f);
             state.active = state.end;
             active_crc_end = 0;
@@ -512,7 +573,7 @@ impl DigestLog {
             && (state.end - state.synced >= SYNC_RECORDS
                 || self.last_sync.elapsed() >= SYNC_INTERVAL)
         {
-            at("sync digest segment", self.active.sync_data())?;
+            at("sync log segment", self.active.sync_data())?;
             state.synced = state.end;
             state.synced_seq = next_seq;
             state.active_crc = self.active_crc_end;
@@ -520,13 +581,13 @@ impl DigestLog {
         }
         let file = new_active.as_ref().unwrap_or(&self.active);
         let first = state.end;
-        let offset = (first - state.active) * RECORD as u64;
-        at("write digest segment", file.write_all_at(records, offset))?;
-        let n = (records.len() / RECORD) as u64;
+        let offset = (first - state.active) * self.kind.record as u64;
+        at("write log segment", file.write_all_at(records, offset))?;
+        let n = (records.len() / self.kind.record) as u64;
         active_crc_end = crc32c::crc32c_append(active_crc_end, records);
         state.end += n;
         if let Some(after) = sync_after {
-            at("sync digest segment", file.sync_data())?;
+            at("sync log segment", file.sync_data())?;
             state.synced = state.end;
             state.synced_seq = after;
             state.active_crc = active_crc_end;
@@ -559,7 +620,7 @@ impl DigestLog {
 
     /// Sync everything appended (a clean close); returns the state to record.
     pub fn sync_all(&mut self, next_seq: u64) -> IoResult<LogState> {
-        at("sync digest segment", self.active.sync_data())?;
+        at("sync log segment", self.active.sync_data())?;
         self.last_sync = Instant::now();
         Ok(LogState {
             synced: self.state.end,
@@ -587,10 +648,10 @@ impl DigestLog {
     pub fn remove_segments(&mut self, firsts: &[u64]) -> IoResult<()> {
         for first in firsts {
             self.closed.remove(first);
-            match std::fs::remove_file(self.dir.join(segment_name(*first))) {
+            match std::fs::remove_file(self.dir.join(segment_name(self.kind, *first))) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(("remove digest segment", e)),
+                Err(e) => return Err(("remove log segment", e)),
             }
         }
         Ok(())

@@ -15,6 +15,8 @@ pub(crate) const META_CREATED_AT: &[u8] = b"created_at";
 pub(crate) const META_COUNTERS: &[u8] = b"counters";
 /// The digest log's `LogState` (schema 2).
 pub(crate) const META_DIGEST_LOG: &[u8] = b"digest_log";
+/// The key log's `LogState` (schema 2).
+pub(crate) const META_KEY_LOG: &[u8] = b"key_log";
 /// Present while a schema-1 store is being migrated: the next batch sequence to migrate.
 pub(crate) const META_MIGRATING: &[u8] = b"migrating_from_schema_1";
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::digest_log::{DIR, RECORD, SEGMENT_RECORDS};
+use super::digest_log::{DIGESTS, DIR, KEYS, RECORD};
 use super::*;
 
 fn cfg(dir: &Path) -> StoreConfig {
@@ -37,12 +37,7 @@ fn batch(p: i32, from: i64, to: i64) -> CommitBatch {
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(DIR))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
+    segments_of(dir, DIR)
 }
 
 /// Every key of offsets `0..to` on partitions `0..parts` is stored, and nothing else.
@@ -72,7 +67,7 @@ fn fill(dir: &Path) -> Store {
 fn commits_rotate_segments_and_reopen_reads_them() {
     let tmp = tempfile::tempdir().unwrap();
     drop(fill(tmp.path()));
-    assert!(segments(tmp.path()).len() >= 1200 / (SEGMENT_RECORDS as usize + 120));
+    assert!(segments(tmp.path()).len() >= 1200 / (DIGESTS.segment_records as usize + 120));
     let s = Store::open(&cfg(tmp.path())).unwrap();
     assert_holds(&s, 4, 300);
     assert_eq!(s.mended_at_open(), 0);
@@ -191,25 +186,67 @@ fn unmendable_log_is_an_error_not_a_smaller_index() {
     s.flush().unwrap();
     drop(s);
     std::fs::remove_dir_all(tmp.path().join(DIR)).unwrap();
-    {
-        let db = sled::Config::new().path(tmp.path()).open().unwrap();
-        let keys = db.open_tree("id_keys").unwrap();
-        let (k, _) = keys.first().unwrap().unwrap();
-        keys.insert(k, batch::encode_keys(&["someone-else"]))
-            .unwrap();
-        db.flush().unwrap();
-    }
+    // ... and the keys damaged too.
+    let first_keys = std::fs::read_dir(tmp.path().join(KEYS.dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let mut bytes = std::fs::read(&first_keys).unwrap();
+    bytes[40] ^= 0x11;
+    std::fs::write(&first_keys, &bytes).unwrap();
     let err = Store::open(&cfg(tmp.path())).expect_err("must refuse");
     assert!(
         matches!(
             err,
             StoreError::Corrupt {
-                tree: "id_keys",
+                tree: "id_batches",
                 ..
             }
         ),
         "{err:?}"
     );
+    assert!(err.to_string().contains("key log"), "{err}");
+}
+
+/// Keys are read back from the key log and checked: a damaged batch of keys
+/// is an error naming it, not wrong keys.
+#[test]
+fn keys_round_trip_through_the_key_log_and_damage_is_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    drop(fill(tmp.path()));
+    assert!(
+        segments_of(tmp.path(), KEYS.dir).len() > 1,
+        "key log rotated"
+    );
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    let bs = s.batches().unwrap();
+    assert_eq!(bs.len(), 40);
+    for b in &bs {
+        let ks = s.batch_keys(b.seq).unwrap().unwrap();
+        assert_eq!(ks, keys_for(b.partition, b.first_offset, b.next_offset));
+    }
+    drop(s);
+    let last = segments_of(tmp.path(), KEYS.dir).pop().unwrap();
+    let mut bytes = std::fs::read(&last).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 0x01;
+    std::fs::write(&last, &bytes).unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    let newest = s.batches().unwrap().pop().unwrap();
+    let err = s.batch_keys(newest.seq).expect_err("damaged keys");
+    assert!(err.to_string().contains("checksum"), "{err}");
+    // Dedupe does not depend on the key log.
+    assert_holds(&s, 4, 300);
+}
+
+fn segments_of(dir: &Path, sub: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
 }
 
 /// Prune drops whole segments once they are entirely before the live part;
@@ -301,6 +338,7 @@ fn write_schema_1(dir: &Path, batches: u64, per: u64) {
     let meta = db.open_tree("meta").unwrap();
     meta.insert("schema_version", &1u32.to_be_bytes()).unwrap();
     meta.remove(keys::META_DIGEST_LOG).unwrap();
+    meta.remove(keys::META_KEY_LOG).unwrap();
     let ids = db.open_tree("id_batches").unwrap();
     let kt = db.open_tree("id_keys").unwrap();
     let offsets = db.open_tree("offsets").unwrap();
@@ -377,6 +415,34 @@ fn interrupted_migration_resumes() {
     drop(s);
     let s = Store::open(&cfg(tmp.path())).unwrap();
     assert_holds(&s, 1, 300);
+}
+
+/// A schema-1 batch whose keys are gone from `id_keys` still migrates: its
+/// digests keep deduping, and only its keys are reported missing.
+#[test]
+fn schema_1_batch_without_keys_migrates_its_digests() {
+    let tmp = tempfile::tempdir().unwrap();
+    write_schema_1(tmp.path(), 3, 20);
+    {
+        let db = sled::Config::new().path(tmp.path()).open().unwrap();
+        let kt = db.open_tree("id_keys").unwrap();
+        kt.remove(keys::seq_key(1)).unwrap();
+        db.flush().unwrap();
+    }
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert_holds(&s, 1, 60);
+    assert_eq!(s.batch_keys(1).unwrap(), None);
+    assert_eq!(
+        s.batch_keys(2).unwrap().unwrap(),
+        keys_for(0, 40, 60),
+        "the batch after it keeps its keys"
+    );
+    // Reopened, and after new commits, the same.
+    s.commit(&[batch(0, 60, 70)]).unwrap();
+    drop(s);
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert_holds(&s, 1, 70);
+    assert_eq!(s.batch_keys(1).unwrap(), None);
 }
 
 const CHILD_ENV: &str = "TALLY_STORE_CRASH_CHILD";

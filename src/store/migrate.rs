@@ -1,5 +1,6 @@
 //! Schema 1 → 2 at open: move each batch's digests out of its `id_batches`
-//! value into the digest log and leave a header in its place.
+//! value into the digest log, its keys into the key log, and leave a header
+//! in its place.
 //!
 //! Resumable at every step. The first write marks the store schema 2 and
 //! "migrating from batch 0" in one sled batch, so an older tally refuses it
@@ -9,7 +10,8 @@
 //! and moves the marker past them. A crash anywhere leaves the migrated
 //! batches, the log and the marker agreeing; the next open carries on from
 //! the marker (bytes appended by an unfinished chunk lie past the log's
-//! recorded end and are cut off). Keys (`id_keys`) keep their encoding.
+//! recorded end and are cut off). Keys move from `id_keys` (lz4) to the key
+//! log (`key_codec.rs`) in the same steps.
 
 use std::path::Path;
 use std::time::Instant;
@@ -18,12 +20,13 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::api::{Trees, corrupt};
-use super::batch::{self, Header};
-use super::digest_log::{self, DigestLog, LogState, RECORD, checksum, pack};
+use super::batch;
+use super::digest_log::{self, DIGESTS, DigestLog, KEYS, LogState};
 use super::error::StoreError;
 use super::keys;
 use super::rebuild::{io_err, read_log_meta};
 use super::schema::SCHEMA_VERSION;
+use super::staging::Staging;
 
 /// Per chunk: at most this many digests...
 pub(crate) const CHUNK_RECORDS: usize = 1 << 20;
@@ -34,10 +37,12 @@ const CHUNK_BATCHES: usize = 4096;
 pub(crate) fn begin(path: &Path, db: &sled::Db, trees: &Trees) -> Result<(), StoreError> {
     let mut b = sled::Batch::default();
     b.insert(keys::META_MIGRATING, &0u64.to_be_bytes()[..]);
-    b.insert(
-        keys::META_DIGEST_LOG,
-        digest_log::encode_state(&LogState::default()),
-    );
+    for kind in [&DIGESTS, &KEYS] {
+        b.insert(
+            kind.state_key,
+            digest_log::encode_state(&LogState::default()),
+        );
+    }
     b.insert(keys::META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes()[..]);
     trees
         .meta
@@ -82,16 +87,20 @@ pub(crate) fn run(
     max_chunks: Option<usize>,
 ) -> Result<Migrated, StoreError> {
     let started = Instant::now();
-    let (state, closed) = read_log_meta(path, trees)?;
-    let (mut log, _) = DigestLog::open(path, state, closed, |_| {}).map_err(io_err(path))?;
+    let (state, closed) = read_log_meta(path, trees, &DIGESTS)?;
+    let (mut log, _) =
+        DigestLog::open(path, &DIGESTS, state, closed, None).map_err(io_err(path))?;
+    let (state, closed) = read_log_meta(path, trees, &KEYS)?;
+    let (mut keys_log, _) =
+        DigestLog::open(path, &KEYS, state, closed, None).map_err(io_err(path))?;
     let mut done = Migrated::default();
     let mut next = from;
     loop {
         if max_chunks.is_some_and(|m| done.chunks >= m) {
             return Ok(done);
         }
-        let mut records = Vec::new();
-        let mut staged: Vec<(u64, batch::BatchInfo, usize, u64)> = Vec::new();
+        let mut staging = Staging::default();
+        let (mut first_seq, mut last_seq, mut ids, mut batches) = (None, 0, 0usize, 0usize);
         for item in trees.id_batches.range(keys::seq_key(next)..) {
             let (k, v) = item.map_err(StoreError::sled_at(path, "read id_batches"))?;
             let seq = keys::decode_seq_key(&k)
@@ -106,44 +115,56 @@ pub(crate) fn run(
             }
             let view = batch::decode_batch_v1(seq, &v)
                 .map_err(|d| corrupt(path, keys::TREE_ID_BATCHES, &k, d))?;
-            let at = records.len() / RECORD;
-            for d in view.digests() {
-                pack(d, &mut records);
+            // Schema 1 kept keys in `id_keys` (lz4); they move to the key log.
+            let ks = match trees
+                .id_keys
+                .get(&k)
+                .map_err(StoreError::sled_at(path, "read id_keys"))?
+            {
+                Some(kv) => {
+                    batch::decode_keys(&kv).map_err(|d| corrupt(path, keys::TREE_ID_KEYS, &k, d))?
+                }
+                // Lost before the upgrade: dedupe keeps working on the
+                // digests; `ids lookup`/`export` report the keys missing.
+                None => {
+                    tracing::warn!(path = %path.display(), seq,
+                        "schema-1 batch has no keys in id_keys; migrating its digests without them");
+                    Vec::new()
+                }
+            };
+            if !ks.is_empty() && ks.len() != view.info.count as usize {
+                return Err(corrupt(
+                    path,
+                    keys::TREE_ID_KEYS,
+                    &k,
+                    format!("{} keys for {} digests", ks.len(), view.info.count),
+                ));
             }
-            let sum = checksum(&records[at * RECORD..]);
-            staged.push((seq, view.info, at, sum));
-            if records.len() / RECORD >= max_records || staged.len() >= CHUNK_BATCHES {
+            ids += view.info.count as usize;
+            staging.push(view.info.clone(), view.digests(), &ks);
+            first_seq.get_or_insert(seq);
+            last_seq = seq;
+            batches += 1;
+            if ids >= max_records || batches >= CHUNK_BATCHES {
                 break;
             }
         }
-        let Some(&(last_seq, ..)) = staged.last() else {
+        let Some(first_seq) = first_seq else {
             break;
         };
-        let first_seq = staged[0].0;
-        let pending = log
-            .prepare(&records, first_seq, Some(last_seq + 1))
+        let appended = staging
+            .append(&log, &keys_log, first_seq, last_seq + 1, true)
             .map_err(io_err(path))?;
-        let headers: Vec<(sled::IVec, sled::IVec)> = staged
-            .iter()
-            .map(|(seq, info, at, sum)| {
-                let h = Header {
-                    info: info.clone(),
-                    first_record: pending.first + *at as u64,
-                    checksum: *sum,
-                };
-                (
-                    sled::IVec::from(&keys::seq_key(*seq)[..]),
-                    sled::IVec::from(batch::encode_header(&h)),
-                )
-            })
-            .collect();
-        let meta_writes = super::api::log_meta_writes(Some(&pending));
-        (&trees.id_batches, &trees.meta)
-            .transaction(|(id_batches, meta)| {
-                for (k, v) in &headers {
+        let moved: Vec<sled::IVec> = appended.headers.iter().map(|(k, _)| k.clone()).collect();
+        (&trees.id_batches, &trees.id_keys, &trees.meta)
+            .transaction(|(id_batches, id_keys, meta)| {
+                for (k, v) in &appended.headers {
                     id_batches.insert(k.clone(), v.clone())?;
                 }
-                for (k, v) in &meta_writes {
+                for k in &moved {
+                    id_keys.remove(k.clone())?;
+                }
+                for (k, v) in &appended.meta {
                     meta.insert(&k[..], &v[..])?;
                 }
                 meta.insert(keys::META_MIGRATING, &keys::seq_key(last_seq + 1)[..])?;
@@ -160,9 +181,9 @@ pub(crate) fn run(
                 },
             })?;
         db.flush().map_err(StoreError::sled_at(path, "flush"))?;
-        log.apply(pending);
-        done.batches += staged.len() as u64;
-        done.ids += (records.len() / RECORD) as u64;
+        appended.apply(&mut log, &mut keys_log);
+        done.batches += batches as u64;
+        done.ids += ids as u64;
         done.chunks += 1;
         next = last_seq + 1;
     }

@@ -14,6 +14,7 @@ mod dead_letter;
 mod digest_log;
 mod error;
 mod index;
+mod key_codec;
 mod keys;
 mod lock;
 #[cfg(test)]
@@ -22,6 +23,7 @@ mod migrate;
 mod perms;
 mod rebuild;
 mod schema;
+mod staging;
 #[cfg(test)]
 mod tests;
 

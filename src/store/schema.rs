@@ -10,9 +10,10 @@ use super::keys::{
 };
 use super::lock::LOCK_FILE;
 
-/// 1: digests packed inside each `id_batches` value. 2: digests in the
-/// digest log (`digests/`), `id_batches` holds headers; schema-1 stores are
-/// migrated at open (`migrate.rs`).
+/// 1: digests packed inside each `id_batches` value, keys in `id_keys`.
+/// 2: digests in the digest log (`digests/`), keys in the key log (`keys/`),
+/// `id_batches` holds headers; schema-1 stores are migrated at open
+/// (`migrate.rs`).
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// Files sled 0.34 keeps in its directory, and our digest log.
@@ -21,7 +22,8 @@ fn is_store_entry(name: &str) -> bool {
         || name == "db"
         || name == "blobs"
         || name.starts_with("snap.")
-        || name == super::digest_log::DIR
+        || name == super::digest_log::DIGESTS.dir
+        || name == super::digest_log::KEYS.dir
 }
 
 /// What we found in the directory before opening sled.
@@ -215,6 +217,8 @@ fn init(path: &Path, db: &sled::Db) -> Result<Meta, StoreError> {
         .map_err(sled_err("write meta"))?;
     let log = super::digest_log::LogState::default();
     meta.insert(META_DIGEST_LOG, super::digest_log::encode_state(&log))
+        .map_err(sled_err("write meta"))?;
+    meta.insert(keys::META_KEY_LOG, super::digest_log::encode_state(&log))
         .map_err(sled_err("write meta"))?;
     meta.insert(META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())
         .map_err(sled_err("write meta"))?;
