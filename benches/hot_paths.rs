@@ -132,6 +132,7 @@ fn commit(c: &mut Criterion) {
                         keys,
                         digests: ds,
                         dead_letters: Vec::new(),
+                        changelog: None,
                     }]
                 },
                 |batches| match store.commit(&batches) {

@@ -73,6 +73,22 @@ fn stage_decode_with_usage(decoder: &Decoder, records: &[Bytes]) -> usize {
     n
 }
 
+/// A `json` route deduping by a JSON pointer (`/trackingId`), over the
+/// same events: the other format's decode, reported beside `stage_decode`.
+#[inline(never)]
+fn stage_decode_json(decoder: &Decoder, records: &[Bytes]) -> usize {
+    let mut n = 0;
+    for r in records {
+        if let Ok(d) = decoder.decode(None, Some(r))
+            && let Some(k) = d.dedupe_key
+        {
+            black_box(digest(ROUTE, &k));
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Index lookup per record; keeps the first of each digest (as a round would).
 #[inline(never)]
 fn stage_dedupe(store: &Store, decoded: Vec<(String, u128)>) -> Vec<(String, u128)> {
@@ -101,6 +117,7 @@ fn stage_commit(store: &Store, fresh: Vec<(String, u128)>, first_offset: i64) ->
             keys,
             digests,
             dead_letters: Vec::new(),
+            changelog: None,
         };
         match store.commit(std::slice::from_ref(&batch)) {
             Ok(s) => written += s.ids_written,
@@ -151,6 +168,7 @@ fn main() {
             keys,
             digests,
             dead_letters: Vec::new(),
+            changelog: None,
         };
         if let Err(e) = store.commit(&[b]) {
             eprintln!("preload: {e}");
@@ -160,6 +178,11 @@ fn main() {
     let records = input(n);
     let full = Decoder::new(FormatKind::KillbillUsage, DedupeSource::Format);
     black_box(stage_decode_with_usage(&full, &records));
+    let json = Decoder::new(
+        FormatKind::Json,
+        DedupeSource::Pointer("/trackingId".into()),
+    );
+    black_box(stage_decode_json(&json, &records));
     // A file/HTTP/AMQP route: no parsed event (Decoder::for_route decides).
     let decoder = full.keep_usage(false);
     let decoded = stage_decode(&decoder, &records);

@@ -122,6 +122,7 @@ fn write(args: &[String]) {
                 keys,
                 digests,
                 dead_letters: vec![],
+                changelog: None,
             });
             i += n;
             p = (p + 1) % parts;

@@ -8,8 +8,10 @@
 #   --n N           events to generate and produce (env N, default 1000000)
 #   --partitions P  topic partitions (env P, default 8)
 #   --rows LIST     comma-separated subset of:
-#                   raw,tally-fetch,tally-decode,librdkafka,tally-run
-#                   (env ROWS, default all five, in that order)
+#                   raw,tally-fetch,tally-decode,librdkafka,tally-run,
+#                   tally-group,tally-run-changelog,tally-restore
+#                   (env ROWS, default the first five, in that order;
+#                   rows may repeat, each run gets a fresh directory)
 #   --max-bytes B   per-partition fetch max bytes for every row
 #                   (env BENCH_MAX_BYTES, default 1048576 = tally's default)
 #   --record        append the table, machine and command to BENCHMARKS.md
@@ -30,6 +32,19 @@
 #                dedupe): wall = process start to the last expected line in
 #                the sink; then SIGTERM. Delivered lines must equal the
 #                distinct events exactly, with no repeated dedupe key.
+#   tally-group  tally-run with `[assignment] mode = "group"` (one member,
+#                a fresh group and its own changelog, which group mode
+#                requires): the cost of heartbeats, offset commits to the
+#                group, the fence and the changelog; wall includes the first join
+#                (not in the default rows).
+#   tally-run-changelog  tally-run with `changelog_topic` (P partitions):
+#                every commit's IDs also produced to the changelog after
+#                the sink's ack; run it right after tally-run to compare.
+#   tally-restore  after tally-run-changelog: a fresh (deleted) store on
+#                the same config; records = IDs restored from the
+#                changelog, wall = the restores' window (first start to last
+#                end, from the log), CPU as of the last restore; the sink
+#                must receive nothing. Reports IDs/s, MB/s and bytes/ID.
 #
 # records/s = records / wall, wall measured from process start (nothing
 # subtracted: connection setup, interpreter start and tally's store/topic
@@ -77,7 +92,7 @@ done
 [[ "$P" =~ ^[0-9]+$ && "$P" -gt 0 ]] || die "P must be a positive integer"
 IFS=',' read -r -a ROW_LIST <<<"$ROWS"
 for r in "${ROW_LIST[@]}"; do
-    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run) ;; *) die "unknown row: $r" ;; esac
+    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|tally-group|tally-run-changelog|tally-restore) ;; *) die "unknown row: $r" ;; esac
 done
 
 # ---------------------------------------------------------------- tools
@@ -132,7 +147,9 @@ proc_cpu() {
 }
 
 TOPIC="bench.usage"
+CHANGELOG="bench.changelog"
 "$PY" "$KT" create-topic --broker "$BROKER" --topic "$TOPIC" --partitions "$P" >/dev/null
+"$PY" "$KT" create-topic --broker "$BROKER" --topic "$CHANGELOG" --partitions "$P" >/dev/null
 
 # ---------------------------------------------------------------- data
 
@@ -210,21 +227,28 @@ row_librdkafka() {
     echo "$name $records $wall $cpu $rss $(elapsed "$b0" "$b1") from_first_record:_$(json_get records_per_s_after_first <"$WORK/$name.json")/s" >>"$RESULTS"
 }
 
-row_tally_run() {
-    local name=tally-run dir="$WORK/tally-run" b0 b1 wall cpu rss t_start poll lines
-    mkdir -p "$dir"
-    cat >"$dir/tally.toml" <<EOF
+# tally_config DIR NAME [ROUTE_EXTRA]: the benchmark config, store and sink
+# in DIR; group mode (a fresh group) for the tally-group row.
+tally_config() {
+    local assignment=$'mode = "static"\nmember = 0\nmembers = 1' extra=${3:-} group
+    if [[ "$2" == tally-group ]]; then
+        # Group mode requires a changelog: a fresh group gets a fresh one,
+        # so the tally-restore row's changelog holds only its own run's IDs.
+        group="bench-$$-$(date +%s%N)"
+        assignment=$'mode = "group"\n'"group_id = \"$group\""
+        "$PY" "$KT" create-topic --broker "$BROKER" --topic "$CHANGELOG.$group" --partitions "$P" >/dev/null
+        extra="changelog_topic = \"$CHANGELOG.$group\""
+    fi
+    cat >"$1/tally.toml" <<EOF
 [kafka]
 brokers = ["$BROKER"]
 fetch_max_bytes = $MAX_BYTES
 
 [store]
-path = "$dir/state"
+path = "$1/state"
 
 [assignment]
-mode = "static"
-member = 0
-members = 1
+$assignment
 
 [[routes]]
 name = "usage"
@@ -232,10 +256,19 @@ topics = ["$TOPIC"]
 format = "killbill-usage"
 sink = "file"
 start = "earliest"
+$extra
 
 [sinks.file]
-path = "$dir/delivered.jsonl"
+path = "$1/delivered.jsonl"
 EOF
+}
+
+# row_tally_run [NAME [ROUTE_EXTRA]]: a fresh directory (store, sink file)
+# each time the row runs.
+row_tally_run() {
+    local name=${1:-tally-run} b0 b1 wall cpu rss t_start poll lines dir
+    dir=$(mktemp -d "$WORK/$name.XXXX")
+    tally_config "$dir" "$name" "${2:-}"
     b0=$(proc_cpu "$BROKER_PID")
     t_start=$(now)
     TALLY_LOG="${TALLY_LOG:-info}" "$TIME" -f '%e %U %S %M' -o "$WORK/$name.time" \
@@ -321,6 +354,69 @@ EOF
     echo "$name $DISTINCT $wall $cpu $rss $(elapsed "$b0" "$b1") first_line_after_${startup}_s;_CPU/RSS_at_last_line;_whole_process_incl._drain:_${cpu_total}_s_CPU,_$((rss_total / 1024))_MB" >>"$RESULTS"
 }
 
+row_tally_restore() {
+    local name=tally-restore b0 b1 t_start poll dir
+    compgen -G "$WORK/tally-run-changelog.*/delivered.jsonl" >/dev/null ||
+        die "tally-restore needs the tally-run-changelog row before it"
+    dir=$(mktemp -d "$WORK/$name.XXXX")
+    tally_config "$dir" "$name" "changelog_topic = \"$CHANGELOG\""
+    b0=$(proc_cpu "$BROKER_PID")
+    t_start=$(now)
+    TALLY_LOG="${TALLY_LOG:-info}" "$TIME" -f '%e %U %S %M' -o "$WORK/$name.time" \
+        "$TALLY" run --config "$dir/tally.toml" >"$dir/tally.log" 2>&1 &
+    TIME_PID=$!
+    # Waits for one restore line per partition; the window runs from the
+    # earliest restore start (end - seconds) to the latest end.
+    poll=$("$PY" - "$dir/tally.log" "$P" "$TIME_PID" 900 "$t_start" <<'EOF'
+import datetime, json, os, re, sys, time
+path, want, pid, timeout, t_start = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+deadline = time.time() + timeout
+hz = os.sysconf("SC_CLK_TCK")
+def restores():
+    try:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", open(path, errors="replace").read())
+    except OSError:
+        return []
+    return [l for l in text.splitlines() if "restored tracking IDs from the changelog" in l]
+while len(restores()) < want and time.time() < deadline and os.path.exists(f"/proc/{pid}"):
+    time.sleep(0.02)
+cpu = rss = child = None
+try:
+    kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+    child = int(kids[0])
+    st = open(f"/proc/{child}/stat").read().rsplit(") ", 1)[1].split()
+    cpu = (int(st[11]) + int(st[12])) / hz
+    rss = int(next(l for l in open(f"/proc/{child}/status") if l.startswith("VmHWM:")).split()[1])
+except (OSError, IndexError, ValueError, StopIteration):
+    pass
+ids = nbytes = 0
+starts, ends, longest = [], [], 0.0
+field = lambda l, k: re.search(rf"\b{k}=\"?([0-9.]+)", l).group(1)
+for l in restores():
+    end = datetime.datetime.fromisoformat(l.split()[0].replace("Z", "+00:00")).timestamp()
+    secs = float(field(l, "seconds"))
+    ids += int(field(l, "ids")); nbytes += int(field(l, "bytes"))
+    starts.append(end - secs); ends.append(end); longest = max(longest, secs)
+print(json.dumps({"restores": len(ends), "ids": ids, "bytes": nbytes,
+    "window": (max(ends) - min(starts)) if ends else None, "first_start": (min(starts) - t_start) if starts else None,
+    "longest": longest, "tally_pid": child, "cpu": cpu, "rss_kb": rss}))
+EOF
+)
+    TALLY_PID=$(json_get tally_pid <<<"$poll")
+    [[ "$TALLY_PID" =~ ^[0-9]+$ ]] && kill -TERM "$TALLY_PID" 2>/dev/null || true
+    wait "$TIME_PID" || log "tally run exited with status $? after SIGTERM (see $dir/tally.log)"
+    TIME_PID=""
+    TALLY_PID=""
+    b1=$(proc_cpu "$BROKER_PID")
+    [[ "$(json_get restores <<<"$poll")" -eq "$P" ]] || { tail -20 "$dir/tally.log" >&2; die "only $(json_get restores <<<"$poll") of $P partitions restored"; }
+    local ids bytes window lines
+    ids=$(json_get ids <<<"$poll"); bytes=$(json_get bytes <<<"$poll"); window=$(json_get window <<<"$poll")
+    [[ "$ids" -eq "$DISTINCT" ]] || die "restored $ids IDs, expected $DISTINCT"
+    lines=$(cat "$dir/delivered.jsonl" 2>/dev/null | wc -l)
+    [[ "$lines" -eq 0 ]] || die "tally-restore delivered $lines records after restoring"
+    echo "$name $ids $window $(json_get cpu <<<"$poll") $(json_get rss_kb <<<"$poll") $(elapsed "$b0" "$b1") $(awk -v b="$bytes" -v i="$ids" -v w="$window" -v f="$(json_get first_start <<<"$poll")" -v l="$(json_get longest <<<"$poll")" 'BEGIN { printf "%.1f_MB/s_of_changelog,_%.1f_bytes/ID,_slowest_partition_%.2f_s,_first_restore_began_%.2f_s_after_start;_sink_empty_at_stop", b / w / 1e6, b / i, l, f }')" >>"$RESULTS"
+}
+
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in "${ROW_LIST[@]}"; do
     log "row: $r"
@@ -330,6 +426,9 @@ for r in "${ROW_LIST[@]}"; do
         tally-decode) row_fetch tally-decode tally --decode ;;
         librdkafka) row_librdkafka ;;
         tally-run) row_tally_run ;;
+        tally-run-changelog) row_tally_run tally-run-changelog "changelog_topic = \"$CHANGELOG\"" ;;
+        tally-restore) row_tally_restore ;;
+        tally-group) row_tally_run tally-group ;;
     esac
     tail -1 "$RESULTS" >&2
 done
@@ -344,6 +443,9 @@ labels = {
     "tally-decode": "tally fetch + killbill-usage decode (no store/sink)",
     "librdkafka": "confluent-kafka consume (Python)",
     "tally-run": "`tally run` → file sink, durable dedupe",
+    "tally-run-changelog": "`tally run` → file sink, durable dedupe + changelog",
+    "tally-restore": "restore of a deleted store from the changelog (IDs)",
+    "tally-group": "`tally run`, group mode (1 member) → file sink",
 }
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 base = next((float(r[1]) / float(r[2]) for r in rows if r[0] == "raw"), None)

@@ -37,3 +37,5 @@ done
 printf '| **decode + dedupe + commit** | %s | **%s** |\n' "$total" "$((total / N))"
 ir=$(stage_ir decode_with_usage)
 printf '| (decode building the parsed UsageEvent, Kill Bill routes only) | %s | %s |\n' "$ir" "$((ir / N))"
+ir=$(stage_ir decode_json)
+printf '| (json format, dedupe by JSON pointer /trackingId, same events) | %s | %s |\n' "$ir" "$((ir / N))"

@@ -908,3 +908,71 @@ fn check_connect_probes_kill_bill_per_tenant_without_writing() {
         "{line}"
     );
 }
+
+/// Kill Bill behind mutual TLS: with our CA and client certificate every
+/// record is recorded exactly once; without the certificate `check
+/// --connect` names the refusal and nothing is posted.
+#[test]
+fn https_with_a_client_certificate_delivers_once_and_without_one_is_refused() {
+    use support::tls::{TestPki, TlsFront};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::generate(dir.path());
+    let topic = unique_topic("kb-mtls");
+    create_topic(&topic, 2);
+    let lines = gen_usage(200, 0.1, 1, 61);
+    let events: Vec<Expected> = lines.iter().map(|l| expected(l)).collect();
+    let double = KillbillDouble::with_tenants(&[T0]);
+    register(&double, &events, &[T0], &[]);
+    produce_jsonl(&topic, &lines, Some("/trackingId"));
+    let front = TlsFront::start(double.runtime(), double.router(), pki.server_config());
+
+    let routes = [RouteSpec {
+        name: "usage",
+        topics: vec![&topic],
+        sink: "killbill",
+    }];
+    let tls = |identity: bool| {
+        let mut t = format!("ca_file = {:?}\n", pki.ca.display().to_string());
+        if identity {
+            t.push_str(&format!(
+                "cert_file = {:?}\nkey_file = {:?}\n",
+                pki.client_cert.display().to_string(),
+                pki.client_key.display().to_string()
+            ));
+        }
+        t
+    };
+    let https = format!("https://{}", front.addr);
+    let write = |identity: bool| {
+        let (config, envs) = write_config(dir.path(), &double, &[T0], &routes, &tls(identity), "");
+        let text = std::fs::read_to_string(&config)
+            .expect("config")
+            .replace(&double.url(), &https);
+        std::fs::write(&config, text).expect("write config");
+        (config, envs)
+    };
+
+    let (config, envs) = write(false);
+    let (ok, line) = check_connect_line(dir.path(), &config, &envs);
+    assert!(
+        !ok && line.contains("FAILED") && line.contains("CertificateRequired"),
+        "{line}"
+    );
+    assert_eq!(
+        double.requests(),
+        0,
+        "nothing reached Kill Bill without a certificate"
+    );
+
+    let (config, envs) = write(true);
+    let (ok, line) = check_connect_line(dir.path(), &config, &envs);
+    assert!(ok, "{line}");
+    let distinct: BTreeSet<&str> = events.iter().map(|e| e.key.as_str()).collect();
+    let mut tally = spawn(dir.path(), &config, &envs);
+    wait_accepted(&double, &mut tally, distinct.len(), Duration::from_secs(60));
+    stop(&mut tally);
+    assert_exactly(&double, &events);
+    assert_eq!(double.duplicate_posts(), 0);
+    assert!(front.handshakes_ok() >= 1 && front.handshakes_failed() >= 1);
+    assert_fully_committed(dir.path(), &config);
+}

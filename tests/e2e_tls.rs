@@ -222,3 +222,97 @@ fn unknown_ca_is_refused_and_bad_files_are_named() {
         out.stderr
     );
 }
+
+/// The broker's certificate changes under a running tally (here: expired):
+/// the partition fetchers, not only the metadata loop, must stop the daemon
+/// with the TLS error at once instead of reconnecting with backoff.
+#[test]
+fn a_fetcher_refused_by_tls_mid_run_stops_the_daemon() {
+    let mut rig = TlsRig::start(RigOptions::default());
+    let topic = unique_topic("tls-midrun");
+    rig.create_topic(&topic, 2);
+    let cfg = config(&rig, &topic, &tls_table(Some(&rig.path("ca.pem")), None));
+    produce(&rig, &cfg, &topic, 20);
+    let mut tally = TallyProcess::spawn_in(
+        rig.dir.path(),
+        &["run", "--config", cfg.to_str().unwrap()],
+        &envs(&rig),
+    );
+    let out = rig.dir.path().join("delivered.jsonl");
+    wait_for("delivery over TLS", RUN_TIMEOUT, || {
+        count_lines(&out) >= 20 || !tally.is_running()
+    });
+    assert_eq!(count_lines(&out), 20, "stderr:\n{}", tally.stderr());
+
+    rig.restart_terminator(true);
+    // Within one metadata refresh (30 s) the metadata loop would stop it
+    // too; the fetchers' own long polls notice first.
+    let status = tally
+        .wait_timeout(Duration::from_secs(25))
+        .unwrap_or_else(|| panic!("tally kept running on a TLS failure:\n{}", tally.stderr()));
+    assert!(!status.success());
+    let stderr = tally.stderr();
+    eprintln!("tally stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot fetch {topic}/")) && stderr.contains("expired"),
+        "the fetcher must report the refusal itself:\n{stderr}"
+    );
+    let refusals = stderr
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("not retrying"))
+        .count();
+    assert_eq!(
+        refusals, 1,
+        "one partition reports it, the run stops:\n{stderr}"
+    );
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("fetch failed") && l.contains("TLS with")),
+        "a TLS refusal was retried:\n{stderr}"
+    );
+}
+
+/// SASL inside TLS (SASL_SSL): the handshake succeeds, then the login is
+/// refused by the broker (its user store is a no-op) — once, naming the
+/// mechanism and the user, never the password.
+#[test]
+fn sasl_over_tls_rejection_is_clear_and_final() {
+    let rig = TlsRig::start(RigOptions {
+        sasl: true,
+        ..RigOptions::default()
+    });
+    let topic = unique_topic("sasl-ssl");
+    let tls = tls_table(Some(&rig.path("ca.pem")), None);
+    let sasl = "\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"alice\"\npassword_env = \"KAFKA_PASSWORD\"\n";
+    let cfg = config(&rig, &topic, &format!("{tls}{sasl}"));
+    let password = "sasl-over-tls-secret-4711";
+    let mut tally = TallyProcess::spawn_in(
+        rig.dir.path(),
+        &["run", "--config", cfg.to_str().unwrap()],
+        &[
+            ("TALLY_BROKERS", rig.tls_addr.as_str()),
+            ("KAFKA_PASSWORD", password),
+        ],
+    );
+    let status = tally
+        .wait_timeout(RUN_TIMEOUT)
+        .unwrap_or_else(|| panic!("tally kept running on a SASL failure:\n{}", tally.stderr()));
+    assert!(!status.success());
+    let stderr = tally.stderr();
+    eprintln!("tally stderr:\n{stderr}");
+    assert!(
+        stderr.contains("SASL SCRAM-SHA-512 login as user \"alice\""),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("TLS with"),
+        "the TLS handshake itself must succeed:\n{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("cannot fetch metadata").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains(password), "password in the log:\n{stderr}");
+}

@@ -67,6 +67,7 @@ pub struct Metrics {
     lag: Family<PartitionLabels, Gauge>,
     backoff: Family<PartitionLabels, FGauge>,
     sink_latency: HistogramFamily<SinkStatus>,
+    changelog: ChangelogFamilies,
     pub commit_latency: Histogram,
     pub store_size: Gauge,
     pub store_ids: Gauge,
@@ -74,6 +75,19 @@ pub struct Metrics {
     pub pruned_ids: Counter,
     pub broker_connected: Gauge,
     pub partitions_assigned: Gauge,
+    /// Exported in group mode only (see `register_group`).
+    pub group: GroupMetrics,
+}
+
+/// The membership of `[assignment] mode = "group"`.
+#[derive(Debug, Clone, Default)]
+pub struct GroupMetrics {
+    pub generation: Gauge,
+    pub members: Gauge,
+    pub leader: Gauge,
+    pub rebalances: Counter,
+    pub last_rebalance: FGauge,
+    pub fenced: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -100,6 +114,7 @@ impl Metrics {
             lag: Family::default(),
             backoff: Family::default(),
             sink_latency: Family::new_with_constructor(latency_histogram),
+            changelog: ChangelogFamilies::new(),
             commit_latency: latency_histogram(),
             store_size: Gauge::default(),
             store_ids: Gauge::default(),
@@ -107,6 +122,7 @@ impl Metrics {
             pruned_ids: Counter::default(),
             broker_connected: Gauge::default(),
             partitions_assigned: Gauge::default(),
+            group: GroupMetrics::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -198,7 +214,58 @@ impl Metrics {
             "Partitions this process consumes",
             m.partitions_assigned.clone(),
         );
+        m.changelog.register(r);
         Metrics { registry, ..m }
+    }
+
+    /// Adds the group metrics to the exposition (group mode).
+    pub fn register_group(&mut self) {
+        let g = self.group.clone();
+        let r = &mut self.registry;
+        r.register(
+            "group_generation",
+            "Generation of the consumer group this member is in; -1 while joining or fenced",
+            g.generation,
+        );
+        r.register(
+            "group_members",
+            "Members of the current generation, as the leader counted them",
+            g.members,
+        );
+        r.register(
+            "group_leader",
+            "1 while this member is the group leader (it computes the assignment)",
+            g.leader,
+        );
+        r.register(
+            "group_rebalances",
+            "Rebalances this member went through (joins after the first)",
+            g.rebalances,
+        );
+        r.register_with_unit(
+            "group_last_rebalance_duration",
+            "From stopping the partitions (or starting to join) to owning the new assignment, last time",
+            Unit::Seconds,
+            g.last_rebalance,
+        );
+        r.register(
+            "group_fenced",
+            "Times the session deadline passed without the coordinator's confirmation: deliveries stopped, then rejoined",
+            g.fenced,
+        );
+    }
+
+    /// Drops a partition's series (revoked: its new owner reports it).
+    pub fn remove_partition(&self, route: &str, topic: &str, partition: i32) {
+        let l = PartitionLabels {
+            route: route.to_string(),
+            topic: topic.to_string(),
+            partition: partition.to_string(),
+        };
+        self.committed.remove(&l);
+        self.high_watermark.remove(&l);
+        self.lag.remove(&l);
+        self.backoff.remove(&l);
     }
 
     /// Handles for one route.
@@ -219,7 +286,19 @@ impl Metrics {
                 })
                 .clone()
         };
+        let label = RouteLabel {
+            route: route.to_string(),
+        };
+        let cl = &self.changelog;
         RouteMetrics {
+            changelog: ChangelogMetrics {
+                restored_ids: cl.restored_ids.get_or_create(&label).clone(),
+                restored_records: cl.restored_records.get_or_create(&label).clone(),
+                restore_duration: cl.restore_duration.get_or_create(&label).clone(),
+                write_duration: cl.write_duration.get_or_create(&label).clone(),
+                written_bytes: cl.written_bytes.get_or_create(&label).clone(),
+                write_retries: cl.write_retries.get_or_create(&label).clone(),
+            },
             delivered: c("delivered"),
             duplicates: c("duplicate"),
             dead_lettered: c("dead_lettered"),
@@ -275,6 +354,31 @@ pub struct RouteMetrics {
     pub transient_retries: Counter,
     pub halt_retries: Counter,
     pub halted: Gauge,
+    pub changelog: ChangelogMetrics,
+}
+
+/// One route's changelog handles.
+#[derive(Debug, Clone)]
+pub struct ChangelogMetrics {
+    pub restored_ids: Counter,
+    pub restored_records: Counter,
+    pub restore_duration: Histogram,
+    pub write_duration: Histogram,
+    pub written_bytes: Counter,
+    pub write_retries: Counter,
+}
+
+impl Default for ChangelogMetrics {
+    fn default() -> Self {
+        ChangelogMetrics {
+            restored_ids: Counter::default(),
+            restored_records: Counter::default(),
+            restore_duration: restore_histogram(),
+            write_duration: latency_histogram(),
+            written_bytes: Counter::default(),
+            write_retries: Counter::default(),
+        }
+    }
 }
 
 /// One partition's gauges. Lag is derived whenever either end moves, so it
@@ -311,9 +415,100 @@ impl PartitionMetrics {
     }
 }
 
+/// `pipeline::changelog`: what restores read, what commits wrote.
+struct ChangelogFamilies {
+    restored_ids: Family<RouteLabel, Counter>,
+    restored_records: Family<RouteLabel, Counter>,
+    restore_duration: HistogramFamily<RouteLabel>,
+    write_duration: HistogramFamily<RouteLabel>,
+    written_bytes: Family<RouteLabel, Counter>,
+    write_retries: Family<RouteLabel, Counter>,
+}
+
+fn restore_histogram() -> Histogram {
+    // 10 ms .. ~5.5 min: an empty changelog to tens of millions of IDs.
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
+}
+
+impl ChangelogFamilies {
+    fn new() -> Self {
+        ChangelogFamilies {
+            restored_ids: Family::default(),
+            restored_records: Family::default(),
+            restore_duration: Family::new_with_constructor(restore_histogram),
+            write_duration: Family::new_with_constructor(latency_histogram),
+            written_bytes: Family::default(),
+            write_retries: Family::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "changelog_restored_ids",
+            "Tracking IDs read from the changelog into the store by restores (already held ones included)",
+            self.restored_ids.clone(),
+        );
+        r.register(
+            "changelog_restored_records",
+            "Changelog records applied by restores",
+            self.restored_records.clone(),
+        );
+        r.register_with_unit(
+            "changelog_restore_duration",
+            "Duration of one partition's restore from the changelog, before it fetches",
+            Unit::Seconds,
+            self.restore_duration.clone(),
+        );
+        r.register_with_unit(
+            "changelog_write_duration",
+            "Duration of one commit's successful changelog write (between the sink's ack and the store commit)",
+            Unit::Seconds,
+            self.write_duration.clone(),
+        );
+        r.register_with_unit(
+            "changelog_written",
+            "Changelog record bytes produced after sink acks",
+            Unit::Bytes,
+            self.written_bytes.clone(),
+        );
+        r.register(
+            "changelog_write_retries",
+            "Failed changelog writes that are retried (the partition waits meanwhile)",
+            self.write_retries.clone(),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changelog_metrics_are_per_route() {
+        let m = Metrics::new();
+        let r = m.route("usage");
+        r.changelog.restored_ids.inc_by(7);
+        r.changelog.restore_duration.observe(0.5);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains(r#"tally_changelog_restored_ids_total{route="usage"} 7"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"tally_changelog_restore_duration_seconds_count{route="usage"} 1"#),
+            "{text}"
+        );
+        for name in [
+            "written_bytes_total",
+            "write_retries_total",
+            "write_duration_seconds_count",
+        ] {
+            assert!(
+                text.contains(&format!("tally_changelog_{name}")),
+                "{name}: {text}"
+            );
+        }
+    }
 
     #[test]
     fn names_follow_conventions() {
@@ -339,5 +534,25 @@ mod tests {
         );
         assert!(text.contains("tally_store_size_bytes"), "{text}");
         assert!(text.contains("tally_build_info{"), "{text}");
+        assert!(!text.contains("tally_group_"), "static mode: {text}");
+        m.remove_partition("usage", "t", 0);
+        assert!(!m.encode().unwrap().contains("tally_partition_lag{"));
+
+        let mut m = Metrics::new();
+        m.register_group();
+        m.group.generation.set(4);
+        m.group.rebalances.inc();
+        m.group.last_rebalance.set(5.5);
+        let text = m.encode().unwrap();
+        for line in [
+            "tally_group_generation 4",
+            "tally_group_rebalances_total 1",
+            "tally_group_last_rebalance_duration_seconds 5.5",
+            "tally_group_fenced_total 0",
+            "tally_group_members 0",
+            "tally_group_leader 0",
+        ] {
+            assert!(text.contains(line), "{line}: {text}");
+        }
     }
 }

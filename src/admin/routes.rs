@@ -49,6 +49,7 @@ pub(super) fn router(state: Arc<AdminState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/partitions", get(partitions))
+        .route("/v1/group", get(group))
         .route("/v1/stats", get(stats))
         .route("/v1/ids", get(id_counts))
         .route("/v1/ids/export", get(id_export))
@@ -149,8 +150,19 @@ async fn readyz(State(st): S) -> Response {
     (status, axum::Json(r)).into_response()
 }
 
+/// Group mode: this member's view of the group; 404 in static mode.
+async fn group(State(st): S) -> ApiResult<axum::Json<views::GroupView>> {
+    st.live.group().map(axum::Json).ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "not in group mode ([assignment] mode = \"static\")".into(),
+        )
+    })
+}
+
 async fn partitions(State(st): S) -> ApiResult<axum::Json<Vec<OffsetRow>>> {
     let live = st.live.partitions();
+    let group = st.live.group();
     let stored = with_store(&st, |s| s.offsets()).await?;
     let mut rows: Vec<OffsetRow> = Vec::with_capacity(stored.len());
     for (topic, partition, entry) in &stored {
@@ -170,6 +182,12 @@ async fn partitions(State(st): S) -> ApiResult<axum::Json<Vec<OffsetRow>>> {
                 .ok()
                 .and_then(|s| s.as_str().map(str::to_string));
             row.backoff_seconds = Some(v.backoff_seconds);
+        }
+        if let Some(g) = &group {
+            row.group = Some(g.group_id.clone());
+            row.generation = Some(g.generation);
+            row.member = Some(g.member_id.clone());
+            row.owned = Some(g.owns(topic, *partition));
         }
         rows.push(row);
     }
@@ -330,6 +348,18 @@ impl DeadLetterSelection {
     }
 }
 
+impl From<crate::dlq::ReplayError> for ApiError {
+    fn from(e: crate::dlq::ReplayError) -> Self {
+        match e {
+            crate::dlq::ReplayError::Store(e) => e.into(),
+            crate::dlq::ReplayError::Changelog { .. } => {
+                ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
 impl From<crate::dlq::SelectError> for ApiError {
     fn from(e: crate::dlq::SelectError) -> Self {
         match e {
@@ -362,8 +392,18 @@ async fn dead_letter_replay(
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let routes = st.live.replay_routes();
-    let summary =
-        crate::dlq::replay_with(&routes, &st.live.store, letters, Some(&st.live.inflight)).await?;
+    let out = crate::dlq::ReplayProducer {
+        kafka: Some(&st.kafka),
+        producer: &st.producer,
+    };
+    let summary = crate::dlq::replay_with(
+        &routes,
+        &st.live.store,
+        letters,
+        Some(&st.live.inflight),
+        &out,
+    )
+    .await?;
     Ok(axum::Json(views::replay_summary(&summary)))
 }
 

@@ -39,6 +39,48 @@ pub struct OffsetRow {
     pub state: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff_seconds: Option<f64>,
+    /// Group mode: the group, its generation and this member's id, and
+    /// whether this member owns the partition now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned: Option<bool>,
+    /// Group mode, read from a stopped store: the group's committed offset
+    /// (where a member taking the partition over would start, if newer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_committed: Option<i64>,
+}
+
+/// `GET /v1/group`: this member's view of its consumer group (group mode).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupView {
+    pub group_id: String,
+    /// Empty until the coordinator assigned one.
+    pub member_id: String,
+    /// -1 while joining or after the session may have ended.
+    pub generation: i32,
+    pub leader: bool,
+    /// Members of the generation, as the leader counted them.
+    pub members: Option<u32>,
+    /// `joining` | `stable` | `revoking` | `left`
+    pub state: String,
+    /// Partitions owned in this generation, by topic.
+    pub owned: BTreeMap<String, Vec<i32>>,
+    /// Rebalances since start (joins after the first).
+    pub rebalances: u64,
+    pub last_rebalance_seconds: Option<f64>,
+}
+
+impl GroupView {
+    pub fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.owned
+            .get(topic)
+            .is_some_and(|ps| ps.contains(&partition))
+    }
 }
 
 impl OffsetRow {
@@ -53,6 +95,11 @@ impl OffsetRow {
             route: None,
             state: None,
             backoff_seconds: None,
+            group: None,
+            generation: None,
+            member: None,
+            owned: None,
+            group_committed: None,
         }
     }
 }

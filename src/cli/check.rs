@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use super::{load, runtime};
 use crate::config::{Settings, SinkKind};
-use crate::kafka::{ClusterClient, error_name};
+use crate::kafka::group::GroupCoordinator;
+use crate::kafka::{ClusterClient, ClusterMetadata, error_name};
 use crate::pipeline::kafka_config;
 use crate::sink::probe::ProbeReport;
 
@@ -75,23 +76,43 @@ async fn probe(settings: &Settings) -> usize {
         }
     };
     let topics = settings.all_topics();
-    match client.metadata(&topics).await {
+    let mut asked = topics.clone();
+    asked.extend(
+        settings
+            .routes
+            .iter()
+            .filter_map(|r| r.changelog_topic.clone()),
+    );
+    match client.metadata(&asked).await {
         Ok(md) => {
             println!(
                 "# broker: ok ({} broker(s): {})",
                 md.brokers.len(),
                 md.brokers.values().cloned().collect::<Vec<_>>().join(", ")
             );
+            // Changelog topics first: their lines name what to create.
+            for route in &settings.routes {
+                if let Some(line) = changelog_line(route, &md) {
+                    problems += usize::from(line.contains("FAILED"));
+                    println!("{line}");
+                }
+            }
             for topic in &topics {
                 match md.topics.get(topic) {
                     Some(tm) if tm.error.is_none() => {
-                        let owned = tm
-                            .partitions
-                            .keys()
-                            .filter(|p| settings.assignment.owns(topic, **p))
-                            .count();
+                        let owned = match &settings.assignment.group() {
+                            Some(g) => format!("assigned at run time by group {:?}", g.group_id),
+                            None => {
+                                let n = tm
+                                    .partitions
+                                    .keys()
+                                    .filter(|p| settings.assignment.owns(topic, **p) == Some(true))
+                                    .count();
+                                format!("{n} owned by this member")
+                            }
+                        };
                         println!(
-                            "# topic {topic}: ok ({} partitions, {owned} owned by this member)",
+                            "# topic {topic}: ok ({} partitions, {owned})",
                             tm.partitions.len()
                         );
                     }
@@ -107,6 +128,9 @@ async fn probe(settings: &Settings) -> usize {
                         println!("# topic {topic}: FAILED (not in the broker's metadata)");
                     }
                 }
+            }
+            if let Some(g) = settings.assignment.group() {
+                problems += probe_group(&client, &g.group_id, &md).await;
             }
         }
         Err(e) => {
@@ -167,8 +191,67 @@ async fn probe(settings: &Settings) -> usize {
     problems
 }
 
+/// Finds the group's coordinator and reads the group's committed offsets
+/// (read-only: nothing joins); 1 when that fails.
+async fn probe_group(client: &ClusterClient, group_id: &str, md: &ClusterMetadata) -> usize {
+    let wanted: Vec<(String, Vec<i32>)> = md
+        .topics
+        .iter()
+        .filter(|(_, tm)| tm.error.is_none())
+        .map(|(t, tm)| (t.clone(), tm.partitions.keys().copied().collect()))
+        .collect();
+    let mut coordinator = GroupCoordinator::new(client.clone(), group_id);
+    match coordinator.committed(&wanted).await {
+        Ok(committed) => {
+            println!(
+                "# group {group_id}: ok (coordinator {}, committed offsets for {} partition(s))",
+                coordinator.coordinator().unwrap_or("?"),
+                committed.len()
+            );
+            0
+        }
+        Err(e) => {
+            println!("# group {group_id}: FAILED ({e})");
+            1
+        }
+    }
+}
+
 /// Prints one sink's probe line; 1 when it is a problem.
 fn report_sink(kind: &str, route: &str, report: &ProbeReport) -> usize {
     println!("# sink {kind} (route {route}): {}", report.line);
     usize::from(!report.ok)
+}
+
+/// The changelog topic must exist with a partition for every source
+/// partition (what a partition checks again before it restores).
+fn changelog_line(
+    route: &crate::config::Route,
+    md: &crate::kafka::ClusterMetadata,
+) -> Option<String> {
+    let cl = route.changelog_topic.as_deref()?;
+    let count = |t: &str| {
+        md.topics
+            .get(t)
+            .filter(|m| m.error.is_none())
+            .map(|m| m.partitions.len())
+    };
+    let needed = route
+        .topics
+        .iter()
+        .filter_map(|t| count(t))
+        .max()
+        .unwrap_or(0);
+    let head = format!("# changelog topic {cl} (route {})", route.name);
+    Some(match count(cl) {
+        None => format!(
+            "{head}: FAILED (does not exist; create it with at least {needed} partitions, \
+             cleanup.policy=delete, retention.ms no shorter than store.retention)"
+        ),
+        Some(n) if n < needed => format!(
+            "{head}: FAILED ({n} partitions, the route's topics have up to {needed}: \
+             add partitions, partition p records into changelog partition p)"
+        ),
+        Some(n) => format!("{head}: ok ({n} partitions, the route's topics need {needed})"),
+    })
 }

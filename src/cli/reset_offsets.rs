@@ -102,7 +102,8 @@ pub fn reset_offsets(args: &ResetOffsetsArgs) -> anyhow::Result<ExitCode> {
                 tm.partitions
                     .keys()
                     .copied()
-                    .filter(|p| settings.assignment.owns(topic, *p))
+                    // In group mode any partition may come to this store.
+                    .filter(|p| settings.assignment.owns(topic, *p).unwrap_or(true))
                     .collect()
             }
         };
@@ -147,6 +148,15 @@ pub fn reset_offsets(args: &ResetOffsetsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     print(&rows, args)?;
+    if let Some(g) = settings.assignment.group() {
+        eprintln!(
+            "note: group mode: this changed this instance's store only. A member taking a partition \
+             over starts from the newer of its store's offset and group {:?}'s committed offset, so \
+             to move back, also reset the group's offsets (kafka-consumer-groups.sh --reset-offsets \
+             --group {} with every member stopped) and run this on every member's store",
+            g.group_id, g.group_id
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

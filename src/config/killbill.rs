@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::error::ConfigError;
 use super::raw::RawKillbillSink;
-use super::settings::{duration_or, human_duration, non_empty_path};
+use super::settings::{TlsFiles, duration_or, human_duration, non_empty_path, tls_files};
 
 /// Where a secret comes from. Printed as the reference, never the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,6 +33,9 @@ pub struct KillbillSinkSettings {
     pub comment: Option<String>,
     /// PEM bundle of the CAs to trust for HTTPS (replaces the built-in Mozilla roots).
     pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and key (PEM), for a Kill Bill behind mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
     #[serde(with = "human_duration")]
     pub connect_timeout: Duration,
     /// Per request (lookup or POST), from sending to the full response.
@@ -100,11 +103,22 @@ pub(super) fn validate(raw: RawKillbillSink) -> Result<KillbillSinkSettings, Con
             ));
         }
     }
-    let ca_file = raw
-        .ca_file
-        .as_deref()
-        .map(|p| non_empty_path(&format!("{K}.ca_file"), p))
-        .transpose()?;
+    let TlsFiles {
+        ca_file,
+        cert_file,
+        key_file,
+    } = tls_files(
+        K,
+        raw.ca_file.as_deref(),
+        raw.cert_file.as_deref(),
+        raw.key_file.as_deref(),
+    )?;
+    if (cert_file.is_some() || ca_file.is_some()) && url.scheme() != "https" {
+        return Err(ConfigError::invalid(
+            format!("{K}.url"),
+            "ca_file / cert_file are set but the URL is not https://",
+        ));
+    }
     let max_in_flight = raw.max_in_flight.unwrap_or(64);
     if !(1..=4096).contains(&max_in_flight) {
         return Err(ConfigError::invalid(
@@ -158,6 +172,8 @@ pub(super) fn validate(raw: RawKillbillSink) -> Result<KillbillSinkSettings, Con
         reason: raw.reason,
         comment: raw.comment,
         ca_file,
+        cert_file,
+        key_file,
         connect_timeout: duration_or(&format!("{K}.connect_timeout"), raw.connect_timeout, "5s")?,
         request_timeout: duration_or(&format!("{K}.request_timeout"), raw.request_timeout, "10s")?,
         max_in_flight,
@@ -301,6 +317,30 @@ api_secret_file = "/run/secrets/bob"
                 .unwrap_err()
                 .to_string()
                 .contains("max_in_flight")
+        );
+    }
+
+    #[test]
+    fn client_certificate_needs_its_key_and_https() {
+        let with = |extra: &str| {
+            BASE.replace(
+                "username = \"admin\"\n",
+                &format!("username = \"admin\"\n{extra}"),
+            )
+        };
+        let s = load(&with("cert_file = \"/c.pem\"\nkey_file = \"/c.key\"\n")).unwrap();
+        let kb = s.sinks.killbill.as_ref().unwrap();
+        assert_eq!(kb.cert_file.as_deref(), Some(Path::new("/c.pem")));
+        let err = load(&with("cert_file = \"/c.pem\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key_file"), "{err}");
+        let plain = with("cert_file = \"/c.pem\"\nkey_file = \"/c.key\"\n")
+            .replace("https://kb.example:8443/", "http://kb.example:8080/");
+        let err = load(&plain).unwrap_err().to_string();
+        assert!(
+            err.contains("sinks.killbill.url") && err.contains("https"),
+            "{err}"
         );
     }
 }

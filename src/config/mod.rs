@@ -5,6 +5,7 @@
 
 mod admin;
 mod amqp;
+mod assignment;
 mod error;
 mod http;
 mod kafka_security;

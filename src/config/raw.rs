@@ -53,6 +53,11 @@ pub struct RawAssignment {
     pub member: Option<u32>,
     pub members: Option<u32>,
     pub partitions: Option<BTreeMap<String, Vec<i32>>>,
+    pub group_id: Option<String>,
+    pub session_timeout: Option<String>,
+    pub heartbeat_interval: Option<String>,
+    pub rebalance_timeout: Option<String>,
+    pub offset_commit_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +88,9 @@ pub struct RawRoute {
     pub schema: Option<String>,
     /// Also produce every dead letter of the route to this Kafka topic.
     pub dead_letter_topic: Option<String>,
+    /// Record each committed batch of tracking IDs in this Kafka topic, and
+    /// restore a partition's IDs from it before consuming.
+    pub changelog_topic: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +122,8 @@ pub struct RawKillbillSink {
     pub reason: Option<String>,
     pub comment: Option<String>,
     pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub max_in_flight: Option<usize>,

@@ -7,10 +7,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use super::amqp::{AmqpSinkSettings, ExchangeType, RejectPolicy};
+use super::assignment::validate_assignment;
+pub use super::assignment::{Assignment, GroupSettings};
 use super::error::ConfigError;
 pub use super::http::HttpSinkSettings;
 pub use super::killbill::{KillbillSinkSettings, KillbillTenant, SecretRef};
-use super::raw::{RawAssignment, RawConfig, RawPipeline, RawRoute};
+use super::raw::{RawConfig, RawPipeline, RawRoute};
 
 /// Environment variable that overrides `kafka.brokers` (comma-separated),
 /// so scripts can point a checked-in config at a broker on a random port.
@@ -53,30 +55,6 @@ pub struct StoreSettings {
     pub cache_capacity_mb: u64,
     #[serde(with = "human_duration_opt")]
     pub retention: Option<Duration>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "mode", rename_all = "lowercase")]
-pub enum Assignment {
-    /// Partition `p` of every routed topic belongs to member `p % members`.
-    Static { member: u32, members: u32 },
-    /// Explicit partition lists per topic.
-    Explicit {
-        partitions: BTreeMap<String, Vec<i32>>,
-    },
-}
-
-impl Assignment {
-    pub fn owns(&self, topic: &str, partition: i32) -> bool {
-        match self {
-            Assignment::Static { member, members } => {
-                partition >= 0 && (partition as u32) % members == *member
-            }
-            Assignment::Explicit { partitions } => partitions
-                .get(topic)
-                .is_some_and(|list| list.contains(&partition)),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -157,6 +135,11 @@ pub struct Route {
     pub schema: Option<crate::format::RecordSchema>,
     /// Dead letters are also produced here (before their store commit).
     pub dead_letter_topic: Option<String>,
+    /// Each committed batch of tracking IDs is also produced here (after the
+    /// sink's ack, before the store commit), partition = source partition;
+    /// a partition restores its IDs from it before consuming (see
+    /// `pipeline::changelog`).
+    pub changelog_topic: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -257,6 +240,9 @@ impl Settings {
                 }
             }
         }
+        if matches!(assignment, Assignment::Group(_)) {
+            require_changelog_in_group_mode(&routes)?;
+        }
         Ok(Settings {
             kafka,
             store,
@@ -322,58 +308,6 @@ fn validate_kafka(
             .map(super::kafka_security::validate_sasl)
             .transpose()?,
     })
-}
-
-fn validate_assignment(raw: Option<RawAssignment>) -> Result<Assignment, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(Assignment::Static {
-            member: 0,
-            members: 1,
-        });
-    };
-    match raw.mode.as_str() {
-        "static" => {
-            if let Some(partitions) = raw.partitions {
-                if raw.member.is_some() || raw.members.is_some() {
-                    return Err(ConfigError::invalid(
-                        "assignment.partitions",
-                        "use either `partitions` or `member`/`members`, not both",
-                    ));
-                }
-                for (topic, list) in &partitions {
-                    if list.iter().any(|p| *p < 0) {
-                        return Err(ConfigError::invalid(
-                            format!("assignment.partitions.{topic}"),
-                            "partition numbers are >= 0",
-                        ));
-                    }
-                }
-                return Ok(Assignment::Explicit { partitions });
-            }
-            let members = raw.members.unwrap_or(1);
-            let member = raw.member.unwrap_or(0);
-            if members == 0 {
-                return Err(ConfigError::invalid("assignment.members", "must be >= 1"));
-            }
-            if member >= members {
-                return Err(ConfigError::invalid(
-                    "assignment.member",
-                    format!(
-                        "is {member} but must be below members ({members}); members count from 0"
-                    ),
-                ));
-            }
-            Ok(Assignment::Static { member, members })
-        }
-        "group" => Err(ConfigError::invalid(
-            "assignment.mode",
-            "\"group\" is not available in this build yet; use mode = \"static\"",
-        )),
-        other => Err(ConfigError::invalid(
-            "assignment.mode",
-            format!("unknown mode \"{other}\"; expected \"static\""),
-        )),
-    }
 }
 
 fn validate_pipeline(raw: Option<RawPipeline>) -> Result<PipelineSettings, ConfigError> {
@@ -606,6 +540,29 @@ fn validate_routes(
             }
             t => t,
         };
+        let changelog_topic = match r.changelog_topic {
+            Some(t) if t.trim().is_empty() => {
+                return Err(ConfigError::invalid(
+                    key("changelog_topic"),
+                    "must not be empty",
+                ));
+            }
+            Some(_) if dedupe == DedupeSource::None => {
+                return Err(ConfigError::invalid(
+                    key("changelog_topic"),
+                    "the route has dedupe = \"none\": it keeps no tracking IDs to record; remove changelog_topic",
+                ));
+            }
+            Some(t) if dead_letter_topic.as_ref() == Some(&t) => {
+                return Err(ConfigError::invalid(
+                    key("changelog_topic"),
+                    format!(
+                        "\"{t}\" is also the route's dead_letter_topic; use a topic of its own"
+                    ),
+                ));
+            }
+            t => t,
+        };
         routes.push(Route {
             name: r.name,
             topics: r.topics,
@@ -620,13 +577,81 @@ fn validate_routes(
                 default_max_record_bytes,
             )?,
             dead_letter_topic,
+            changelog_topic,
             schema: r
                 .schema
                 .map(|p| route_schema(&key("schema"), &p))
                 .transpose()?,
         });
     }
+    check_changelog_topics(&routes)?;
     Ok(routes)
+}
+
+/// In group mode partitions move between members, and a route's tracking
+/// IDs must move with them: without a changelog the new owner would send a
+/// duplicate of an ID the old owner delivered again (only the sink's own
+/// idempotency key, where it has one, would catch it). Refused rather than
+/// warned about: "nothing twice" must not depend on reading the logs.
+fn require_changelog_in_group_mode(routes: &[Route]) -> Result<(), ConfigError> {
+    for (i, r) in routes.iter().enumerate() {
+        if r.changelog_topic.is_none() && r.dedupe != DedupeSource::None {
+            return Err(ConfigError::invalid(
+                format!("routes[{i}].changelog_topic"),
+                format!(
+                    "is required in group mode: partitions move between members and route \"{}\"'s \
+                     tracking IDs must move with them. Create a topic with at least as many partitions \
+                     as the route's topics (e.g. \"tally-changelog.{}\", retention >= store.retention) \
+                     and set changelog_topic to it",
+                    r.name, r.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A changelog topic belongs to one route and is nobody's input: consumed
+/// as data it would be dead-lettered record by record, shared by two routes
+/// each restore would read the other's records too.
+fn check_changelog_topics(routes: &[Route]) -> Result<(), ConfigError> {
+    let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        let Some(t) = r.changelog_topic.as_deref() else {
+            continue;
+        };
+        let key = format!("routes[{i}].changelog_topic");
+        if let Some(src) = routes.iter().find(|o| o.topics.iter().any(|s| s == t)) {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "\"{t}\" is a topic route \"{}\" consumes: the changelog must not be consumed as data",
+                    src.name
+                ),
+            ));
+        }
+        if let Some(dlq) = routes
+            .iter()
+            .find(|o| o.dead_letter_topic.as_deref() == Some(t))
+        {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "\"{t}\" is the dead_letter_topic of route \"{}\"; use a topic of its own",
+                    dlq.name
+                ),
+            ));
+        }
+        if let Some(j) = owner.insert(t, i) {
+            return Err(ConfigError::invalid(
+                key,
+                format!(
+                    "\"{t}\" is also the changelog_topic of routes[{j}]; each route needs its own changelog topic"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn route_schema(key: &str, path: &str) -> Result<crate::format::RecordSchema, ConfigError> {
@@ -637,7 +662,7 @@ fn route_schema(key: &str, path: &str) -> Result<crate::format::RecordSchema, Co
         .map_err(|e| ConfigError::invalid(key, e.to_string()))
 }
 
-fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(text).map_err(|e| {
         ConfigError::invalid(
             key,
@@ -730,10 +755,11 @@ mod human_duration_opt {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"
+    /// The smallest valid config (also used by the other config modules' tests).
+    pub(in crate::config) const MINIMAL: &str = r#"
 [kafka]
 brokers = ["127.0.0.1:9092"]
 [store]
@@ -822,6 +848,64 @@ path = "./out.jsonl"
     }
 
     #[test]
+    fn changelog_topic_is_validated_against_every_route() {
+        let with =
+            |extra: &str| MINIMAL.replace("sink = \"file\"", &format!("sink = \"file\"\n{extra}"));
+        let s = load(&with("changelog_topic = \"tally-changelog.usage\"")).unwrap();
+        assert_eq!(
+            s.routes[0].changelog_topic.as_deref(),
+            Some("tally-changelog.usage")
+        );
+        assert_eq!(load(MINIMAL).unwrap().routes[0].changelog_topic, None);
+        let err = |text: &str| load(text).unwrap_err().to_string();
+        let e = err(&with("changelog_topic = \" \""));
+        assert!(
+            e.contains("routes[0].changelog_topic") && e.contains("empty"),
+            "{e}"
+        );
+        let e = err(&with("changelog_topic = \"stream.usagemetrics\""));
+        assert!(
+            e.contains("routes[0].changelog_topic") && e.contains("consumes"),
+            "{e}"
+        );
+        let e = err(&with("dead_letter_topic = \"x\"\nchangelog_topic = \"x\""));
+        assert!(
+            e.contains("routes[0].changelog_topic") && e.contains("dead_letter_topic"),
+            "{e}"
+        );
+        let second = |extra: &str| {
+            format!(
+                "{}\n[[routes]]\nname = \"b\"\ntopics = [\"other\"]\nformat = \"json\"\ndedupe = \"/id\"\nsink = \"file\"\n{extra}\n",
+                with("changelog_topic = \"cl\"")
+            )
+        };
+        let e = err(&second("changelog_topic = \"cl\""));
+        assert!(
+            e.contains("routes[1].changelog_topic") && e.contains("routes[0]"),
+            "{e}"
+        );
+        let e = err(&second("changelog_topic = \"stream.usagemetrics\""));
+        assert!(
+            e.contains("routes[1].changelog_topic") && e.contains("\"usage\""),
+            "{e}"
+        );
+        let e = err(&second("dead_letter_topic = \"cl\""));
+        assert!(
+            e.contains("routes[0].changelog_topic") && e.contains("route \"b\""),
+            "{e}"
+        );
+        let none = MINIMAL.replace("killbill-usage", "json").replace(
+            "sink = \"file\"",
+            "sink = \"file\"\ndedupe = \"none\"\nchangelog_topic = \"cl\"",
+        );
+        let e = err(&none);
+        assert!(
+            e.contains("routes[0].changelog_topic") && e.contains("dedupe"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn max_record_bytes_defaults_and_per_route_override() {
         let s = load(MINIMAL).unwrap();
         assert_eq!(s.pipeline.max_record_bytes, 1 << 20);
@@ -854,23 +938,6 @@ path = "./out.jsonl"
         let text = MINIMAL.replace("killbill-usage", "json");
         let err = load(&text).unwrap_err().to_string();
         assert!(err.contains("routes[0].dedupe"), "{err}");
-    }
-
-    #[test]
-    fn static_member_must_be_below_members() {
-        let text = format!("{MINIMAL}\n[assignment]\nmode = \"static\"\nmember = 2\nmembers = 2\n");
-        let err = load(&text).unwrap_err().to_string();
-        assert!(err.contains("assignment.member"), "{err}");
-    }
-
-    #[test]
-    fn static_assignment_splits_partitions() {
-        let a = Assignment::Static {
-            member: 1,
-            members: 3,
-        };
-        let owned: Vec<i32> = (0..7).filter(|p| a.owns("t", *p)).collect();
-        assert_eq!(owned, vec![1, 4]);
     }
 
     #[test]

@@ -4,7 +4,10 @@
 
 mod replay;
 
-pub use replay::{ReplayError, ReplayOutcome, ReplayRoutes, ReplaySummary, replay, replay_with};
+pub use replay::{
+    ReplayError, ReplayOutcome, ReplayProducer, ReplayRoute, ReplayRoutes, ReplaySummary, replay,
+    replay_with,
+};
 
 use std::time::Duration;
 

@@ -6,6 +6,9 @@
 //! Same rule as the pipeline: never mark before the ack. A crash between
 //! delivery and commit leaves the letter in place; replaying it again is
 //! absorbed by the sink's idempotency key, exactly as a re-fetch would be.
+//! Routes with a `changelog_topic` get the delivered keys recorded there
+//! between the deliveries and the commit, as the pipeline does; if that
+//! fails nothing is committed (the letters stay, to be replayed again).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -13,8 +16,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 
+use tokio::sync::OnceCell;
+
 use crate::config::Settings;
 use crate::format::Decoder;
+use crate::kafka::{KafkaConfig, KafkaError, Producer, SecurityError};
 use crate::pipeline::InFlight;
 use crate::pipeline::classify::classify_sink;
 use crate::sink::{Outgoing, Sink, SinkSetupError, Sinks};
@@ -26,6 +32,14 @@ pub enum ReplayError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Sink(#[from] SinkSetupError),
+    #[error(transparent)]
+    Kafka(#[from] SecurityError),
+    #[error(
+        "could not record the replayed IDs in changelog topic {topic} ({source}); nothing was \
+         committed: the dead letters stay, and replaying them again re-sends them (absorbed by \
+         the sink's idempotency key)"
+    )]
+    Changelog { topic: String, source: KafkaError },
 }
 
 /// What happened to one dead letter.
@@ -68,8 +82,22 @@ struct Candidate {
     digest: Option<u128>,
 }
 
-/// What replay needs of a route: its current decoder and sink.
-pub type ReplayRoutes = HashMap<String, (Decoder, Arc<Sink>)>;
+/// What replay needs of a route: its current decoder and sink, and where
+/// it records delivered keys.
+pub struct ReplayRoute {
+    pub decoder: Decoder,
+    pub sink: Arc<Sink>,
+    pub changelog_topic: Option<String>,
+}
+
+pub type ReplayRoutes = HashMap<String, ReplayRoute>;
+
+/// How a replay reaches its routes' changelog topics: the Kafka config
+/// (None when no route has one) and a producer connected on first use.
+pub struct ReplayProducer<'a> {
+    pub kafka: Option<&'a KafkaConfig>,
+    pub producer: &'a OnceCell<Producer>,
+}
 
 /// Replay `letters` (oldest first) on a store this process holds, with
 /// sinks built from `settings` (the daemon is stopped).
@@ -84,9 +112,25 @@ pub async fn replay(
         let sink = sinks
             .get(route.sink)
             .ok_or(SinkSetupError::NotConfigured("route sink"))?;
-        routes.insert(route.name.clone(), (Decoder::for_route(route), sink));
+        routes.insert(
+            route.name.clone(),
+            ReplayRoute {
+                decoder: Decoder::for_route(route),
+                sink,
+                changelog_topic: route.changelog_topic.clone(),
+            },
+        );
     }
-    Ok(replay_with(&routes, store, letters, None).await?)
+    let kafka = match settings.routes.iter().any(|r| r.changelog_topic.is_some()) {
+        true => Some(crate::pipeline::kafka_config(&settings.kafka)?),
+        false => None,
+    };
+    let producer = OnceCell::new();
+    let out = ReplayProducer {
+        kafka: kafka.as_ref(),
+        producer: &producer,
+    };
+    replay_with(&routes, store, letters, None, &out).await
 }
 
 /// Replay through the given routes. In the daemon, `inflight` is the
@@ -97,7 +141,8 @@ pub async fn replay_with(
     store: &Store,
     letters: Vec<(u64, DeadLetter)>,
     inflight: Option<&InFlight>,
-) -> Result<ReplaySummary, StoreError> {
+    changelog: &ReplayProducer<'_>,
+) -> Result<ReplaySummary, ReplayError> {
     let mut reserved = Reserved {
         inflight,
         digests: Vec::new(),
@@ -112,7 +157,7 @@ pub async fn replay_with(
     let mut behind: Vec<(u64, u64)> = Vec::new();
     let mut holders: HashMap<u128, u64> = HashMap::new();
     for (seq, d) in &letters {
-        let Some((decoder, _)) = routes.get(d.route.as_str()) else {
+        let Some(ReplayRoute { decoder, .. }) = routes.get(d.route.as_str()) else {
             outcomes.insert(
                 *seq,
                 failing(
@@ -180,7 +225,7 @@ pub async fn replay_with(
     // Deliver route by route; collect delivered keys per (route, topic, partition).
     let mut delivered: BTreeMap<(String, String, i32), CommitBatch> = BTreeMap::new();
     for (route, cands) in &to_send {
-        let Some((_, sink)) = routes.get(route.as_str()) else {
+        let Some(ReplayRoute { sink, .. }) = routes.get(route.as_str()) else {
             continue;
         };
         let batch: Vec<&Outgoing> = cands.iter().map(|c| &c.out).collect();
@@ -245,6 +290,7 @@ pub async fn replay_with(
             }
         }
     }
+    record_in_changelogs(routes, changelog, &commit.delivered).await?;
     store.commit_replay(&commit)?;
     drop(reserved); // committed: the pipeline now sees these keys as duplicates
     for (seq, outcome) in &outcomes {
@@ -261,6 +307,41 @@ pub async fn replay_with(
         .filter_map(|(seq, _)| outcomes.remove(seq).map(|o| (*seq, o)))
         .collect();
     Ok(ReplaySummary { outcomes })
+}
+
+/// The delivered keys of routes with a changelog topic, produced there
+/// before the commit (the pipeline's order).
+async fn record_in_changelogs(
+    routes: &ReplayRoutes,
+    out: &ReplayProducer<'_>,
+    delivered: &[CommitBatch],
+) -> Result<(), ReplayError> {
+    for b in delivered {
+        let Some(topic) = routes
+            .get(b.route.as_str())
+            .and_then(|r| r.changelog_topic.as_deref())
+        else {
+            continue;
+        };
+        let failed = |source| ReplayError::Changelog {
+            topic: topic.to_string(),
+            source,
+        };
+        let kafka = out.kafka.ok_or_else(|| {
+            failed(KafkaError::Invalid(
+                "no Kafka configuration to reach it".into(),
+            ))
+        })?;
+        let producer = out
+            .producer
+            .get_or_try_init(|| Producer::connect(kafka))
+            .await
+            .map_err(failed)?;
+        crate::pipeline::produce_changelog(producer, topic, b)
+            .await
+            .map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// Keys this replay holds in the pipeline's in-flight set; released on drop

@@ -11,71 +11,19 @@ pub struct Decimal(String);
 impl Decimal {
     /// Accepts JSON-number grammar: `-?digits(.digits)?([eE][+-]?digits)?`.
     pub fn parse(text: &str) -> Option<Decimal> {
-        let b = text.as_bytes();
-        let mut i = 0;
-        if b.first() == Some(&b'-') {
-            i += 1;
-        }
-        let int_start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == int_start {
-            return None;
-        }
-        if i < b.len() && b[i] == b'.' {
-            i += 1;
-            let frac_start = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-            if i == frac_start {
-                return None;
-            }
-        }
-        if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
-            i += 1;
-            if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-                i += 1;
-            }
-            let exp_start = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-            if i == exp_start {
-                return None;
-            }
-        }
-        (i == b.len()).then(|| Decimal(text.to_string()))
+        is_decimal(text).then(|| Decimal(text.to_string()))
     }
 
     /// Integer and fractional digit counts once any exponent is applied,
     /// ignoring leading zeros of the integer part and trailing zeros of the fraction.
     pub fn digits(&self) -> (i64, i64) {
-        let text = self.0.trim_start_matches('-');
-        let (mantissa, exp) = match text.find(['e', 'E']) {
-            Some(i) => (
-                &text[..i],
-                text[i + 1..].parse::<i64>().unwrap_or(i64::MAX / 4),
-            ),
-            None => (text, 0),
-        };
-        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-        let int = int.trim_start_matches('0');
-        let frac = frac.trim_end_matches('0');
-        if int.is_empty() && frac.is_empty() {
-            return (0, 0);
-        }
-        let int_digits = int.len() as i64 + exp;
-        let frac_digits = frac.len() as i64 - exp;
-        (int_digits.max(0), frac_digits.max(0))
+        digits_of(&self.0)
     }
 
     /// Kill Bill keeps amounts in a fixed-precision column; a value far
     /// beyond any real usage is refused rather than truncated somewhere later.
     pub fn check_range(&self) -> Result<(), String> {
-        let (int, frac) = self.digits();
-        if int > MAX_INTEGER_DIGITS || frac > MAX_FRACTION_DIGITS {
+        if !in_range(&self.0) {
             return Err(format!(
                 "{} is out of range (at most {MAX_INTEGER_DIGITS} integer and {MAX_FRACTION_DIGITS} fractional digits)",
                 abbreviate(&self.0)
@@ -91,6 +39,83 @@ impl Decimal {
     pub fn is_negative(&self) -> bool {
         self.0.starts_with('-') && self.0.bytes().any(|c| matches!(c, b'1'..=b'9'))
     }
+}
+
+/// `Decimal::parse(text)` succeeds and `check_range` passes, without
+/// building the `Decimal` (for decoders that only validate).
+pub(super) fn is_valid_amount(text: &str) -> bool {
+    is_decimal(text) && in_range(text)
+}
+
+fn in_range(text: &str) -> bool {
+    let (int, frac) = digits_of(text);
+    int <= MAX_INTEGER_DIGITS && frac <= MAX_FRACTION_DIGITS
+}
+
+fn is_decimal(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    if b.first() == Some(&b'-') {
+        i += 1;
+    }
+    let int_start = i;
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    if i == int_start {
+        return false;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        let frac_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == frac_start {
+            return false;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        let exp_start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if i == exp_start {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// One pass over the bytes (this runs for every amount of every record).
+fn digits_of(text: &str) -> (i64, i64) {
+    let b = text.as_bytes();
+    let b = b.strip_prefix(b"-").unwrap_or(b);
+    let (mantissa, exp) = match b.iter().position(|c| matches!(c, b'e' | b'E')) {
+        Some(i) => (
+            &b[..i],
+            text.get(text.len() - (b.len() - i - 1)..)
+                .and_then(|e| e.parse::<i64>().ok())
+                .unwrap_or(i64::MAX / 4),
+        ),
+        None => (b, 0),
+    };
+    let (int, frac) = match mantissa.iter().position(|&c| c == b'.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, &[][..]),
+    };
+    let int_digits = int.len() - int.iter().take_while(|&&c| c == b'0').count();
+    let frac_digits = frac.len() - frac.iter().rev().take_while(|&&c| c == b'0').count();
+    if int_digits == 0 && frac_digits == 0 {
+        return (0, 0);
+    }
+    let int_digits = int_digits as i64 + exp;
+    let frac_digits = frac_digits as i64 - exp;
+    (int_digits.max(0), frac_digits.max(0))
 }
 
 pub const MAX_INTEGER_DIGITS: i64 = 38;
@@ -143,6 +168,10 @@ mod tests {
     fn range() {
         assert_eq!(Decimal::parse("00012.3400").unwrap().digits(), (2, 2));
         assert_eq!(Decimal::parse("1.5e3").unwrap().digits(), (4, 0));
+        assert_eq!(Decimal::parse("-1.50e-2").unwrap().digits(), (0, 3));
+        assert_eq!(Decimal::parse("-0.000").unwrap().digits(), (0, 0));
+        assert_eq!(Decimal::parse("100").unwrap().digits(), (3, 0));
+        assert_eq!(Decimal::parse("0.0100E+1").unwrap().digits(), (1, 1));
         assert_eq!(Decimal::parse("1e-7").unwrap().digits(), (0, 7));
         assert!(Decimal::parse("1e400").unwrap().check_range().is_err());
         assert!(Decimal::parse("1e-400").unwrap().check_range().is_err());

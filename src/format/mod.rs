@@ -12,6 +12,7 @@ mod killbill_usage;
 #[cfg(test)]
 mod proptests;
 mod record_date;
+mod scan;
 mod schema;
 
 use bytes::Bytes;
@@ -91,6 +92,8 @@ pub struct Decoder {
     dedupe: DedupeSource,
     max_record_bytes: usize,
     schema: Option<RecordSchema>,
+    /// The `json` format's dedupe pointer, split once for the fast path.
+    pointer: Option<json::Pointer>,
     /// Build `Decoded::usage` (only the Kill Bill sink reads it; the other
     /// sinks send the event's own bytes, so they skip building it).
     keep_usage: bool,
@@ -103,6 +106,7 @@ impl Decoder {
             dedupe: route.dedupe.clone(),
             max_record_bytes: route.max_record_bytes,
             schema: route.schema.clone(),
+            pointer: json::Pointer::compile(&route.dedupe),
             keep_usage: route.sink == SinkKind::Killbill,
         }
     }
@@ -110,6 +114,7 @@ impl Decoder {
     pub fn new(kind: FormatKind, dedupe: DedupeSource) -> Decoder {
         Decoder {
             kind,
+            pointer: json::Pointer::compile(&dedupe),
             dedupe,
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             schema: None,
@@ -191,7 +196,7 @@ impl Decoder {
                 })
             }
             FormatKind::Json => {
-                let dedupe_key = json::parse(&event, &self.dedupe, key)?;
+                let dedupe_key = json::parse(&event, &self.dedupe, self.pointer.as_ref(), key)?;
                 Ok(Decoded {
                     dedupe_key,
                     event,
@@ -223,6 +228,13 @@ pub fn killbill_fast_path(bytes: &[u8]) -> Option<UsageEvent> {
 #[doc(hidden)]
 pub fn killbill_checked_path(bytes: &[u8]) -> Result<UsageEvent, DecodeError> {
     killbill_usage::parse_checked(bytes)
+}
+
+/// Length of the longest prefix of `bytes` that a JSON string can hold
+/// without escapes (no `"`, `\\` or control character): for writers that
+/// copy plain text straight into JSON output.
+pub fn json_plain_prefix(bytes: &[u8]) -> usize {
+    scan::skip_plain(bytes, 0)
 }
 
 /// Slice off JSON-insignificant whitespace (a trailing newline from a

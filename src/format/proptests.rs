@@ -1,12 +1,13 @@
 //! Property tests for the decoders: no input makes them panic, and the fast
-//! Kill Bill path never gives an answer the checked path would not.
+//! paths (Kill Bill, json) never give an answer the serde_json-based paths
+//! would not.
 
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::killbill_fast;
 use super::killbill_usage::parse_checked;
 use super::{Decoder, DedupeSource, FormatKind};
+use super::{json, killbill_fast};
 
 /// JSON fragments for each field: mostly valid values (so the fast path is
 /// exercised, not only its refusals), then wrong types and edge cases.
@@ -189,4 +190,130 @@ fn generator_reaches_the_fast_path() {
         "fast path took only {fast} of 2000 generated events"
     );
     eprintln!("fast path took {fast} of 2000 generated events");
+}
+
+/// Any JSON text, mostly valid: nested objects and arrays of strings with
+/// and without escapes, numbers of every shape, literals; an `id` member
+/// is likely at the top level and under `m`.
+fn json_doc() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        4 => "[a-z0-9]{0,8}".prop_map(|s| format!("\"{s}\"")),
+        1 => Just(r#""a\"b\\c\u00e9\ud83d\ude00""#.to_string()),
+        1 => Just(r#""\ud800""#.to_string()),
+        3 => "-?(0|[1-9][0-9]{0,20})(\\.[0-9]{1,4})?",
+        1 => "-?[0-9]{1,3}[eE][+-]?[0-9]{1,3}",
+        1 => Just("true".to_string()),
+        1 => Just("null".to_string()),
+    ];
+    let value = leaf.prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(","))),
+            prop::collection::vec(
+                (prop_oneof![Just("id".to_string()), "[a-z]{1,3}"], inner),
+                0..4
+            )
+            .prop_map(|m| {
+                let members: Vec<String> =
+                    m.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                format!("{{{}}}", members.join(","))
+            }),
+        ]
+    });
+    let id = prop_oneof![
+        6 => "[a-z0-9]{0,8}".prop_map(|s| format!("\"{s}\"")),
+        3 => "-?(0|[1-9][0-9]{0,20})(\\.[0-9]{1,2})?",
+        1 => value.clone(),
+    ];
+    let members = prop::collection::vec(
+        (
+            prop_oneof![Just("id".to_string()), Just("m".to_string()), "[a-z]{1,3}"],
+            value,
+        ),
+        0..4,
+    );
+    (members, id, any::<prop::sample::Index>()).prop_map(|(m, id, at)| {
+        let mut members: Vec<String> = m.into_iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        members.insert(at.index(members.len() + 1), format!("\"id\":{id}"));
+        format!("{{{}}}", members.join(","))
+    })
+}
+
+/// The json format's fast paths against serde_json alone.
+fn json_agrees(input: &[u8]) -> Result<(), TestCaseError> {
+    let Ok(text) = std::str::from_utf8(input) else {
+        return Ok(());
+    };
+    if json::is_fast_object(text) {
+        prop_assert!(
+            serde_json::from_str::<serde_json::Value>(text).is_ok(),
+            "cursor accepted what serde_json refuses: {}",
+            text
+        );
+    }
+    for pointer in ["/id", "/m/id"] {
+        let dedupe = DedupeSource::Pointer(pointer.into());
+        let compiled = json::Pointer::compile(&dedupe);
+        let fast = json::parse(input, &dedupe, compiled.as_ref(), None);
+        let slow = json::parse(input, &dedupe, None, None);
+        prop_assert_eq!(fast, slow, "{} at {}", text, pointer);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn json_fast_paths_never_disagree_on_generated_documents(doc in json_doc()) {
+        json_agrees(doc.as_bytes())?;
+    }
+
+    #[test]
+    fn json_fast_paths_never_disagree_on_mutated_documents(
+        doc in json_doc(),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 1..4),
+    ) {
+        let mut bytes = doc.into_bytes();
+        for (at, byte, op) in edits {
+            if bytes.is_empty() {
+                break;
+            }
+            let i = at.index(bytes.len());
+            match op {
+                0 => bytes[i] = byte,
+                1 => bytes.insert(i, byte),
+                _ => {
+                    bytes.remove(i);
+                }
+            }
+        }
+        json_agrees(&bytes)?;
+    }
+}
+
+/// Guard against a generator that drifts into documents the fast pointer
+/// path never takes (the agreement property would then test nothing).
+#[test]
+fn json_generator_reaches_the_fast_path() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = json_doc();
+    let dedupe = DedupeSource::Pointer("/id".into());
+    let Some(pointer) = json::Pointer::compile(&dedupe) else {
+        panic!("pointer does not compile");
+    };
+    let mut fast = 0;
+    for _ in 0..2000 {
+        let Ok(tree) = strategy.new_tree(&mut runner) else {
+            continue;
+        };
+        if json::fast_pointer_key(&tree.current(), &pointer.tokens).is_some() {
+            fast += 1;
+        }
+    }
+    assert!(
+        fast >= 100,
+        "fast path took only {fast} of 2000 generated documents"
+    );
 }

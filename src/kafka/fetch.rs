@@ -231,6 +231,9 @@ pub fn assemble(
         }
     }
 
+    // Sized once: most batches are delivered whole.
+    out.records
+        .reserve(batches.iter().map(|b| b.capacity_hint()).sum());
     let mut filter = AbortedFilter::new(data.aborted);
     for (i, batch) in batches.iter().enumerate() {
         let h = &batch.header;
@@ -256,10 +259,11 @@ pub fn assemble(
             }
         };
         match verdict {
-            Verdict::Deliver => match batch.records(offset) {
-                Ok(r) => out.records.extend(r),
-                Err(e) => return fail(out, seen, e, offset),
-            },
+            Verdict::Deliver => {
+                if let Err(e) = batch.records_into(offset, &mut out.records) {
+                    return fail(out, seen, e, offset);
+                }
+            }
             Verdict::SkipControl => out.control_records_skipped += count_from(h, offset),
             Verdict::SkipAborted => out.aborted_records_skipped += count_from(h, offset),
         }

@@ -272,6 +272,39 @@ fn parse_batch(batch: Bytes) -> Result<RawBatch, DecodeError> {
 impl RawBatch {
     /// Decodes the records whose offset is >= `min_offset`, in order.
     pub fn records(&self, min_offset: i64) -> Result<Vec<ConsumedRecord>, DecodeError> {
+        let mut out = Vec::new();
+        self.records_into(min_offset, &mut out)?;
+        Ok(out)
+    }
+
+    /// Records this batch can hold, bounded by its body's size (the count
+    /// in the header comes from the network): for presizing a vector.
+    pub fn capacity_hint(&self) -> usize {
+        usize::try_from(self.header.record_count)
+            .unwrap_or(0)
+            .min(self.body.len() / MIN_RECORD_LEN + 1)
+    }
+
+    /// `records`, appended to `out` (no intermediate vector per batch). On
+    /// an error nothing of this batch is left in `out`.
+    pub fn records_into(
+        &self,
+        min_offset: i64,
+        out: &mut Vec<ConsumedRecord>,
+    ) -> Result<(), DecodeError> {
+        let before = out.len();
+        let result = self.decode_into(min_offset, out);
+        if result.is_err() {
+            out.truncate(before);
+        }
+        result
+    }
+
+    fn decode_into(
+        &self,
+        min_offset: i64,
+        out: &mut Vec<ConsumedRecord>,
+    ) -> Result<(), DecodeError> {
         let h = &self.header;
         let codec = h.codec().map_err(|r| DecodeError::at(h.base_offset, r))?;
         let data = match codec {
@@ -281,7 +314,7 @@ impl RawBatch {
                     .map_err(|r| DecodeError::at(h.base_offset, r))?,
             ),
         };
-        decode_records(h, data, min_offset)
+        decode_records(h, data, min_offset, out)
     }
 
     /// The control record's type. Only meaningful for control batches.
@@ -314,10 +347,11 @@ fn decode_records(
     h: &BatchHeader,
     data: Bytes,
     min_offset: i64,
-) -> Result<Vec<ConsumedRecord>, DecodeError> {
+    out: &mut Vec<ConsumedRecord>,
+) -> Result<(), DecodeError> {
     let base = h.base_offset;
     let count = h.record_count as usize;
-    let mut out = Vec::with_capacity(count.min(data.len() / MIN_RECORD_LEN + 1));
+    out.reserve(count.min(data.len() / MIN_RECORD_LEN + 1));
     let mut r = Reader::new(data);
     for i in 0..count {
         let e = |w: WireError| DecodeError::at(base, format!("record {i}: {}", w.0));
@@ -378,7 +412,7 @@ fn decode_records(
             ),
         ));
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

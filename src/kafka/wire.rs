@@ -131,13 +131,25 @@ impl Reader {
     }
 
     fn uvarint(&mut self, max_len: usize, what: &str) -> WireResult<u64> {
+        // One byte (values below 128) is the common case: lengths of small
+        // fields, deltas, header counts.
+        if let Some(&b) = self.buf.get(self.pos)
+            && b & 0x80 == 0
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
+        let rest = self.buf.get(self.pos..).unwrap_or_default();
         let mut value: u64 = 0;
-        for i in 0..max_len {
-            let b = self.take(1, what)?[0];
+        for (i, &b) in rest.iter().take(max_len).enumerate() {
             value |= u64::from(b & 0x7f) << (7 * i);
             if b & 0x80 == 0 {
+                self.pos += i + 1;
                 return Ok(value);
             }
+        }
+        if rest.len() < max_len {
+            return Err(short(what));
         }
         Err(WireError(format!(
             "{what}: varint longer than {max_len} bytes"

@@ -137,6 +137,32 @@ pub fn classify_kafka(e: &KafkaError) -> FailureClass {
     }
 }
 
+/// A group coordinator answer: "this generation is over" (rebalance,
+/// expelled, stale generation) only means join again; every other error is
+/// classified like any Kafka error (e.g. INVALID_SESSION_TIMEOUT, a group
+/// authorization failure or another client's protocol in the group: halt).
+pub fn classify_group(e: &KafkaError) -> FailureClass {
+    if e.code().is_some_and(crate::kafka::group::needs_rejoin) {
+        FailureClass::Transient
+    } else {
+        classify_kafka(e)
+    }
+}
+
+/// Whether a halting Kafka failure stops the whole daemon rather than one
+/// partition: a refused TLS handshake or SASL login is the client's identity
+/// or trust being wrong, so every connection will fail the same way, and an
+/// operator has to change config or certificates. Other halts (a corrupt
+/// batch, a protocol error on one partition) stop that partition only, so
+/// the rest keep billing.
+pub fn kafka_failure_stops_daemon(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Tls { .. } | KafkaError::Sasl { .. } => true,
+        KafkaError::NoBrokerReachable { last, .. } => kafka_failure_stops_daemon(last),
+        _ => false,
+    }
+}
+
 /// A store write that failed: halt, and more than a sink halt — the daemon
 /// stops (exit non-zero) instead of retrying. sled refuses every write after
 /// a failed flush, so a retry cannot succeed in this process, and stopping
@@ -246,6 +272,28 @@ mod tests {
     }
 
     #[test]
+    fn group_codes_rejoin_and_misconfiguration_halts() {
+        let broker = |code| KafkaError::Broker {
+            at: crate::kafka::Location::broker("b:1"),
+            api: "JoinGroup",
+            code,
+        };
+        for rejoin in [22, 25, 27, 79] {
+            assert_eq!(classify_group(&broker(rejoin)), FailureClass::Transient);
+        }
+        for coordinator_moved in [14, 15, 16] {
+            assert_eq!(
+                classify_group(&broker(coordinator_moved)),
+                FailureClass::Transient
+            );
+        }
+        // INCONSISTENT_GROUP_PROTOCOL, INVALID_SESSION_TIMEOUT, GROUP_AUTHORIZATION_FAILED
+        for halt in [23, 26, 30] {
+            assert_eq!(classify_group(&broker(halt)), FailureClass::Halt);
+        }
+    }
+
+    #[test]
     fn disk_full_halts_and_interruptions_retry() {
         assert_eq!(
             classify_sink(&io(std::io::ErrorKind::Other, Some(28))),
@@ -259,5 +307,35 @@ mod tests {
             classify_sink(&io(std::io::ErrorKind::Interrupted, Some(4))),
             FailureClass::Transient
         );
+    }
+
+    #[test]
+    fn tls_and_sasl_refusals_stop_the_daemon_other_kafka_halts_one_partition() {
+        use crate::kafka::Location;
+        let at = || Location::broker("b:9093");
+        let tls = KafkaError::Tls {
+            at: at(),
+            reason: "certificate expired".into(),
+        };
+        assert_eq!(classify_kafka(&tls), FailureClass::Halt);
+        assert!(kafka_failure_stops_daemon(&tls));
+        let behind = KafkaError::NoBrokerReachable {
+            tried: "b:9093".into(),
+            last: Box::new(tls),
+        };
+        assert!(kafka_failure_stops_daemon(&behind));
+        let sasl = KafkaError::Sasl {
+            at: Box::new(at()),
+            mechanism: "SCRAM-SHA-512",
+            user: "u".into(),
+            reason: "unknown-user".into(),
+        };
+        assert!(kafka_failure_stops_daemon(&sasl));
+        let corrupt = KafkaError::Corrupt {
+            at: Location::partition(Some("b:9093"), "t", 3),
+            reason: "CRC mismatch".into(),
+        };
+        assert_eq!(classify_kafka(&corrupt), FailureClass::Halt);
+        assert!(!kafka_failure_stops_daemon(&corrupt));
     }
 }

@@ -6,6 +6,7 @@
 //! duplicate on the topic), never loses it.
 
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::backoff::Backoff;
@@ -30,8 +31,15 @@ pub(crate) struct DeadLetterProducer {
 
 impl DeadLetterProducer {
     /// Produce `letters` to `topic`, retrying transient failures with backoff
-    /// until they are acknowledged. False only when shutdown interrupts.
-    pub async fn publish(&self, shared: &Shared, topic: &str, letters: &[DeadLetter]) -> bool {
+    /// until they are acknowledged. False only when `stop` (shutdown, or the
+    /// partition revoked) interrupts.
+    pub async fn publish(
+        &self,
+        shared: &Shared,
+        stop: &CancellationToken,
+        topic: &str,
+        letters: &[DeadLetter],
+    ) -> bool {
         if letters.is_empty() {
             return true;
         }
@@ -46,7 +54,7 @@ impl DeadLetterProducer {
                         "cannot produce dead letters (the offset waits for them): {e}"
                     );
                     tokio::select! {
-                        _ = shared.cancel.cancelled() => return false,
+                        _ = stop.cancelled() => return false,
                         _ = tokio::time::sleep(delay) => {}
                     }
                 }

@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::backoff::Backoff;
+use super::classify::{FailureClass, classify_kafka, kafka_failure_stops_daemon};
+use super::live::{PartitionLive, PartitionState};
 use crate::admin::metrics::PartitionMetrics;
 use crate::config::{OutOfRangePolicy, StartPosition};
 use crate::kafka::{ConsumedRecord, ErrorKind, KafkaError, OffsetSpec, PartitionConsumer};
@@ -37,6 +39,8 @@ pub(super) struct Fetcher {
     pub partition: i32,
     pub on_out_of_range: OutOfRangePolicy,
     pub metrics: PartitionMetrics,
+    /// The partition's state, for a fetch that halts.
+    pub live: Arc<PartitionLive>,
     /// This partition's stop signal (shutdown, or the partition revoked).
     pub stop: CancellationToken,
 }
@@ -52,6 +56,8 @@ impl Fetcher {
             self.shared.pipeline.retry_initial,
             self.shared.pipeline.retry_max,
         );
+        // Set while this fetcher holds the partition halted (not the sink).
+        let mut halted = false;
         loop {
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
@@ -61,6 +67,10 @@ impl Fetcher {
             match result {
                 Ok(f) => {
                     backoff.reset();
+                    if std::mem::take(&mut halted) {
+                        self.live.set_state(PartitionState::Running);
+                        tracing::info!(topic = %self.topic, partition = self.partition, offset, "fetching again");
+                    }
                     self.metrics.set_high_watermark(f.high_watermark);
                     if f.next_offset <= offset && f.records.is_empty() {
                         // Nothing resolvable yet. An open transaction answers at
@@ -89,6 +99,26 @@ impl Fetcher {
                     match self.on_out_of_range(offset, &e).await {
                         Some(new_offset) => offset = new_offset,
                         None => return,
+                    }
+                }
+                Err(e) if classify_kafka(&e) == FailureClass::Halt => {
+                    if kafka_failure_stops_daemon(&e) {
+                        let doing = format!("cannot fetch {}/{}", self.topic, self.partition);
+                        self.shared.kafka_failed(&doing, e);
+                        return;
+                    }
+                    // Broken data or protocol on this partition: never skip
+                    // past it; retry slowly and show the partition halted.
+                    let delay = self.shared.pipeline.retry_max;
+                    halted = true;
+                    self.live.set_state(PartitionState::Halted);
+                    tracing::error!(
+                        topic = %self.topic, partition = self.partition, offset, retry_in = ?delay,
+                        "partition halted, nothing is skipped: fetch failed: {e}"
+                    );
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
                     }
                 }
                 Err(e) => {
@@ -215,6 +245,10 @@ pub(super) async fn resolve_position(
         };
         match result {
             Ok(o) => return Some(o),
+            Err(e) if kafka_failure_stops_daemon(&e) => {
+                shared.kafka_failed(&format!("cannot resolve {topic}/{partition} {spec:?}"), e);
+                return None;
+            }
             Err(e) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(topic, partition, retry_in = ?delay, "cannot resolve {spec:?} offset: {e}");

@@ -5,7 +5,7 @@
 //! failed (then it is tried).
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -43,6 +43,16 @@ impl InFlight {
         }
     }
 
+    /// Hold the set for a whole round of reservations: one lock instead of
+    /// one per record.
+    pub fn reserve_many(&self) -> Reservations<'_> {
+        Reservations(
+            self.keys
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
     pub fn release(&self, digests: impl IntoIterator<Item = u128>) {
         let mut keys = match self.keys.lock() {
             Ok(k) => k,
@@ -51,5 +61,15 @@ impl InFlight {
         for d in digests {
             keys.remove(&d);
         }
+    }
+}
+
+/// The in-flight set, locked (see `InFlight::reserve_many`).
+pub struct Reservations<'a>(MutexGuard<'a, HashSet<u128, DigestHasher>>);
+
+impl Reservations<'_> {
+    /// Reserve `digest`; false when another delivery holds it.
+    pub fn try_reserve(&mut self, digest: u128) -> bool {
+        self.0.insert(digest)
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::RouteCtx;
 use crate::admin::metrics::{Metrics, PartitionMetrics};
+use crate::admin::views::GroupView;
 use crate::store::Store;
 
 /// What a partition worker is doing.
@@ -23,6 +24,8 @@ pub enum PartitionState {
     Halted,
     /// The worker ended (error or shutdown).
     Stopped,
+    /// Reading the partition's tracking IDs from the changelog before fetching.
+    Restoring,
 }
 
 impl PartitionState {
@@ -31,6 +34,7 @@ impl PartitionState {
             0 => PartitionState::Running,
             1 => PartitionState::Retrying,
             2 => PartitionState::Halted,
+            4 => PartitionState::Restoring,
             _ => PartitionState::Stopped,
         }
     }
@@ -82,6 +86,8 @@ pub struct Live {
     /// Dedupe keys being delivered right now (workers and admin replays).
     pub(crate) inflight: Arc<super::InFlight>,
     partitions: Mutex<BTreeMap<(String, i32), Arc<PartitionLive>>>,
+    /// Group mode: the membership as last seen by the membership task.
+    group: Mutex<Option<GroupView>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -103,6 +109,7 @@ impl Live {
             routes,
             inflight: Arc::default(),
             partitions: Mutex::new(BTreeMap::new()),
+            group: Mutex::new(None),
         }
     }
 
@@ -110,7 +117,14 @@ impl Live {
     pub(crate) fn replay_routes(&self) -> crate::dlq::ReplayRoutes {
         self.routes
             .iter()
-            .map(|r| (r.name.to_string(), (r.decoder.clone(), Arc::clone(&r.sink))))
+            .map(|r| {
+                let route = crate::dlq::ReplayRoute {
+                    decoder: r.decoder.clone(),
+                    sink: Arc::clone(&r.sink),
+                    changelog_topic: r.route.changelog_topic.clone(),
+                };
+                (r.name.to_string(), route)
+            })
             .collect()
     }
 
@@ -141,6 +155,29 @@ impl Live {
         map.insert((topic.to_string(), partition), Arc::clone(&live));
         self.metrics.partitions_assigned.set(map.len() as i64);
         live
+    }
+
+    /// A revoked partition: gone from `/v1/partitions` and the metrics
+    /// (its new owner reports it).
+    pub(crate) fn unregister(&self, topic: &str, partition: i32) {
+        let mut map = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.remove(&(topic.to_string(), partition)) {
+            self.metrics.remove_partition(&p.route, topic, partition);
+        }
+        self.metrics.partitions_assigned.set(map.len() as i64);
+    }
+
+    pub(crate) fn set_group(&self, view: GroupView) {
+        let g = &self.metrics.group;
+        g.generation.set(i64::from(view.generation));
+        g.members.set(view.members.map_or(0, i64::from));
+        g.leader.set(i64::from(view.leader));
+        *self.group.lock().unwrap_or_else(|e| e.into_inner()) = Some(view);
+    }
+
+    /// Group mode only.
+    pub fn group(&self) -> Option<GroupView> {
+        self.group.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn readiness(&self) -> Readiness {

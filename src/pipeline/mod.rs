@@ -7,10 +7,13 @@
 //! acknowledged, and the store is flushed.
 
 mod backoff;
+mod changelog;
 pub mod classify;
 mod committer;
 mod dlq_topic;
+mod fence;
 mod fetcher;
+mod group_assign;
 mod housekeeping;
 mod inflight;
 pub mod live;
@@ -25,7 +28,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
+/// For `dlq replay`: record replayed IDs in the route's changelog.
+pub(crate) use changelog::writer::produce as produce_changelog;
 use committer::Committer;
+use fence::Fence;
 /// Public only for benches/ (the pipeline is its sole user).
 #[doc(hidden)]
 pub use inflight::InFlight;
@@ -39,7 +45,7 @@ use crate::admin::{AdminError, AdminServer};
 use crate::config::{KafkaSettings, PipelineSettings, Route, Settings};
 use crate::format::Decoder;
 use crate::kafka::{
-    ClusterClient, KafkaConfig, KafkaError, SecurityError, error_name, load_security,
+    ClusterClient, KafkaConfig, KafkaError, Producer, SecurityError, error_name, load_security,
 };
 
 /// Kafka's error code for a topic the broker does not know.
@@ -94,8 +100,14 @@ pub(crate) struct Shared {
     failed_partitions: AtomicU64,
     /// For routes with a `dead_letter_topic`.
     pub dead_letter_producer: dlq_topic::DeadLetterProducer,
+    /// For routes with a `changelog_topic`; connected on first use.
+    producer: tokio::sync::OnceCell<Producer>,
+    /// `store.retention`: a restore skips IDs older than this.
+    pub retention: Option<Duration>,
     /// Set by the first failed store commit; the daemon then stops with it.
     store_failure: std::sync::Mutex<Option<String>>,
+    /// Set by the first Kafka failure that stops the daemon (TLS, SASL).
+    kafka_failure: std::sync::Mutex<Option<KafkaError>>,
 }
 
 impl Shared {
@@ -112,8 +124,27 @@ impl Shared {
         self.cancel.cancel();
     }
 
+    /// Kafka refused us for a reason no retry fixes (see
+    /// `classify::kafka_failure_stops_daemon`): stop everything and exit
+    /// with it, one error line instead of a reconnect loop per partition.
+    pub fn kafka_failed(&self, doing: &str, error: KafkaError) {
+        let mut slot = self.kafka_failure.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            tracing::error!("{doing}, not retrying: {error}");
+            *slot = Some(error);
+        }
+        self.cancel.cancel();
+    }
+
     pub fn failed_partition(&self) {
         self.failed_partitions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The changelog producer, connected on first use.
+    pub async fn producer(&self) -> Result<&Producer, KafkaError> {
+        self.producer
+            .get_or_try_init(|| async { Producer::connect(self.client.config()).await })
+            .await
     }
 }
 
@@ -160,7 +191,11 @@ pub async fn run(
     let store = Arc::new(store);
     tracing::info!(path = %settings.store.path.display(), ids = store.id_count(), "store open");
     let sinks = Sinks::build(&settings)?;
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    if settings.assignment.group().is_some() {
+        metrics.register_group();
+    }
+    let metrics = Arc::new(metrics);
 
     let mut routes = BTreeMap::new();
     for route in &settings.routes {
@@ -208,7 +243,10 @@ pub async fn run(
         live: Arc::clone(&live),
         failed_partitions: AtomicU64::new(0),
         store_failure: std::sync::Mutex::new(None),
+        kafka_failure: std::sync::Mutex::new(None),
         dead_letter_producer: dlq_topic::DeadLetterProducer::default(),
+        producer: tokio::sync::OnceCell::new(),
+        retention: settings.store.retention,
     });
     let housekeeping = tokio::spawn(housekeeping::run(
         Arc::clone(&live),
@@ -217,7 +255,11 @@ pub async fn run(
     ));
 
     let mut workers = JoinSet::new();
-    let fatal = assign_loop(&settings, &shared, &routes, &mut workers).await;
+    match settings.assignment.group() {
+        // Drains, mirrors offsets and leaves the group itself before returning.
+        Some(group) => group_assign::run(&settings, group, &shared, &routes, &mut workers).await,
+        None => assign_loop(&settings, &shared, &routes, &mut workers).await,
+    }
 
     // Drain: workers finish the batch in hand, then stop.
     let drain = tokio::time::timeout(settings.pipeline.drain_timeout, async {
@@ -235,6 +277,11 @@ pub async fn run(
     let failed_partitions = shared.failed_partitions.load(Ordering::Relaxed);
     let store_failure = shared
         .store_failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let fatal = shared
+        .kafka_failure
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take();
@@ -271,15 +318,15 @@ pub async fn run(
 }
 
 /// Keep one worker per owned partition, refreshing metadata periodically so
-/// new partitions are picked up. Returns when `cancel` fires, or with the
-/// error when the brokers cannot be reached for a reason retrying will not
-/// fix (TLS, SASL): then it has cancelled the run itself.
+/// new partitions are picked up. Returns when `cancel` fires — also when the
+/// brokers cannot be reached for a reason retrying will not fix (TLS, SASL):
+/// then it has recorded the error in `shared` and cancelled the run itself.
 async fn assign_loop(
     settings: &Settings,
     shared: &Arc<Shared>,
     routes: &BTreeMap<String, Arc<RouteCtx>>,
     workers: &mut JoinSet<(String, i32)>,
-) -> Option<KafkaError> {
+) {
     let topics = settings.all_topics();
     let mut running: BTreeSet<(String, i32)> = BTreeSet::new();
     let mut backoff = Backoff::new(
@@ -300,7 +347,7 @@ async fn assign_loop(
                         Some(tm) if tm.error.is_none() => {
                             for &partition in tm.partitions.keys() {
                                 let key = (topic.clone(), partition);
-                                if !settings.assignment.owns(topic, partition)
+                                if settings.assignment.owns(topic, partition) != Some(true)
                                     || running.contains(&key)
                                 {
                                     continue;
@@ -314,6 +361,8 @@ async fn assign_loop(
                                     topic: Arc::from(topic.as_str()),
                                     partition,
                                     stop: shared.cancel.child_token(),
+                                    fence: Fence::open(),
+                                    group_committed: None,
                                 };
                                 workers.spawn(async move {
                                     worker.run().await;
@@ -321,28 +370,15 @@ async fn assign_loop(
                                 });
                             }
                         }
-                        Some(tm) if tm.error == Some(UNKNOWN_TOPIC_OR_PARTITION) => tracing::warn!(
-                            topic,
-                            "topic not found on the broker; retrying at the next metadata refresh"
-                        ),
-                        Some(tm) => tracing::warn!(
-                            topic,
-                            "topic metadata error {}; retrying at the next metadata refresh",
-                            tm.error.map_or("?", error_name)
-                        ),
-                        None => tracing::warn!(
-                            topic,
-                            "topic not found on the broker; retrying at the next metadata refresh"
-                        ),
+                        tm => warn_topic_unusable(topic, tm),
                     }
                 }
                 settings.kafka.metadata_refresh
             }
             Err(e) if classify::classify_kafka(&e) == classify::FailureClass::Halt => {
                 shared.live.set_broker_connected(false);
-                tracing::error!("cannot fetch metadata, not retrying: {e}");
-                shared.cancel.cancel();
-                return Some(e);
+                shared.kafka_failed("cannot fetch metadata", e);
+                return;
             }
             Err(e) => {
                 shared.live.set_broker_connected(false);
@@ -365,9 +401,24 @@ async fn assign_loop(
             unique.values().for_each(|ctx| log_stats(ctx));
         }
         tokio::select! {
-            _ = shared.cancel.cancelled() => return None,
+            _ = shared.cancel.cancelled() => return,
             _ = tokio::time::sleep(next_refresh.min(Duration::from_secs(30))) => {}
         }
+    }
+}
+
+/// Why a routed topic cannot be consumed yet (retried at the next refresh).
+fn warn_topic_unusable(topic: &str, tm: Option<&crate::kafka::TopicMetadata>) {
+    match tm.and_then(|t| t.error) {
+        Some(code) if code != UNKNOWN_TOPIC_OR_PARTITION => tracing::warn!(
+            topic,
+            "topic metadata error {}; retrying at the next metadata refresh",
+            error_name(code)
+        ),
+        _ => tracing::warn!(
+            topic,
+            "topic not found on the broker; retrying at the next metadata refresh"
+        ),
     }
 }
 

@@ -8,7 +8,6 @@
 //! partition) go to the next round, where the index tells whether they are
 //! now duplicates.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -18,9 +17,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
+use super::changelog::{restore::Restore, writer};
 use super::classify::{FailureClass, classify_decode, classify_sink, classify_store};
+use super::fence::Fence;
 use super::fetcher::{Fetched, Fetcher, resolve_position};
-use super::inflight::DigestHasher;
 use super::live::{PartitionLive, PartitionState};
 use super::{RouteCtx, Shared};
 use crate::kafka::ConsumedRecord;
@@ -36,25 +36,60 @@ pub(super) struct PartitionWorker {
     /// Stops this partition only: a child of the shutdown token, so that
     /// one partition can be stopped (revoked) while the others run on.
     pub stop: CancellationToken,
+    /// No sink call starts once this closes (group mode: the session may
+    /// be over and another member may own the partition).
+    pub fence: Fence,
+    /// Group mode: the group's committed offset when this member took the
+    /// partition over (None: the group has none, or static mode).
+    pub group_committed: Option<i64>,
 }
 
-/// A decoded record waiting to be resolved.
+/// A decoded record waiting to be resolved. Pendings stay where they are
+/// for the whole chunk; rounds pass indices around, not the records.
 struct Pending {
     out: Outgoing,
     digest: Option<u128>,
-    record: ConsumedRecord,
+    /// Index of the fetched record in the chunk (for a dead letter).
+    record: usize,
+}
+
+/// What one round sends, and what it holds back for the next.
+struct Round {
+    /// Indices into the chunk's pendings, in offset order.
+    send: Vec<usize>,
+    held: Vec<usize>,
+    /// The digests this round holds in the in-flight set.
+    reserved: Vec<u128>,
 }
 
 enum Delivery {
     Done,
-    /// Shutdown while the sink was failing: nothing of this round is committed;
-    /// the records are fetched and sent again on the next start.
+    /// Stopped (shutdown or revoked) while the sink was failing, or fenced:
+    /// nothing of this round is committed; the records are fetched and sent
+    /// again by the partition's next owner.
     Abandoned,
 }
 
 impl PartitionWorker {
     pub async fn run(self) {
         let shared = Arc::clone(&self.shared);
+        // The partition's dedupe state first: nothing is fetched before the
+        // IDs its earlier owner (or this host's lost store) delivered are here.
+        if let Some(changelog_topic) = self.route.route.changelog_topic.as_deref() {
+            let restore = Restore {
+                shared: &shared,
+                live: &self.live,
+                route: &self.route,
+                changelog_topic,
+                topic: &self.topic,
+                partition: self.partition,
+                stop: &self.stop,
+            };
+            if !restore.run().await {
+                self.live.set_state(PartitionState::Stopped);
+                return;
+            }
+        }
         let mut consumer = shared
             .client
             .partition_consumer(&self.topic, self.partition);
@@ -71,6 +106,7 @@ impl PartitionWorker {
             partition: self.partition,
             on_out_of_range: self.route.route.on_out_of_range,
             metrics: self.live.metrics.clone(),
+            live: Arc::clone(&self.live),
             stop: self.stop.clone(),
         };
         let fetch_task = tokio::spawn(fetcher.run(start, tx));
@@ -88,15 +124,16 @@ impl PartitionWorker {
         self.live.set_state(PartitionState::Stopped);
     }
 
-    /// The committed offset, or the route's start position — persisted at
-    /// once, so that a crash before the first delivery cannot move `latest`.
+    /// The committed offset — or in group mode the group's, when another
+    /// member got further — else the route's start position. A start that
+    /// is not the stored offset is persisted at once, so that a crash before
+    /// the first delivery cannot move it (`latest`, or back to the store's).
     async fn start_offset(&self, consumer: &mut crate::kafka::PartitionConsumer) -> Option<i64> {
         let store = Arc::clone(&self.shared.store);
         let (topic, partition) = (self.topic.to_string(), self.partition);
         let stored = tokio::task::spawn_blocking(move || store.offset(&topic, partition)).await;
-        match stored {
-            Ok(Ok(Some(entry))) => return Some(entry.next_offset),
-            Ok(Ok(None)) => {}
+        let local = match stored {
+            Ok(Ok(entry)) => entry.map(|e| e.next_offset),
             Ok(Err(e)) => {
                 tracing::error!(topic = %self.topic, partition = self.partition, "cannot read committed offset: {e}");
                 self.shared.failed_partition();
@@ -106,16 +143,38 @@ impl PartitionWorker {
                 tracing::error!("offset lookup task failed: {e}");
                 return None;
             }
-        }
-        let offset = resolve_position(
-            &self.shared,
-            &self.stop,
-            consumer,
-            self.route.route.start,
-            &self.topic,
-            self.partition,
-        )
-        .await?;
+        };
+        let (topic, partition) = (&self.topic, self.partition);
+        let offset = match (local, self.group_committed) {
+            (Some(local), Some(group)) if group > local => {
+                tracing::info!(%topic, partition, local, group, source = "group",
+                    "the group's committed offset is newer than this store's: another member delivered up to it");
+                group
+            }
+            (Some(local), group) => {
+                if let Some(group) = group {
+                    tracing::info!(%topic, partition, local, group, source = "store",
+                        "this store's offset is at or past the group's committed offset");
+                }
+                return Some(local);
+            }
+            (None, Some(group)) => {
+                tracing::info!(%topic, partition, group, source = "group",
+                    "no offset in this store: starting from the group's committed offset");
+                group
+            }
+            (None, None) => {
+                resolve_position(
+                    &self.shared,
+                    &self.stop,
+                    consumer,
+                    self.route.route.start,
+                    &self.topic,
+                    self.partition,
+                )
+                .await?
+            }
+        };
         let batch = self.commit_batch(offset, offset, Vec::new(), Vec::new());
         self.commit_or_stop(batch).await.then_some(offset)
     }
@@ -162,7 +221,7 @@ impl PartitionWorker {
         let now = Utc::now();
         let mut dead = Vec::new();
         let mut pending = Vec::with_capacity(records.len());
-        for record in records {
+        for (index, record) in records.iter().enumerate() {
             match self
                 .route
                 .decoder
@@ -187,7 +246,7 @@ impl PartitionWorker {
                     pending.push(Pending {
                         out,
                         digest,
-                        record,
+                        record: index,
                     });
                 }
                 Err(e) => {
@@ -197,49 +256,41 @@ impl PartitionWorker {
                         offset = record.offset, class = classify_decode(&e).as_str(),
                         "undecodable record skipped (kept in dead letters): {e}"
                     );
-                    dead.push(self.dead_letter(&record, e.to_string(), "decode", 1));
+                    dead.push(self.dead_letter(record, e.to_string(), "decode", 1));
                 }
             }
         }
 
+        let mut waiting: Vec<usize> = (0..pending.len()).collect();
         let mut round_first = first_offset;
         loop {
-            // Pick what this round sends.
-            let mut send = Vec::new();
-            let mut held = Vec::new();
-            let mut reserved: HashSet<u128, DigestHasher> = HashSet::default();
-            for p in pending {
-                match p.digest {
-                    None => send.push(p),
-                    Some(d) if self.shared.store.contains(d) => {
-                        stats.duplicates.inc();
-                    }
-                    Some(d) if reserved.contains(&d) => held.push(p),
-                    Some(d) if self.shared.inflight.try_reserve(d) => {
-                        reserved.insert(d);
-                        send.push(p);
-                    }
-                    Some(_) => held.push(p),
-                }
-            }
-
-            let delivered = match self.deliver(&send, &mut dead).await {
+            let round = self.pick_round(&pending, &waiting);
+            let delivered = match self
+                .deliver(&pending, &records, &round.send, &mut dead)
+                .await
+            {
                 Some(d) => d,
                 None => {
-                    self.shared.inflight.release(reserved);
+                    self.shared.inflight.release(round.reserved);
                     return Delivery::Abandoned;
                 }
             };
-            let commit_to = held.first().map_or(next_offset, |p| p.out.offset);
-            let (keys, digests) = delivered
-                .iter()
-                .filter_map(|&i| {
-                    let p = &send[i];
-                    Some((p.out.dedupe_key.clone()?, p.digest?))
-                })
-                .unzip();
+            let commit_to = round
+                .held
+                .first()
+                .map_or(next_offset, |&i| pending[i].out.offset);
+            // Delivered keys move into the commit: nothing sends them again.
+            let mut keys = Vec::with_capacity(delivered.len());
+            let mut digests = Vec::with_capacity(delivered.len());
+            for &i in &delivered {
+                let p = &mut pending[i];
+                if let (Some(d), Some(k)) = (p.digest, p.out.dedupe_key.take()) {
+                    keys.push(k);
+                    digests.push(d);
+                }
+            }
             let batch = self.commit_batch(round_first, commit_to, keys, digests);
-            let batch = CommitBatch {
+            let mut batch = CommitBatch {
                 dead_letters: std::mem::take(&mut dead),
                 ..batch
             };
@@ -249,33 +300,104 @@ impl PartitionWorker {
                 && !self
                     .shared
                     .dead_letter_producer
-                    .publish(&self.shared, topic, &batch.dead_letters)
+                    .publish(&self.shared, &self.stop, topic, &batch.dead_letters)
                     .await
             {
-                self.shared.inflight.release(reserved);
+                self.shared.inflight.release(round.reserved);
                 return Delivery::Abandoned;
             }
+            // Then the changelog: delivered keys are recorded there before
+            // the store commit, or not committed at all (see `changelog`).
+            if let Some(topic) = &self.route.route.changelog_topic
+                && !batch.keys.is_empty()
+            {
+                let written = writer::write(
+                    &self.shared,
+                    &self.live,
+                    &self.route,
+                    topic,
+                    &batch,
+                    &self.stop,
+                )
+                .await;
+                match written {
+                    Ok(mark) => batch.changelog = mark,
+                    Err(writer::Stopped) => {
+                        self.shared.inflight.release(round.reserved);
+                        return Delivery::Abandoned;
+                    }
+                }
+            }
             let committed = self.commit_or_stop(batch).await;
-            self.shared.inflight.release(reserved);
+            self.shared.inflight.release(round.reserved);
             if !committed {
                 return Delivery::Abandoned;
             }
             stats.delivered.inc_by(delivered.len() as u64);
-            if held.is_empty() {
+            if round.held.is_empty() {
                 return Delivery::Done;
             }
             round_first = commit_to;
-            pending = held;
+            waiting = round.held;
             // Let the other holder of a contended key finish its commit.
             tokio::task::yield_now().await;
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     }
 
+    /// Choose what a round sends: every waiting record whose key is not
+    /// held by another delivery (nor by an earlier record of this round)
+    /// and not already in the store. Keys are reserved first, under one
+    /// lock, and only then looked up: a key committed elsewhere enters the
+    /// index before it leaves the in-flight set, so a reservation that
+    /// succeeds always sees it. Duplicates are resolved here.
+    fn pick_round(&self, pending: &[Pending], waiting: &[usize]) -> Round {
+        let mut tentative = Vec::with_capacity(waiting.len());
+        let mut held = Vec::new();
+        {
+            let mut inflight = self.shared.inflight.reserve_many();
+            for &i in waiting {
+                match pending[i].digest {
+                    Some(d) if !inflight.try_reserve(d) => held.push(i),
+                    _ => tentative.push(i),
+                }
+            }
+        }
+        let mut send = Vec::with_capacity(tentative.len());
+        let mut reserved = Vec::with_capacity(tentative.len());
+        let mut duplicates = Vec::new();
+        for i in tentative {
+            match pending[i].digest {
+                None => send.push(i),
+                Some(d) if self.shared.store.contains(d) => duplicates.push(d),
+                Some(d) => {
+                    reserved.push(d);
+                    send.push(i);
+                }
+            }
+        }
+        if !duplicates.is_empty() {
+            self.route.stats.duplicates.inc_by(duplicates.len() as u64);
+            self.shared.inflight.release(duplicates);
+        }
+        Round {
+            send,
+            held,
+            reserved,
+        }
+    }
+
     /// Send until every record is delivered or permanently failed. Returns the
-    /// indices delivered; permanent failures are appended to `dead`.
-    async fn deliver(&self, send: &[Pending], dead: &mut Vec<DeadLetter>) -> Option<Vec<usize>> {
-        let mut remaining: Vec<usize> = (0..send.len()).collect();
+    /// indices (into `pending`) delivered; permanent failures are appended
+    /// to `dead`.
+    async fn deliver(
+        &self,
+        pending: &[Pending],
+        records: &[ConsumedRecord],
+        send: &[usize],
+        dead: &mut Vec<DeadLetter>,
+    ) -> Option<Vec<usize>> {
+        let mut remaining: Vec<usize> = send.to_vec();
         let mut delivered = Vec::with_capacity(send.len());
         let mut backoff = Backoff::new(
             self.shared.pipeline.retry_initial,
@@ -284,9 +406,26 @@ impl PartitionWorker {
         let mut attempts = 0u32;
         while !remaining.is_empty() {
             attempts += 1;
-            let batch: Vec<&Outgoing> = remaining.iter().map(|&i| &send[i].out).collect();
+            let batch: Vec<&Outgoing> = remaining.iter().map(|&i| &pending[i].out).collect();
+            if !self.fence.is_open() {
+                tracing::warn!(topic = %self.topic, partition = self.partition, records = batch.len(),
+                    "fenced: the group session may be over, so nothing more is sent for this partition");
+                return None;
+            }
             let started = Instant::now();
-            let results = self.route.sink.deliver(&batch).await;
+            // A call still running when the fence closes is abandoned, and
+            // not polled again: a sink may start further requests inside one
+            // call. The next owner sends those records again (the sink's
+            // idempotency key absorbs a request that did land).
+            let results = tokio::select! {
+                biased;
+                _ = self.fence.closes() => {
+                    tracing::warn!(topic = %self.topic, partition = self.partition, records = batch.len(),
+                        "fenced during a sink call: abandoned, not committed");
+                    return None;
+                }
+                r = self.route.sink.deliver(&batch) => r,
+            };
             self.observe_sink(&results, started);
             let mut retry = Vec::new();
             let mut worst: Option<(FailureClass, String)> = None;
@@ -298,10 +437,10 @@ impl PartitionWorker {
                             self.route.stats.dead_lettered.inc();
                             tracing::warn!(
                                 route = %self.route.name, topic = %self.topic, partition = self.partition,
-                                offset = send[i].out.offset, "sink rejected record permanently (kept in dead letters): {e}"
+                                offset = pending[i].out.offset, "sink rejected record permanently (kept in dead letters): {e}"
                             );
                             dead.push(self.dead_letter(
-                                &send[i].record,
+                                &records[pending[i].record],
                                 e.to_string(),
                                 "permanent",
                                 attempts,
@@ -436,6 +575,7 @@ impl PartitionWorker {
             keys,
             digests,
             dead_letters: Vec::new(),
+            changelog: None,
         }
     }
 

@@ -8,6 +8,7 @@ mod envelope;
 pub mod file;
 pub mod http;
 pub mod http_client;
+mod json_text;
 pub mod killbill;
 mod outgoing;
 pub mod probe;

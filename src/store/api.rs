@@ -11,6 +11,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
 use super::batch::{self, BatchInfo, Header};
+use super::changelog::{self, ChangelogMark, ChangelogRestore};
 use super::dead_letter::{self, DeadLetter};
 use super::digest_log::{self, DigestLog, RECORD, pack, unpack};
 use super::error::StoreError;
@@ -69,6 +70,9 @@ pub struct CommitBatch {
     /// `digest(route, key)` for each key.
     pub digests: Vec<u128>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Set when the keys were produced to the route's changelog topic just
+    /// before this commit: the changelog position to record with it.
+    pub changelog: Option<ChangelogMark>,
 }
 
 /// What one `dlq replay` resolved, for `Store::commit_replay`.
@@ -131,6 +135,7 @@ pub(super) struct Trees {
     pub id_batches: sled::Tree,
     pub id_keys: sled::Tree,
     pub dead_letters: sled::Tree,
+    pub changelog_positions: sled::Tree,
 }
 
 /// What writers (commit, set_offset, prune) advance, behind one lock.
@@ -199,6 +204,7 @@ impl Store {
             id_batches: tree(keys::TREE_ID_BATCHES)?,
             id_keys: tree(keys::TREE_ID_KEYS)?,
             dead_letters: tree(keys::TREE_DEAD_LETTERS)?,
+            changelog_positions: tree(changelog::TREE_CHANGELOG)?,
         };
 
         if meta.version == 1 {
@@ -370,8 +376,14 @@ impl Store {
 
         let t = &self.trees;
         let txn_started = Instant::now();
-        let result = (&t.offsets, &t.id_batches, &t.dead_letters, &t.meta).transaction(
-            |(offsets, id_batches, dead_letters, meta)| {
+        let result = (
+            &t.offsets,
+            &t.id_batches,
+            &t.dead_letters,
+            &t.meta,
+            &t.changelog_positions,
+        )
+            .transaction(|(offsets, id_batches, dead_letters, meta, positions)| {
                 for (k, v) in &appended.headers {
                     id_batches.insert(k.clone(), v.clone())?;
                 }
@@ -406,14 +418,19 @@ impl Store {
                     for (k, v) in &p.dls {
                         dead_letters.insert(k.clone(), v.clone())?;
                     }
+                    if let Some(mark) = &p.b.changelog {
+                        let old = self.txn_mark(positions, &p.offset_key)?;
+                        if let Some(m) = changelog::after_commit(old, mark) {
+                            positions.insert(p.offset_key.clone(), changelog::encode_mark(&m))?;
+                        }
+                    }
                 }
                 meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
                 for (k, v) in &appended.meta {
                     meta.insert(&k[..], &v[..])?;
                 }
                 Ok(())
-            },
-        );
+            });
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(e)) => return Err(e),
@@ -992,6 +1009,168 @@ impl Store {
             path: self.path.clone(),
             op,
             source,
+        }
+    }
+}
+
+/// Changelog positions and restores (see `store::changelog`).
+impl Store {
+    /// How far the changelog of `topic`/`partition` is applied here, if a
+    /// restore ever established it.
+    pub fn changelog_position(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<ChangelogMark>, StoreError> {
+        check_topic(topic, partition)?;
+        let k = keys::offset_key(topic, partition);
+        match self
+            .trees
+            .changelog_positions
+            .get(&k)
+            .map_err(self.sled_err("read changelog_positions"))?
+        {
+            None => Ok(None),
+            Some(v) => changelog::decode_mark(&v)
+                .map(Some)
+                .map_err(|d| corrupt(&self.path, changelog::TREE_CHANGELOG, &k, d)),
+        }
+    }
+
+    /// Apply one restore step in ONE transaction + flush: the IDs (minus
+    /// those already here, so applying a record twice is harmless), the
+    /// partition's offset moved forward to what the records prove delivered,
+    /// and the new changelog position. Then the IDs join the index.
+    pub fn restore_changelog(&self, r: &ChangelogRestore) -> Result<CommitStats, StoreError> {
+        check_topic(&r.topic, r.partition)?;
+        check_topic(&r.mark.topic, r.partition)?;
+        if r.batches.len() != r.committed_at_ms.len() {
+            return Err(StoreError::InvalidBatch {
+                topic: r.topic.clone(),
+                partition: r.partition,
+                detail: format!(
+                    "{} restored batches but {} commit times",
+                    r.batches.len(),
+                    r.committed_at_ms.len()
+                ),
+            });
+        }
+        for b in &r.batches {
+            validate(b)?;
+            if b.topic != r.topic || b.partition != r.partition || b.route != r.route {
+                return Err(StoreError::InvalidBatch {
+                    topic: b.topic.clone(),
+                    partition: b.partition,
+                    detail: format!(
+                        "restored batch of route {} does not belong to {}/{} of route {}",
+                        b.route, r.topic, r.partition, r.route
+                    ),
+                });
+            }
+        }
+        let mut w = self.lock_writer()?;
+        let (filtered, skipped) = self.fresh(&r.batches);
+        let mut stats = CommitStats {
+            batches: r.batches.len(),
+            duplicates_skipped: skipped,
+            ..CommitStats::default()
+        };
+        // Restored IDs take the same way as committed ones: staged into the
+        // digest and key logs, recorded by the one transaction below.
+        let mut next = w.counters;
+        let mut staging = Staging::default();
+        for ((b, (ds, ks)), at) in r.batches.iter().zip(&filtered).zip(&r.committed_at_ms) {
+            if !ds.is_empty() {
+                stage_id_batch(b, ds, ks, *at, &mut next, &mut staging, &mut stats);
+            }
+        }
+        stats.bytes_written += staging.bytes();
+        let log_started = Instant::now();
+        let appended = self.append_logs(&w, &staging, w.counters.next_seq, next.next_seq)?;
+        stats.log_time = log_started.elapsed();
+        let key = IVec::from(keys::offset_key(&r.topic, r.partition));
+        let now = super::now_ms();
+        let t = &self.trees;
+        let txn_started = Instant::now();
+        let result = (&t.offsets, &t.id_batches, &t.meta, &t.changelog_positions).transaction(
+            |(offsets, id_batches, meta, positions)| {
+                for (k, v) in &appended.headers {
+                    id_batches.insert(k.clone(), v.clone())?;
+                }
+                if let Some(offset) = r.next_offset {
+                    let old = match offsets.get(&key)? {
+                        Some(v) => Some(keys::decode_offset_value(&v).map_err(|d| {
+                            ConflictableTransactionError::Abort(corrupt(
+                                &self.path,
+                                keys::TREE_OFFSETS,
+                                &key,
+                                d,
+                            ))
+                        })?),
+                        None => None,
+                    };
+                    // Forward only: what the changelog proves delivered never
+                    // undoes a later local commit (or a reset-offsets).
+                    if old.is_none_or(|o| o.next_offset < offset) {
+                        let entry = OffsetEntry {
+                            next_offset: offset,
+                            updated_at_ms: now,
+                        };
+                        offsets.insert(key.clone(), &keys::encode_offset_value(&entry)[..])?;
+                    }
+                }
+                positions.insert(key.clone(), changelog::encode_mark(&r.mark))?;
+                meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                for (k, v) in &appended.meta {
+                    meta.insert(&k[..], &v[..])?;
+                }
+                Ok(())
+            },
+        );
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(source)) => {
+                return Err(StoreError::Sled {
+                    path: self.path.clone(),
+                    op: "changelog restore transaction",
+                    source,
+                });
+            }
+        }
+        w.counters = next;
+        let w = &mut *w;
+        appended.apply(&mut w.log, &mut w.keys);
+        stats.txn_time = txn_started.elapsed();
+        let flush_started = Instant::now();
+        self.flush_locked()?;
+        stats.flush_time = flush_started.elapsed();
+        let mut index = self.write_index();
+        index.reserve(stats.ids_written);
+        for (ds, _) in &filtered {
+            for d in ds.iter() {
+                index.insert(*d);
+            }
+        }
+        Ok(stats)
+    }
+
+    /// A changelog position read inside a transaction.
+    fn txn_mark(
+        &self,
+        positions: &sled::transaction::TransactionalTree,
+        key: &IVec,
+    ) -> Result<Option<ChangelogMark>, ConflictableTransactionError<StoreError>> {
+        match positions.get(key)? {
+            None => Ok(None),
+            Some(v) => changelog::decode_mark(&v).map(Some).map_err(|d| {
+                ConflictableTransactionError::Abort(corrupt(
+                    &self.path,
+                    changelog::TREE_CHANGELOG,
+                    key,
+                    d,
+                ))
+            }),
         }
     }
 }

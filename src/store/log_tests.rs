@@ -33,6 +33,7 @@ fn batch(p: i32, from: i64, to: i64) -> CommitBatch {
         digests: keys.iter().map(|k| digest("usage", k)).collect(),
         keys,
         dead_letters: vec![],
+        changelog: None,
     }
 }
 
@@ -396,6 +397,7 @@ fn interrupted_migration_resumes() {
             id_batches: db.open_tree("id_batches").unwrap(),
             id_keys: db.open_tree("id_keys").unwrap(),
             dead_letters: db.open_tree("dead_letters").unwrap(),
+            changelog_positions: db.open_tree("changelog_positions").unwrap(),
         };
         migrate::begin(tmp.path(), &db, &trees).unwrap();
         let done = migrate::run(tmp.path(), &db, &trees, 0, 100, Some(1)).unwrap();
@@ -445,6 +447,40 @@ fn schema_1_batch_without_keys_migrates_its_digests() {
     assert_eq!(s.batch_keys(1).unwrap(), None);
 }
 
+/// Restored IDs take the committed IDs' way: their digests and keys are in
+/// the logs, so keys read back and a lost digest log is recomputed.
+#[test]
+fn restored_ids_land_in_the_digest_and_key_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    let mut round = 0;
+    while s.offset("t", 3).unwrap().map_or(0, |e| e.next_offset) < 300 {
+        s.restore_changelog(&restore_step(&s, round)).unwrap();
+        round += 1;
+    }
+    let to = s.offset("t", 3).unwrap().unwrap().next_offset;
+    assert!(segments(tmp.path()).len() > 1, "digest log rotated");
+    for b in s.batches().unwrap() {
+        assert_eq!(
+            s.batch_keys(b.seq).unwrap().unwrap(),
+            keys_for(3, b.first_offset, b.next_offset)
+        );
+    }
+    s.flush().unwrap();
+    drop(s);
+    std::fs::remove_dir_all(tmp.path().join(DIR)).unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert_eq!(s.mended_at_open(), to as u64);
+    for k in keys_for(3, 0, to) {
+        assert!(s.contains(digest("usage", &k)), "{k} lost");
+    }
+    assert_eq!(s.id_count(), to as usize);
+    assert_eq!(
+        s.changelog_position("t", 3).unwrap().unwrap().next_offset,
+        to
+    );
+}
+
 const CHILD_ENV: &str = "TALLY_STORE_CRASH_CHILD";
 
 /// Run by `sigkill_during_commits_never_splits_ids_from_offsets` as a child
@@ -466,6 +502,9 @@ fn crash_child_commit_loop() {
             bs.push(batch(p, from, from + n));
         }
         s.commit(&bs).unwrap();
+        if prune == "restore" {
+            s.restore_changelog(&restore_step(&s, round)).unwrap();
+        }
         round += 1;
         if round.is_multiple_of(17) {
             s.flush().unwrap();
@@ -473,6 +512,26 @@ fn crash_child_commit_loop() {
         if prune == "prune" && round.is_multiple_of(5) {
             s.prune_older_than(Duration::from_millis(30)).unwrap();
         }
+    }
+}
+
+/// The crash child's changelog restore for partition 3: its next IDs, the
+/// offset they prove delivered, and a changelog position equal to that
+/// offset (so a torn restore shows as the two disagreeing).
+fn restore_step(s: &Store, round: u64) -> ChangelogRestore {
+    let from = s.offset("t", 3).unwrap().map_or(0, |e| e.next_offset);
+    let to = from + 1 + (round as i64 * 5) % 30;
+    ChangelogRestore {
+        route: "usage".into(),
+        topic: "t".into(),
+        partition: 3,
+        batches: vec![batch(3, from, to)],
+        committed_at_ms: vec![now_ms()],
+        next_offset: Some(to),
+        mark: ChangelogMark {
+            topic: "cl".into(),
+            next_offset: to,
+        },
     }
 }
 
@@ -484,7 +543,7 @@ fn crash_child_commit_loop() {
 #[test]
 fn sigkill_during_commits_never_splits_ids_from_offsets() {
     let exe = std::env::current_exe().unwrap();
-    for prune in ["keep", "prune"] {
+    for prune in ["keep", "prune", "restore"] {
         let tmp = tempfile::tempdir().unwrap();
         let mut rng = fastrand::Rng::with_seed(now_ms() as u64);
         let mut kills = 0;
@@ -515,11 +574,29 @@ fn sigkill_during_commits_never_splits_ids_from_offsets() {
         let done = s.offset("t", 0).unwrap().map_or(0, |e| e.next_offset);
         eprintln!("{prune}: {kills} kills, partition 0 committed to {done}");
         assert!(done > 200, "only {done} offsets committed");
+        if prune == "restore" {
+            let restored = s.offset("t", 3).unwrap().map_or(0, |e| e.next_offset);
+            assert!(restored > 200, "only {restored} offsets restored");
+        }
     }
 }
 
 fn check_consistent(dir: &Path, pruned: bool) {
     let s = Store::open(&cfg(dir)).unwrap();
+    // Restored IDs, offset and changelog position land together or not at all.
+    let restored = s.offset("t", 3).unwrap().map(|e| e.next_offset);
+    let mark = s.changelog_position("t", 3).unwrap().map(|m| m.next_offset);
+    assert_eq!(restored, mark, "restore split its offset from its position");
+    let restored = restored.unwrap_or(0);
+    for k in keys_for(3, 0, restored) {
+        assert!(s.contains(digest("usage", &k)), "restored {k} lost");
+    }
+    for k in keys_for(3, restored, restored + 30) {
+        assert!(
+            !s.contains(digest("usage", &k)),
+            "{k} restored past the offset"
+        );
+    }
     let mut retained = 0usize;
     for b in s.batches().unwrap() {
         let ks = s.batch_keys(b.seq).unwrap().unwrap();

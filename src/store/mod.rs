@@ -9,6 +9,7 @@
 
 mod api;
 mod batch;
+mod changelog;
 mod codec;
 mod dead_letter;
 mod digest_log;
@@ -31,6 +32,9 @@ pub use api::{
     CommitBatch, CommitStats, IdLocation, PruneStats, ReplayCommit, Store, StoreConfig, digest,
 };
 pub use batch::BatchInfo;
+pub use changelog::{ChangelogMark, ChangelogRestore};
+/// The store's non-panicking binary reader/writer, shared with the changelog record codec.
+pub(crate) use codec::{DecodeResult, Reader, Writer};
 pub use dead_letter::DeadLetter;
 pub use error::StoreError;
 #[doc(hidden)] // exposed for examples/store_bench.rs only

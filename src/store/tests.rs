@@ -29,6 +29,7 @@ fn batch(
         keys: keys.iter().map(|k| k.to_string()).collect(),
         digests: keys.iter().map(|k| digest(route, k)).collect(),
         dead_letters: vec![],
+        changelog: None,
     }
 }
 
@@ -562,4 +563,113 @@ fn store_is_owner_only() {
     let store = Store::open(&cfg(&loose)).unwrap();
     check(&loose);
     drop(store);
+}
+
+fn restore_step(
+    keys: &[&str],
+    committed_at_ms: i64,
+    next_offset: Option<i64>,
+    mark_at: i64,
+) -> ChangelogRestore {
+    let b = batch("usage", "t", 2, 0, next_offset.unwrap_or(0), keys);
+    ChangelogRestore {
+        route: "usage".into(),
+        topic: "t".into(),
+        partition: 2,
+        batches: vec![b],
+        committed_at_ms: vec![committed_at_ms],
+        next_offset,
+        mark: ChangelogMark {
+            topic: "cl".into(),
+            next_offset: mark_at,
+        },
+    }
+}
+
+#[test]
+fn changelog_restore_adds_ids_moves_the_offset_forward_and_records_the_position() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert_eq!(s.changelog_position("t", 2).unwrap(), None);
+    let st = s
+        .restore_changelog(&restore_step(&["a", "b"], 1_000, Some(40), 3))
+        .unwrap();
+    assert_eq!(st.ids_written, 2);
+    assert!(s.contains(digest("usage", "a")) && s.contains(digest("usage", "b")));
+    assert_eq!(s.offset("t", 2).unwrap().unwrap().next_offset, 40);
+    let mark = s.changelog_position("t", 2).unwrap().unwrap();
+    assert_eq!((mark.topic.as_str(), mark.next_offset), ("cl", 3));
+    // The original commit time is kept (retention prunes by it).
+    assert_eq!(s.batches().unwrap()[0].committed_at_ms, 1_000);
+
+    // Applying the same records again is harmless; an older offset never
+    // wins; the restore's position is recorded as it is.
+    let st = s
+        .restore_changelog(&restore_step(&["a", "b"], 1_000, Some(10), 2))
+        .unwrap();
+    assert_eq!((st.ids_written, st.duplicates_skipped), (0, 2));
+    assert_eq!(s.offset("t", 2).unwrap().unwrap().next_offset, 40);
+    let at = |s: &Store| s.changelog_position("t", 2).unwrap().unwrap().next_offset;
+    assert_eq!(at(&s), 2);
+    s.restore_changelog(&restore_step(&[], 0, None, 3)).unwrap();
+    assert_eq!(at(&s), 3);
+    assert_eq!(s.id_count(), 2);
+
+    // Durable: IDs, offset and position survive a reopen.
+    drop(s);
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert!(s.contains(digest("usage", "b")));
+    assert_eq!(s.offset("t", 2).unwrap().unwrap().next_offset, 40);
+    assert_eq!(
+        s.changelog_position("t", 2).unwrap().unwrap().next_offset,
+        3
+    );
+}
+
+#[test]
+fn a_commit_advances_the_changelog_position_only_after_a_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    let with_mark = |first, next, keys: &[&str], at| CommitBatch {
+        changelog: Some(ChangelogMark {
+            topic: "cl".into(),
+            next_offset: at,
+        }),
+        ..batch("usage", "t", 2, first, next, keys)
+    };
+    // Never restored: the mark is not recorded (a start must read the whole changelog).
+    s.commit(&[with_mark(0, 5, &["a"], 1)]).unwrap();
+    assert_eq!(s.changelog_position("t", 2).unwrap(), None);
+    s.restore_changelog(&restore_step(&[], 0, None, 1)).unwrap();
+    s.commit(&[with_mark(5, 9, &["b"], 2)]).unwrap();
+    assert_eq!(
+        s.changelog_position("t", 2).unwrap().unwrap().next_offset,
+        2
+    );
+    // A restore from a renamed changelog topic replaces the position.
+    let mut other = restore_step(&[], 0, None, 7);
+    other.mark.topic = "cl-2".into();
+    s.restore_changelog(&other).unwrap();
+    let mark = s.changelog_position("t", 2).unwrap().unwrap();
+    assert_eq!((mark.topic.as_str(), mark.next_offset), ("cl-2", 7));
+    // ... and commits that name the old topic leave it alone.
+    s.commit(&[with_mark(9, 10, &["c"], 3)]).unwrap();
+    assert_eq!(
+        s.changelog_position("t", 2).unwrap().unwrap().next_offset,
+        7
+    );
+}
+
+#[test]
+fn a_restore_refuses_batches_of_another_partition() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    let mut r = restore_step(&["a"], 0, Some(1), 1);
+    r.batches[0].partition = 3;
+    let err = s.restore_changelog(&r).unwrap_err().to_string();
+    assert!(err.contains("does not belong"), "{err}");
+    let mut r = restore_step(&["a"], 0, Some(1), 1);
+    r.committed_at_ms.clear();
+    assert!(s.restore_changelog(&r).is_err());
+    assert_eq!(s.id_count(), 0);
 }

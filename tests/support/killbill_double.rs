@@ -287,11 +287,21 @@ impl KillbillDouble {
         self.shared.data().statuses.clone()
     }
 
-    fn serve(&self, listener: tokio::net::TcpListener) {
-        let app = Router::new()
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.rt
+    }
+
+    /// The double's routes over the same data, for serving them elsewhere
+    /// (e.g. behind a TLS front that requires client certificates).
+    pub fn router(&self) -> Router {
+        Router::new()
             .route("/1.0/kb/subscriptions", get(lookup))
             .route("/1.0/kb/usages", post(post_usage))
-            .with_state(Arc::clone(&self.shared));
+            .with_state(Arc::clone(&self.shared))
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let app = self.router();
         let (tx, rx) = oneshot::channel::<()>();
         let task = self.rt.spawn(async move {
             let _ = axum::serve(listener, app)

@@ -14,6 +14,7 @@
 //! Every wait here has a timeout; every spawned process is killed on drop.
 #![allow(dead_code)]
 
+pub mod admin_http;
 pub mod amqp;
 pub mod http_receiver;
 pub mod killbill_double;
@@ -351,6 +352,59 @@ fn wait_child_timeout(child: &mut Child, timeout: Duration) -> Option<ExitStatus
     }
 }
 
+/// Waits until the Kill Bill double holds `n` records; panics (with
+/// tally's log) if tally exits first or `timeout` passes.
+pub fn wait_kill_bill_accepted(
+    double: &killbill_double::KillbillDouble,
+    tally: &mut TallyProcess,
+    n: usize,
+    timeout: Duration,
+) {
+    let ok = wait_until(timeout, || {
+        assert!(
+            tally.is_running(),
+            "tally exited early:\n{}",
+            logs::tail(&tally.stderr())
+        );
+        double.accepted() >= n
+    });
+    assert!(
+        ok,
+        "Kill Bill holds {} of {n} records after {timeout:?}; statuses {:?}\n{}",
+        double.accepted(),
+        double.statuses(),
+        logs::tail(&tally.stderr())
+    );
+}
+
+/// SIGTERM; it must exit 0 within 45 s. Returns the log, colour codes removed.
+pub fn stop_cleanly(tally: &mut TallyProcess) -> String {
+    let status = tally.terminate_and_wait(Duration::from_secs(45));
+    let log = logs::plain_log(&tally.stderr());
+    assert!(
+        status.success(),
+        "tally exit {status:?}:\n{}",
+        logs::tail(&log)
+    );
+    log
+}
+
+/// `tally offsets --json` on the stopped store: some partitions, all at lag 0.
+pub fn assert_fully_committed(dir: &Path, config: &Path) {
+    let out = TallyProcess::run(
+        dir,
+        &["offsets", "--config", config.to_str().unwrap(), "--json"],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "offsets: {}", out.stderr);
+    let rows = out.json().as_array().cloned().unwrap_or_default();
+    assert!(!rows.is_empty(), "no offsets committed");
+    for row in rows {
+        assert_eq!(row["lag"], 0, "partition not fully committed: {row}");
+    }
+}
+
 /// Writes a minimal single-route config into `dir/tally.toml` and returns its
 /// path: static assignment (member 0 of 1), store `dir/state`, file sink
 /// `dir/delivered.jsonl`. `route_extra` is appended inside the `[[routes]]`
@@ -576,16 +630,24 @@ impl TallyProcess {
 
     /// Sends SIGTERM (graceful: drain, commit, exit 0). Does not wait.
     pub fn terminate(&mut self) {
+        self.signal("TERM");
+    }
+
+    /// Sends `SIG<name>` (e.g. "STOP", "CONT") unless it has exited.
+    pub fn signal(&mut self, name: &str) {
         if self.try_status().is_some() {
             return;
         }
         let pid = self.pid().expect("pid").to_string();
         let ok = Command::new("kill")
-            .args(["-TERM", &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .map(|s| s.success())
             .unwrap_or(false);
-        assert!(ok || self.try_status().is_some(), "kill -TERM {pid} failed");
+        assert!(
+            ok || self.try_status().is_some(),
+            "kill -{name} {pid} failed"
+        );
     }
 
     /// SIGTERM, then wait up to `timeout` for exit; panics if it does not exit.

@@ -63,6 +63,9 @@ pub struct RigOptions {
     pub expired_server_cert: bool,
     /// Require a client certificate signed by the rig's CA (`verify = 2`).
     pub require_client_cert: bool,
+    /// Start the broker with `--authentication` (SASL; its user store is a
+    /// no-op, so every login is refused — the rejection path over TLS).
+    pub sasl: bool,
 }
 
 impl Default for RigOptions {
@@ -71,6 +74,7 @@ impl Default for RigOptions {
             server_names: vec!["127.0.0.1", "localhost"],
             expired_server_cert: false,
             require_client_cert: false,
+            sasl: false,
         }
     }
 }
@@ -82,8 +86,9 @@ pub struct TlsRig {
     pub tls_addr: String,
     /// The broker's own plaintext port (for `tansu topic create`).
     pub plain_addr: String,
+    server_names: Vec<&'static str>,
     // Field order: the terminator goes first, then the broker.
-    _stunnel: KillOnDrop,
+    stunnel: KillOnDrop,
     _tansu: KillOnDrop,
 }
 
@@ -95,6 +100,18 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+fn spawn_stunnel(conf: &Path) -> KillOnDrop {
+    KillOnDrop(
+        Command::new(stunnel_bin())
+            .arg(conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start stunnel4"),
+    )
 }
 
 fn free_port() -> u16 {
@@ -152,15 +169,7 @@ impl TlsRig {
                 key = key_path.display(),
             ),
         );
-        let stunnel = KillOnDrop(
-            Command::new(stunnel_bin())
-                .arg(&conf)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start stunnel4"),
-        );
+        let stunnel = spawn_stunnel(&conf);
         let tansu = KillOnDrop(
             Command::new(&tansu_bin)
                 .args([
@@ -174,6 +183,7 @@ impl TlsRig {
                     "--storage-engine",
                     "memory://tansu/",
                 ])
+                .args(opts.sasl.then_some("--authentication"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -185,7 +195,8 @@ impl TlsRig {
             ca,
             tls_addr,
             plain_addr,
-            _stunnel: stunnel,
+            server_names: opts.server_names.clone(),
+            stunnel,
             _tansu: tansu,
         };
         for addr in [&rig.plain_addr, &rig.tls_addr] {
@@ -196,6 +207,24 @@ impl TlsRig {
             );
         }
         rig
+    }
+
+    /// Stops the terminator (cutting every client connection) and starts it
+    /// again on the same port with a new server certificate from the same
+    /// CA — expired when asked: the broker's certificate changed under
+    /// running clients.
+    pub fn restart_terminator(&mut self, expired_server_cert: bool) {
+        let _ = self.stunnel.0.kill();
+        let _ = self.stunnel.0.wait();
+        let (cert, key) = self.ca.issue(&self.server_names, expired_server_cert);
+        std::fs::write(self.path("server.pem"), cert).expect("write server cert");
+        std::fs::write(self.path("server.key"), key).expect("write server key");
+        self.stunnel = spawn_stunnel(&self.path("stunnel.conf"));
+        wait_for(
+            &format!("{} to accept again", self.tls_addr),
+            Duration::from_secs(30),
+            || TcpStream::connect(&self.tls_addr).is_ok(),
+        );
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

@@ -104,7 +104,14 @@ pub fn assign(
             for ps in partitions.values_mut() {
                 ps.sort_unstable();
             }
-            (m, Assignment { partitions })
+            let count = u32::try_from(members.len()).ok();
+            (
+                m,
+                Assignment {
+                    partitions,
+                    members: count,
+                },
+            )
         })
         .collect()
 }

@@ -30,6 +30,10 @@ pub struct Subscription {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Assignment {
     pub partitions: TopicPartitions,
+    /// How many members the tally leader assigned to, so every member can
+    /// report the group's size. Carried in the assignment's user_data (a
+    /// 4-byte count); None when absent.
+    pub members: Option<u32>,
 }
 
 fn write_topic_partitions(w: &mut Writer, tp: &TopicPartitions) {
@@ -93,7 +97,10 @@ impl Assignment {
         let mut w = Writer::new();
         w.i16(VERSION);
         write_topic_partitions(&mut w, &self.partitions);
-        w.null_bytes(); // user_data
+        match self.members {
+            Some(n) => w.bytes(&n.to_be_bytes()),
+            None => w.null_bytes(),
+        };
         w.buf
     }
 
@@ -106,7 +113,15 @@ impl Assignment {
         let mut r = Reader::new(b);
         let _version = r.i16("assignment version")?;
         let partitions = read_topic_partitions(&mut r, "assigned_partitions")?;
-        Ok(Assignment { partitions })
+        // Another assignor's user_data (or none) is not a member count.
+        let members = match r.nullable_bytes("user_data") {
+            Ok(Some(b)) => <[u8; 4]>::try_from(&b[..]).ok().map(u32::from_be_bytes),
+            _ => None,
+        };
+        Ok(Assignment {
+            partitions,
+            members,
+        })
     }
 }
 
@@ -142,6 +157,7 @@ mod tests {
     fn assignment_bytes_roundtrip_and_tolerate_newer_versions() {
         let a = Assignment {
             partitions: [("t".to_string(), vec![0, 2])].into(),
+            members: None,
         };
         let fixture: &[u8] = &[
             0, 1, // version
@@ -158,5 +174,16 @@ mod tests {
             Assignment::default()
         );
         assert!(Assignment::decode(Bytes::from_static(&[0, 1, 0, 0, 0, 9])).is_err());
+    }
+
+    #[test]
+    fn assignment_carries_the_member_count_in_user_data() {
+        let a = Assignment {
+            partitions: [("t".to_string(), vec![1])].into(),
+            members: Some(3),
+        };
+        let bytes = a.encode();
+        assert_eq!(&bytes[bytes.len() - 8..], &[0, 0, 0, 4, 0, 0, 0, 3]);
+        assert_eq!(Assignment::decode(Bytes::from(bytes)).unwrap(), a);
     }
 }

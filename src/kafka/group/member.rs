@@ -55,6 +55,8 @@ pub struct MemberView {
     /// -1 while not in a generation.
     pub generation_id: i32,
     pub leader: bool,
+    /// Members of the generation, as the leader's assignment counted them.
+    pub members: Option<u32>,
     pub owned: TopicPartitions,
 }
 
@@ -66,6 +68,7 @@ pub struct GroupMember {
     member_id: String,
     generation: Option<Generation>,
     owned: TopicPartitions,
+    members: Option<u32>,
     /// Send time of the last request the coordinator accepted in this generation.
     alive_since: Option<Instant>,
 }
@@ -85,6 +88,7 @@ impl GroupMember {
             member_id: String::new(),
             generation: None,
             owned: TopicPartitions::new(),
+            members: None,
             alive_since: None,
         }
     }
@@ -95,6 +99,7 @@ impl GroupMember {
             member_id: self.member_id.clone(),
             generation_id: self.generation.as_ref().map_or(-1, |g| g.generation_id),
             leader: self.generation.as_ref().is_some_and(Generation::is_leader),
+            members: self.members,
             owned: self.owned.clone(),
         }
     }
@@ -125,6 +130,7 @@ impl GroupMember {
         self.generation = None;
         self.alive_since = None;
         self.owned.clear();
+        self.members = None;
     }
 
     /// Joins (or rejoins) and syncs; returns the partitions now owned.
@@ -154,7 +160,6 @@ impl GroupMember {
     }
 
     async fn join_once(&mut self, subscription: &Subscription) -> Result<(), KafkaError> {
-        let sent = Instant::now();
         let generation = self
             .coordinator
             .join(&self.member_id, self.settings.timeouts, subscription)
@@ -180,6 +185,9 @@ impl GroupMember {
         } else {
             BTreeMap::new()
         };
+        // The clock starts at SyncGroup, not JoinGroup: the coordinator can
+        // hold a JoinGroup for most of a session while others rejoin.
+        let sent = Instant::now();
         let mine = self
             .coordinator
             .sync(&generation, &plan, self.settings.timeouts.rebalance)
@@ -193,6 +201,7 @@ impl GroupMember {
             "joined group"
         );
         self.owned = mine.partitions;
+        self.members = mine.members;
         self.generation = Some(generation);
         self.alive_since = Some(sent);
         Ok(())

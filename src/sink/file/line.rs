@@ -1,6 +1,19 @@
 //! The JSON line format of the file sink.
 
 use super::Outgoing;
+use crate::sink::json_text::{push_int, push_str};
+
+/// Bytes `write_line` needs for `r`, unless its strings need escapes
+/// (then the buffer grows once more).
+pub(super) fn capacity(r: &Outgoing) -> usize {
+    // The field names, punctuation and two integers.
+    const FRAME: usize = 96;
+    FRAME
+        + r.topic.len()
+        + r.key.as_ref().map_or(0, |k| 2 * k.len())
+        + r.dedupe_key.as_ref().map_or(0, String::len)
+        + r.event.len()
+}
 
 /// Append `{"topic":…,"partition":…,"offset":…,"key":…,"dedupe_key":…,"event":…}\n`.
 /// `event` is the record's own JSON text, embedded verbatim (not re-encoded,
@@ -8,16 +21,16 @@ use super::Outgoing;
 /// `key_hex` instead of being mangled.
 pub(super) fn write_line(buf: &mut Vec<u8>, r: &Outgoing) {
     buf.extend_from_slice(b"{\"topic\":");
-    push_json_str(buf, &r.topic);
+    push_str(buf, &r.topic);
     buf.extend_from_slice(b",\"partition\":");
-    buf.extend_from_slice(r.partition.to_string().as_bytes());
+    push_int(buf, i64::from(r.partition));
     buf.extend_from_slice(b",\"offset\":");
-    buf.extend_from_slice(r.offset.to_string().as_bytes());
+    push_int(buf, r.offset);
     match r.key.as_deref().map(std::str::from_utf8) {
         None => buf.extend_from_slice(b",\"key\":null"),
         Some(Ok(k)) => {
             buf.extend_from_slice(b",\"key\":");
-            push_json_str(buf, k);
+            push_str(buf, k);
         }
         Some(Err(_)) => {
             buf.extend_from_slice(b",\"key\":null,\"key_hex\":\"");
@@ -29,15 +42,10 @@ pub(super) fn write_line(buf: &mut Vec<u8>, r: &Outgoing) {
     }
     buf.extend_from_slice(b",\"dedupe_key\":");
     match &r.dedupe_key {
-        Some(k) => push_json_str(buf, k),
+        Some(k) => push_str(buf, k),
         None => buf.extend_from_slice(b"null"),
     }
     buf.extend_from_slice(b",\"event\":");
     buf.extend_from_slice(&r.event);
     buf.extend_from_slice(b"}\n");
-}
-
-fn push_json_str(buf: &mut Vec<u8>, s: &str) {
-    // serde_json's string escaping cannot fail when writing to a Vec.
-    let _ = serde_json::to_writer(&mut *buf, s);
 }

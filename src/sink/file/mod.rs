@@ -53,7 +53,7 @@ impl FileSink {
     }
 
     pub async fn deliver(&self, batch: &[&Outgoing]) -> Vec<Result<(), SinkError>> {
-        let mut buf = Vec::with_capacity(batch.iter().map(|o| o.event.len() + 128).sum());
+        let mut buf = Vec::with_capacity(batch.iter().map(|o| line::capacity(o)).sum());
         for record in batch {
             line::write_line(&mut buf, record);
         }

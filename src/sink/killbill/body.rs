@@ -4,6 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::format::UsageEvent;
+use crate::sink::json_text::push_str;
 
 /// `{"subscriptionId":…,"trackingId":…,"unitUsageRecords":[{"unitType":…,"usageRecords":[{"recordDate":…,"amount":…}]}]}`
 pub(super) fn usage_body(subscription_id: &str, ev: &UsageEvent) -> Vec<u8> {
@@ -40,11 +41,6 @@ pub(super) fn usage_body(subscription_id: &str, ev: &UsageEvent) -> Vec<u8> {
 /// ISO-8601 UTC with milliseconds, as Kill Bill writes dates: `2026-11-01T10:00:00.000Z`.
 pub(super) fn record_date(d: &DateTime<Utc>) -> String {
     d.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn push_str(buf: &mut Vec<u8>, s: &str) {
-    // Escaping a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, s);
 }
 
 #[cfg(test)]

@@ -103,7 +103,7 @@ impl KbClient {
 
         let http = http_client::build(ClientOptions {
             ca_file: cfg.ca_file.as_deref(),
-            identity: None,
+            identity: cfg.cert_file.as_deref().zip(cfg.key_file.as_deref()),
             connect_timeout: cfg.connect_timeout,
             request_timeout: cfg.request_timeout,
             max_idle: cfg.max_in_flight,

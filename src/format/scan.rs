@@ -1,0 +1,498 @@
+//! A validating JSON cursor: one pass over the bytes, no allocation.
+//!
+//! The fast decoders walk an event with it and give up (`None`) at the
+//! first thing they are not sure of; the serde_json-based decoders then
+//! decide, with the exact error. So the cursor only has to be *at least as
+//! strict* as serde_json — whatever it accepts, `serde_json::Value` accepts
+//! too: RFC 8259 syntax, no raw control characters in strings, surrogate
+//! escapes only in pairs, nesting far below serde_json's recursion limit,
+//! and (in skipped values) no number that could overflow an `f64`.
+
+/// How deep a skipped value may nest (serde_json refuses 128 levels in
+/// total; the fast decoders add fewer than ten of their own).
+const MAX_SKIP_DEPTH: u32 = 64;
+
+/// Integer digits a skipped number may have before serde_json could round
+/// it to infinity (f64 ends near 1.8e308).
+const MAX_SKIP_INT_DIGITS: usize = 300;
+
+/// Bytes that end the plain run of a string: the quote, the backslash and
+/// the control characters JSON forbids raw.
+static STRING_STOP: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
+/// A string's text between the quotes, as written.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct JsonStr<'a> {
+    pub raw: &'a str,
+    /// Whether `raw` holds escapes (then it is not the string's value).
+    pub escaped: bool,
+}
+
+impl<'a> JsonStr<'a> {
+    /// The value, when it is spelled without escapes.
+    pub fn plain(self) -> Option<&'a str> {
+        (!self.escaped).then_some(self.raw)
+    }
+}
+
+/// A number's text and shape.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct JsonNum<'a> {
+    pub text: &'a str,
+    /// Digits before the point (the sign not counted).
+    pub int_digits: usize,
+    pub fraction: bool,
+    pub exponent: bool,
+}
+
+pub(super) struct Cursor<'a> {
+    text: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn new(text: &'a str) -> Cursor<'a> {
+        Cursor {
+            text,
+            b: text.as_bytes(),
+            i: 0,
+        }
+    }
+
+    pub fn pos(&self) -> usize {
+        self.i
+    }
+
+    /// The input from `start` to the cursor (a value just read, as written).
+    pub fn since(&self, start: usize) -> Option<&'a str> {
+        self.text.get(start..self.i)
+    }
+
+    #[inline(always)]
+    pub fn ws(&mut self) {
+        // Compact JSON has none: one compare settles the common case.
+        if self.b.get(self.i).is_some_and(|&c| c > b' ') {
+            return;
+        }
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    /// The next byte after whitespace, not consumed.
+    #[inline(always)]
+    pub fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
+    }
+
+    /// Consume `c` (after whitespace), or fail.
+    #[inline(always)]
+    pub fn expect(&mut self, c: u8) -> Option<()> {
+        if self.peek()? == c {
+            self.i += 1;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// Only whitespace left.
+    pub fn at_end(&mut self) -> bool {
+        self.ws();
+        self.i == self.b.len()
+    }
+
+    /// After `{` or `[`: true (and consumed) when `close` follows at once.
+    #[inline]
+    pub fn empty(&mut self, close: u8) -> Option<bool> {
+        if self.peek()? == close {
+            self.i += 1;
+            Some(true)
+        } else {
+            Some(false)
+        }
+    }
+
+    /// After a member or element: true on `,` (another follows), false on
+    /// `close`, None on anything else.
+    #[inline(always)]
+    pub fn more(&mut self, close: u8) -> Option<bool> {
+        let c = self.peek()?;
+        self.i += 1;
+        match c {
+            b',' => Some(true),
+            c if c == close => Some(false),
+            _ => None,
+        }
+    }
+
+    /// An object member's key and the `:` after it.
+    #[inline]
+    pub fn key(&mut self) -> Option<JsonStr<'a>> {
+        let key = self.string()?;
+        self.expect(b':')?;
+        Some(key)
+    }
+
+    /// Consume `lit` if the input continues with exactly it (no whitespace
+    /// skipped). A constant length lets the compiler compare it inline.
+    #[inline(always)]
+    pub fn eat<const N: usize>(&mut self, lit: &[u8; N]) -> bool {
+        if self.b.get(self.i..self.i + N) == Some(&lit[..]) {
+            self.i += N;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// A string value (after whitespace). The plain case — no escape —
+    /// is small enough to inline everywhere; escapes take `escaped_string`.
+    #[inline]
+    pub fn string(&mut self) -> Option<JsonStr<'a>> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let start = self.i + 1;
+        let end = skip_plain(self.b, start);
+        if self.b.get(end) != Some(&b'"') {
+            return self.escaped_string(start, end);
+        }
+        self.i = end + 1;
+        Some(JsonStr {
+            raw: self.text.get(start..end)?,
+            escaped: false,
+        })
+    }
+
+    /// The rest of a string from its first escape (or bad byte) at `i`.
+    #[cold]
+    #[inline(never)]
+    fn escaped_string(&mut self, start: usize, mut i: usize) -> Option<JsonStr<'a>> {
+        loop {
+            match self.b.get(i)? {
+                b'"' => break,
+                b'\\' => i = skip_plain(self.b, self.escape(i + 1)?),
+                _ => return None, // a raw control character
+            }
+        }
+        self.i = i + 1;
+        Some(JsonStr {
+            raw: self.text.get(start..i)?,
+            escaped: true,
+        })
+    }
+
+    /// One escape after its backslash; returns the index after it. `\u`
+    /// surrogates must come as a lead/trail pair, as serde_json requires
+    /// for a string value.
+    fn escape(&self, i: usize) -> Option<usize> {
+        match self.b.get(i)? {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(i + 1),
+            b'u' => {
+                let unit = self.hex4(i + 1)?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        if self.b.get(i + 5..i + 7)? != b"\\u" {
+                            return None;
+                        }
+                        matches!(self.hex4(i + 7)?, 0xDC00..=0xDFFF).then_some(i + 11)
+                    }
+                    0xDC00..=0xDFFF => None,
+                    _ => Some(i + 5),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn hex4(&self, i: usize) -> Option<u16> {
+        self.b.get(i..i + 4)?.iter().try_fold(0u16, |acc, &c| {
+            let d = (c as char).to_digit(16)?;
+            Some(acc << 4 | d as u16)
+        })
+    }
+
+    /// A number (after whitespace): `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
+    #[inline]
+    pub fn number(&mut self) -> Option<JsonNum<'a>> {
+        self.ws();
+        let start = self.i;
+        let b = self.b;
+        let mut i = start;
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        let int_start = i;
+        match b.get(i)? {
+            b'0' => i += 1,
+            b'1'..=b'9' => {
+                while let Some(b'0'..=b'9') = b.get(i) {
+                    i += 1;
+                }
+            }
+            _ => return None,
+        }
+        let int_digits = i - int_start;
+        let fraction = b.get(i) == Some(&b'.');
+        if fraction {
+            i = digits(b, i + 1)?;
+        }
+        let exponent = matches!(b.get(i), Some(b'e' | b'E'));
+        if exponent {
+            i += 1;
+            if let Some(b'+' | b'-') = b.get(i) {
+                i += 1;
+            }
+            i = digits(b, i)?;
+        }
+        self.i = i;
+        Some(JsonNum {
+            text: self.text.get(start..i)?,
+            int_digits,
+            fraction,
+            exponent,
+        })
+    }
+
+    /// `true`, `false` or `null` (after whitespace).
+    fn literal(&mut self) -> Option<()> {
+        self.ws();
+        let rest = self.b.get(self.i..)?;
+        let n = [&b"true"[..], b"false", b"null"]
+            .into_iter()
+            .find(|w| rest.starts_with(w))?
+            .len();
+        self.i += n;
+        Some(())
+    }
+
+    /// Skip one value of any kind, validating it. Iterative: the nesting
+    /// is a bit stack (1 = object), bounded by `MAX_SKIP_DEPTH`.
+    pub fn skip_value(&mut self) -> Option<()> {
+        let mut stack: u64 = 0;
+        let mut depth: u32 = 0;
+        loop {
+            // A value starts here.
+            let mut closed = false;
+            match self.peek()? {
+                b'{' => {
+                    self.i += 1;
+                    if depth == MAX_SKIP_DEPTH {
+                        return None;
+                    }
+                    depth += 1;
+                    stack = stack << 1 | 1;
+                    if self.empty(b'}')? {
+                        closed = true;
+                    } else {
+                        self.key()?;
+                        continue;
+                    }
+                }
+                b'[' => {
+                    self.i += 1;
+                    if depth == MAX_SKIP_DEPTH {
+                        return None;
+                    }
+                    depth += 1;
+                    stack <<= 1;
+                    if self.empty(b']')? {
+                        closed = true;
+                    } else {
+                        continue;
+                    }
+                }
+                b'"' => {
+                    self.string()?;
+                }
+                b'-' | b'0'..=b'9' => {
+                    let n = self.number()?;
+                    if n.exponent || n.int_digits > MAX_SKIP_INT_DIGITS {
+                        return None;
+                    }
+                }
+                _ => self.literal()?,
+            }
+            if closed {
+                depth -= 1;
+                stack >>= 1;
+            }
+            // After a value: close containers until one continues.
+            loop {
+                if depth == 0 {
+                    return Some(());
+                }
+                let in_object = stack & 1 == 1;
+                if self.more(if in_object { b'}' } else { b']' })? {
+                    if in_object {
+                        self.key()?;
+                    }
+                    break;
+                }
+                depth -= 1;
+                stack >>= 1;
+            }
+        }
+    }
+}
+
+/// The index of the first byte from `i` on that ends a string's plain run
+/// (`"`, `\\`, a control character), or the length. Eight bytes at a time:
+/// strings are most of an event's bytes.
+#[inline(always)]
+pub(super) fn skip_plain(b: &[u8], mut i: usize) -> usize {
+    const LO: u64 = u64::from_le_bytes([1; 8]);
+    const HI: u64 = LO << 7;
+    // Standard SWAR tests; each flags its lowest matching byte exactly
+    // (false flags only sit above a true one), so the lowest flag is right.
+    let zero_byte = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let stop = zero_byte(w ^ (LO * u64::from(b'"')))
+            | zero_byte(w ^ (LO * u64::from(b'\\')))
+            | (w.wrapping_sub(LO * 0x20) & !w & HI);
+        if stop != 0 {
+            return i + (stop.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i)
+        && !STRING_STOP[usize::from(c)]
+    {
+        i += 1;
+    }
+    i
+}
+
+/// One or more digits from `i`; the index after them.
+#[inline]
+fn digits(b: &[u8], mut i: usize) -> Option<usize> {
+    let start = i;
+    while let Some(b'0'..=b'9') = b.get(i) {
+        i += 1;
+    }
+    (i > start).then_some(i)
+}
+
+/// Whether `text` is one JSON value that the cursor accepts, with only
+/// whitespace around it.
+#[cfg(test)]
+pub(super) fn accepts(text: &str) -> bool {
+    let mut c = Cursor::new(text);
+    c.skip_value().is_some() && c.at_end()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_standard_json() {
+        for ok in [
+            "{}",
+            "[]",
+            " {\"a\" : [1, -2.5, 0, 3.0, true, false, null, \"x\\n\\u00e9\\ud83d\\ude00\"]}\n",
+            "\"\"",
+            "0",
+            "-0.0",
+            "[[[[{}]]]]",
+            r#"{"a":{"b":{"c":[{"d":"\"\\\/\b\f\n\r\t"}]}}}"#,
+        ] {
+            assert!(accepts(ok), "{ok}");
+            assert!(
+                serde_json::from_str::<serde_json::Value>(ok).is_ok(),
+                "{ok}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_what_serde_json_values_refuse_and_more() {
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        for bad in [
+            "",
+            "{",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "[1,]",
+            "[1 2]",
+            "01",
+            "1.",
+            "-",
+            ".5",
+            "1e",
+            "+1",
+            "tru",
+            "nul",
+            "\"a",
+            "\"\\x\"",
+            "\"\\u12\"",
+            "\"\u{1}\"",
+            "\"\\ud800\"",
+            "\"\\udc00\"",
+            "\"\\ud800\\u0041\"",
+            "{} {}",
+            "{'a':1}",
+            "\u{feff}{}",
+            "1e400",
+            deep.as_str(),
+        ] {
+            assert!(!accepts(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn word_scan_stops_where_the_byte_scan_does() {
+        let bytewise = |b: &[u8], mut i: usize| {
+            while i < b.len() && !STRING_STOP[usize::from(b[i])] {
+                i += 1;
+            }
+            i
+        };
+        for stop in 0..=255u8 {
+            for at in 0..20 {
+                let mut b = vec![b'a'; 20];
+                b[at] = stop;
+                // Neighbours that trip naive word tests: high bytes, 0x21, 0x5d.
+                b[(at + 1) % 20] = 0x80 | stop;
+                b[(at + 7) % 20] = 0x21;
+                for start in [0, 1, 5] {
+                    assert_eq!(
+                        skip_plain(&b, start),
+                        bytewise(&b, start),
+                        "byte {stop:#x} at {at}, from {start}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_and_numbers_report_their_text() {
+        let mut c = Cursor::new(r#" "ab\"c" -12.50e+3 "#);
+        let s = c.string().unwrap();
+        assert_eq!((s.raw, s.escaped), (r#"ab\"c"#, true));
+        let n = c.number().unwrap();
+        assert_eq!(
+            (n.text, n.int_digits, n.fraction, n.exponent),
+            ("-12.50e+3", 2, true, true)
+        );
+        assert!(c.at_end());
+    }
+}
