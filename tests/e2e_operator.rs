@@ -664,7 +664,7 @@ fn ids_lookup_count_export_prune_on_a_known_store() {
     let st = out.json();
     assert_eq!(st["ids"], 40);
     assert_eq!(st["partitions"], 2);
-    assert_eq!(st["schema_version"], 1);
+    assert_eq!(st["schema_version"], 2);
     assert_eq!(st["dead_letters"], 0);
 
     let out = tally(

@@ -1,21 +1,30 @@
 //! The embedded sled store: offsets, committed tracking-ID batches, dead letters.
 //!
-//! Batch-oriented (see DESIGN.md "Store"): each commit writes one value per
-//! batch — its packed 128-bit key digests — plus the partition offsets and any
-//! dead letters, all in one sled transaction followed by one flush. Dedupe
-//! lookups are served from an in-memory digest index rebuilt at open.
+//! Batch-oriented (see DESIGN.md "Store"): each commit appends the batches'
+//! key digests to the digest log (`digest_log.rs`, files beside sled), then
+//! writes one header and one compressed-keys value per batch, the partition
+//! offsets, any dead letters and the log's new end in one sled transaction
+//! followed by one flush. Dedupe lookups are served from an in-memory digest
+//! index rebuilt at open by reading the log (`rebuild.rs`).
 
 mod api;
 mod batch;
 mod changelog;
 mod codec;
 mod dead_letter;
+mod digest_log;
 mod error;
 mod index;
+mod key_codec;
 mod keys;
 mod lock;
+#[cfg(test)]
+mod log_tests;
+mod migrate;
 mod perms;
+mod rebuild;
 mod schema;
+mod staging;
 #[cfg(test)]
 mod tests;
 

@@ -207,14 +207,14 @@ fn newer_schema_is_refused() {
             err,
             StoreError::NewerSchema {
                 found: 99,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
         "{err:?}"
     );
     let msg = err.to_string();
-    assert!(msg.contains("99") && msg.contains("up to 1"), "{msg}");
+    assert!(msg.contains("99") && msg.contains("up to 2"), "{msg}");
 }
 
 #[test]
