@@ -1,11 +1,15 @@
-//! The embedded sled store: offsets, committed tracking-ID batches, dead letters.
+//! The embedded store: offsets, committed tracking-ID batches, dead letters.
 //!
-//! Batch-oriented (see DESIGN.md "Store"): each commit appends the batches'
-//! key digests to the digest log (`digest_log.rs`, files beside sled), then
-//! writes one header and one compressed-keys value per batch, the partition
-//! offsets, any dead letters and the log's new end in one sled transaction
-//! followed by one flush. Dedupe lookups are served from an in-memory digest
-//! index rebuilt at open by reading the log (`rebuild.rs`).
+//! Batch-oriented (see DESIGN.md "Store"). Schema 2: a commit appends its
+//! batches' digest records to the digest log (`digest_log.rs`, segment files
+//! under `digests/`) and their encoded keys to the key log (`keys/`,
+//! `key_codec.rs`; fdatasync'd, since lost digests are recomputed from the
+//! keys), then ONE sled transaction records the batch headers, the partition
+//! offsets, any dead letters and both logs' new ends, followed by one flush:
+//! that transaction is the commit point (`staging.rs`). Dedupe lookups are
+//! served from an in-memory digest index rebuilt at open by reading the
+//! digest log front to back (`rebuild.rs`). Schema-1 stores (digests and
+//! keys inside sled) migrate in resumable chunks (`migrate.rs`).
 
 mod api;
 mod batch;
