@@ -434,6 +434,121 @@ fn ids_delivered_by_dlq_replay_are_in_the_changelog() {
     assert_eq!(summary_field(&log, "delivered"), 1);
 }
 
+/// The changelog position a store keeps moves only over records it wrote
+/// itself. Store A held the partition first and dead-lettered a record;
+/// store B took the partition over (restored from the changelog); then A's
+/// `dlq replay` recorded the replayed ID in the partition's changelog while
+/// B ran — as a member cut off after its sink's ack records its last IDs
+/// after the next owner started. B's next commit used to move B's position
+/// past A's record, so no later restore of B read it, and after a restart a
+/// duplicate of the replayed record was delivered a second time.
+#[test]
+fn a_record_another_store_wrote_to_the_changelog_is_restored_after_a_restart() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let topic = unique_topic("cl-foreign-src");
+    let changelog = unique_topic("cl-foreign-log");
+    create_topic(&topic, 1);
+    create_topic(&changelog, 1);
+    let big = r#"{"id":"big","pad":"more than forty bytes of value"}"#;
+    produce_raw(&topic, big.as_bytes(), None);
+    produce_raw(&topic, br#"{"id":"a"}"#, None);
+    let write = |dir: &Path, limit: usize| {
+        std::fs::create_dir_all(dir).expect("store dir");
+        write_file_sink_config(
+            dir,
+            &[&topic],
+            "json",
+            &format!(
+                "dedupe = \"/id\"\nchangelog_topic = {changelog:?}\nmax_record_bytes = {limit}\n"
+            ),
+            "",
+        )
+    };
+    let run = |dir: &Path, config: &Path| {
+        TallyProcess::spawn_in(dir, &["run", "--config", config.to_str().unwrap()], &[])
+    };
+    let wait_lines = |tally: &mut TallyProcess, out: &Path, lines: usize| {
+        wait_for("delivered", Duration::from_secs(60), || {
+            assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+            count_lines(out) >= lines
+        });
+    };
+    let wait_restored = |tally: &mut TallyProcess| {
+        wait_for("restored", Duration::from_secs(60), || {
+            assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+            !restores(&tally.stderr()).is_empty()
+        });
+    };
+    let (a_out, b_out) = (a.join("delivered.jsonl"), b.join("delivered.jsonl"));
+
+    // A delivers "a" and dead-letters "big".
+    let a_cfg = write(&a, 40);
+    let mut tally = run(&a, &a_cfg);
+    wait_lines(&mut tally, &a_out, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = stop_cleanly(&mut tally);
+    assert!(log.contains("kept in dead letters"), "{}", tail(&log));
+
+    // B takes the partition over; A replays its letter meanwhile.
+    let b_cfg = write(&b, 1 << 20);
+    let mut tally = run(&b, &b_cfg);
+    wait_restored(&mut tally);
+    write(&a, 1 << 20);
+    let cfg = a_cfg.to_str().unwrap();
+    let replay = TallyProcess::run(
+        &a,
+        &["dlq", "replay", "--config", cfg, "--all"],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        replay.status.success(),
+        "{}\n{}",
+        replay.stdout,
+        replay.stderr
+    );
+    assert_eq!(count_lines(&a_out), 2, "A delivered the replayed record");
+    // B delivers and records a new ID after A's record.
+    produce_raw(&topic, br#"{"id":"c"}"#, None);
+    wait_lines(&mut tally, &b_out, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    stop_cleanly(&mut tally);
+
+    // Restarted, B restores what it has not applied — A's record included —
+    // and skips a duplicate of the replayed record.
+    let mut tally = run(&b, &b_cfg);
+    wait_restored(&mut tally);
+    produce_raw(&topic, big.as_bytes(), None);
+    produce_raw(&topic, br#"{"id":"d"}"#, None);
+    wait_lines(&mut tally, &b_out, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = stop_cleanly(&mut tally);
+    let ids: Vec<String> = read_jsonl(&b_out)
+        .iter()
+        .filter_map(|l| l["dedupe_key"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        ids,
+        ["c", "d"],
+        "B delivered a replayed ID again:\n{}",
+        tail(&log)
+    );
+    assert_eq!(
+        restores(&log).iter().map(|(_, new)| new).sum::<u64>(),
+        1,
+        "B's restart restores A's record: {:?}\n{}",
+        restores(&log),
+        tail(&log)
+    );
+    // With no other writer, B's own commits move its position: the next
+    // restart reads nothing.
+    let mut tally = run(&b, &b_cfg);
+    wait_restored(&mut tally);
+    let log = stop_cleanly(&mut tally);
+    assert_eq!(restores(&log), [(0, 0)], "{}", tail(&log));
+}
+
 /// `group` config for `member` of a test group, with the changelog.
 fn write_group_config(
     dir: &Path,

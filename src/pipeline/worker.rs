@@ -320,7 +320,7 @@ impl PartitionWorker {
                 )
                 .await;
                 match written {
-                    Ok(mark) => batch.changelog = mark,
+                    Ok(written) => batch.changelog = written,
                     Err(writer::Stopped) => {
                         self.shared.inflight.release(reserved);
                         return Delivery::Abandoned;
