@@ -112,6 +112,55 @@ fn assert_exactly_once(double: &KillbillDouble, want: &BTreeSet<String>) {
     }
 }
 
+/// The dedupe keys a file sink wrote, in order.
+fn delivered_keys(out: &Path) -> Vec<String> {
+    read_jsonl(out)
+        .iter()
+        .filter_map(|l| l["dedupe_key"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A `json` route deduplicating on `/id` with `changelog_topic`, into the
+/// file sink, dead-lettering values over `max_record_bytes`.
+fn json_changelog_config(
+    dir: &Path,
+    topic: &str,
+    changelog: &str,
+    max_record_bytes: usize,
+) -> PathBuf {
+    write_file_sink_config(
+        dir,
+        &[topic],
+        "json",
+        &format!(
+            "dedupe = \"/id\"\nchangelog_topic = {changelog:?}\nmax_record_bytes = {max_record_bytes}\n"
+        ),
+        "",
+    )
+}
+
+/// `tally dlq replay --all` on a stopped store; it must succeed.
+fn replay_all(dir: &Path, config: &Path) {
+    let replay = TallyProcess::run(
+        dir,
+        &[
+            "dlq",
+            "replay",
+            "--config",
+            config.to_str().unwrap(),
+            "--all",
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        replay.status.success(),
+        "{}\n{}",
+        replay.stdout,
+        replay.stderr
+    );
+}
+
 /// Delete the store, restart: the partitions restore every ID from the
 /// changelog before fetching, re-read what they committed, and post
 /// nothing again — neither the old records nor duplicates of old tracking
@@ -359,10 +408,7 @@ fn a_missing_or_too_small_changelog_topic_holds_the_partitions_until_fixed() {
     });
     let log = stop_cleanly(&mut tally);
     assert_eq!(restores(&log).len(), 2, "{}", tail(&log));
-    let keys: BTreeSet<String> = read_jsonl(&out)
-        .iter()
-        .filter_map(|l| l["dedupe_key"].as_str().map(str::to_string))
-        .collect();
+    let keys: BTreeSet<String> = delivered_keys(&out).into_iter().collect();
     assert_eq!((keys.len(), count_lines(&out)), (lines.len(), lines.len()));
 }
 
@@ -380,18 +426,7 @@ fn ids_delivered_by_dlq_replay_are_in_the_changelog() {
     let big = r#"{"id":"big","pad":"more than forty bytes of value"}"#;
     produce_raw(&topic, big.as_bytes(), None);
     produce_raw(&topic, br#"{"id":"a"}"#, None);
-    let write = |limit: usize| {
-        write_file_sink_config(
-            d,
-            &[&topic],
-            "json",
-            &format!(
-                "dedupe = \"/id\"\nchangelog_topic = {changelog:?}\nmax_record_bytes = {limit}\n"
-            ),
-            "",
-        )
-    };
-    let config = write(40);
+    let config = json_changelog_config(d, &topic, &changelog, 40);
     let cfg = config.to_str().unwrap().to_string();
     let out = d.join("delivered.jsonl");
     let run_until = |lines: usize| {
@@ -406,30 +441,15 @@ fn ids_delivered_by_dlq_replay_are_in_the_changelog() {
     let log = run_until(1);
     assert!(log.contains("kept in dead letters"), "{}", tail(&log));
 
-    write(1 << 20);
-    let replay = TallyProcess::run(
-        d,
-        &["dlq", "replay", "--config", &cfg, "--all"],
-        &[],
-        Duration::from_secs(60),
-    );
-    assert!(
-        replay.status.success(),
-        "{}\n{}",
-        replay.stdout,
-        replay.stderr
-    );
+    json_changelog_config(d, &topic, &changelog, 1 << 20);
+    replay_all(d, &config);
     assert_eq!(count_lines(&out), 2);
 
     std::fs::remove_dir_all(d.join("state")).expect("delete the store");
     produce_raw(&topic, big.as_bytes(), None);
     produce_raw(&topic, br#"{"id":"c"}"#, None);
     let log = run_until(3);
-    let ids: Vec<String> = read_jsonl(&out)
-        .iter()
-        .filter_map(|l| l["dedupe_key"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(ids, ["a", "big", "c"], "{}", tail(&log));
+    assert_eq!(delivered_keys(&out), ["a", "big", "c"], "{}", tail(&log));
     assert_eq!(restores(&log), [(2, 2)], "{}", tail(&log));
     assert_eq!(summary_field(&log, "delivered"), 1);
 }
@@ -455,15 +475,7 @@ fn a_record_another_store_wrote_to_the_changelog_is_restored_after_a_restart() {
     produce_raw(&topic, br#"{"id":"a"}"#, None);
     let write = |dir: &Path, limit: usize| {
         std::fs::create_dir_all(dir).expect("store dir");
-        write_file_sink_config(
-            dir,
-            &[&topic],
-            "json",
-            &format!(
-                "dedupe = \"/id\"\nchangelog_topic = {changelog:?}\nmax_record_bytes = {limit}\n"
-            ),
-            "",
-        )
+        json_changelog_config(dir, &topic, &changelog, limit)
     };
     let run = |dir: &Path, config: &Path| {
         TallyProcess::spawn_in(dir, &["run", "--config", config.to_str().unwrap()], &[])
@@ -495,19 +507,7 @@ fn a_record_another_store_wrote_to_the_changelog_is_restored_after_a_restart() {
     let mut tally = run(&b, &b_cfg);
     wait_restored(&mut tally);
     write(&a, 1 << 20);
-    let cfg = a_cfg.to_str().unwrap();
-    let replay = TallyProcess::run(
-        &a,
-        &["dlq", "replay", "--config", cfg, "--all"],
-        &[],
-        Duration::from_secs(60),
-    );
-    assert!(
-        replay.status.success(),
-        "{}\n{}",
-        replay.stdout,
-        replay.stderr
-    );
+    replay_all(&a, &a_cfg);
     assert_eq!(count_lines(&a_out), 2, "A delivered the replayed record");
     // B delivers and records a new ID after A's record.
     produce_raw(&topic, br#"{"id":"c"}"#, None);
@@ -524,12 +524,8 @@ fn a_record_another_store_wrote_to_the_changelog_is_restored_after_a_restart() {
     wait_lines(&mut tally, &b_out, 2);
     std::thread::sleep(Duration::from_millis(300));
     let log = stop_cleanly(&mut tally);
-    let ids: Vec<String> = read_jsonl(&b_out)
-        .iter()
-        .filter_map(|l| l["dedupe_key"].as_str().map(str::to_string))
-        .collect();
     assert_eq!(
-        ids,
+        delivered_keys(&b_out),
         ["c", "d"],
         "B delivered a replayed ID again:\n{}",
         tail(&log)

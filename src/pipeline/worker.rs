@@ -320,7 +320,7 @@ impl PartitionWorker {
                 )
                 .await;
                 match written {
-                    Ok(written) => batch.changelog = written,
+                    Ok(mark) => batch.changelog = mark,
                     Err(writer::Stopped) => {
                         self.shared.inflight.release(reserved);
                         return Delivery::Abandoned;
