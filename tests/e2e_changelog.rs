@@ -545,6 +545,79 @@ fn a_record_another_store_wrote_to_the_changelog_is_restored_after_a_restart() {
     assert_eq!(restores(&log), [(0, 0)], "{}", tail(&log));
 }
 
+/// `dlq replay` dedupes against what the letter's partition recorded in
+/// the changelog, not only against its own store: store A dead-lettered
+/// "big", store B took the partition over and delivered a re-sent "big";
+/// A's replay used to deliver it a second time (A's store never saw B's
+/// delivery — the usual case in group mode, where the member holding a
+/// letter rarely still owns its partition).
+#[test]
+fn dlq_replay_skips_an_id_another_store_delivered_since() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    std::fs::create_dir_all(&a).expect("a");
+    std::fs::create_dir_all(&b).expect("b");
+    let topic = unique_topic("cl-replay-dup-src");
+    let changelog = unique_topic("cl-replay-dup-log");
+    create_topic(&topic, 1);
+    create_topic(&changelog, 1);
+    let big = r#"{"id":"big","pad":"more than forty bytes of value"}"#;
+    produce_raw(&topic, big.as_bytes(), None);
+    produce_raw(&topic, br#"{"id":"a"}"#, None);
+    let (a_out, b_out) = (a.join("delivered.jsonl"), b.join("delivered.jsonl"));
+    let run_until = |dir: &Path, config: &Path, out: &Path, lines: usize| {
+        let mut tally =
+            TallyProcess::spawn_in(dir, &["run", "--config", config.to_str().unwrap()], &[]);
+        wait_for("delivered", Duration::from_secs(60), || {
+            assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+            count_lines(out) >= lines
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        stop_cleanly(&mut tally)
+    };
+
+    let a_cfg = json_changelog_config(&a, &topic, &changelog, 40);
+    let log = run_until(&a, &a_cfg, &a_out, 1);
+    assert!(log.contains("kept in dead letters"), "{}", tail(&log));
+    // The producer sends "big" again; B, with the partition now, delivers it.
+    produce_raw(&topic, big.as_bytes(), None);
+    let b_cfg = json_changelog_config(&b, &topic, &changelog, 1 << 20);
+    run_until(&b, &b_cfg, &b_out, 1);
+    assert_eq!(delivered_keys(&b_out), ["big"]);
+
+    // The config fix, written over a_cfg: "big" now fits.
+    json_changelog_config(&a, &topic, &changelog, 1 << 20);
+    let replay = TallyProcess::run(
+        &a,
+        &[
+            "dlq",
+            "replay",
+            "--config",
+            a_cfg.to_str().unwrap(),
+            "--all",
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        replay.status.success(),
+        "{}\n{}",
+        replay.stdout,
+        replay.stderr
+    );
+    assert!(
+        replay.stdout.contains("duplicate (already delivered)"),
+        "{}\n{}",
+        replay.stdout,
+        replay.stderr
+    );
+    assert_eq!(
+        delivered_keys(&a_out),
+        ["a"],
+        "the replay delivered big again"
+    );
+}
+
 /// `group` config for `member` of a test group, with the changelog.
 fn write_group_config(
     dir: &Path,
