@@ -139,8 +139,9 @@ fn json_changelog_config(
     )
 }
 
-/// `tally dlq replay --all` on a stopped store; it must succeed.
-fn replay_all(dir: &Path, config: &Path) {
+/// `tally dlq replay --all` on a stopped store; it must succeed. Its
+/// stdout (one line per letter).
+fn replay_all(dir: &Path, config: &Path) -> String {
     let replay = TallyProcess::run(
         dir,
         &[
@@ -159,6 +160,25 @@ fn replay_all(dir: &Path, config: &Path) {
         replay.stdout,
         replay.stderr
     );
+    replay.stdout
+}
+
+/// Wait until `out` has `lines` lines, failing if `tally` exits first.
+fn wait_delivered(tally: &mut TallyProcess, out: &Path, lines: usize) {
+    wait_for("delivered", Duration::from_secs(60), || {
+        assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+        count_lines(out) >= lines
+    });
+}
+
+/// Run `tally run` in `dir` until `out` has `lines` lines, then stop it
+/// cleanly; its log.
+fn run_until_delivered(dir: &Path, config: &Path, out: &Path, lines: usize) -> String {
+    let mut tally =
+        TallyProcess::spawn_in(dir, &["run", "--config", config.to_str().unwrap()], &[]);
+    wait_delivered(&mut tally, out, lines);
+    std::thread::sleep(Duration::from_millis(300));
+    stop_cleanly(&mut tally)
 }
 
 /// Delete the store, restart: the partitions restore every ID from the
@@ -427,17 +447,8 @@ fn ids_delivered_by_dlq_replay_are_in_the_changelog() {
     produce_raw(&topic, big.as_bytes(), None);
     produce_raw(&topic, br#"{"id":"a"}"#, None);
     let config = json_changelog_config(d, &topic, &changelog, 40);
-    let cfg = config.to_str().unwrap().to_string();
     let out = d.join("delivered.jsonl");
-    let run_until = |lines: usize| {
-        let mut tally = TallyProcess::spawn_in(d, &["run", "--config", &cfg], &[]);
-        wait_for("delivered", Duration::from_secs(60), || {
-            assert!(tally.is_running(), "{}", tail(&tally.stderr()));
-            count_lines(&out) >= lines
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        stop_cleanly(&mut tally)
-    };
+    let run_until = |lines: usize| run_until_delivered(d, &config, &out, lines);
     let log = run_until(1);
     assert!(log.contains("kept in dead letters"), "{}", tail(&log));
 
@@ -480,12 +491,6 @@ fn a_record_another_store_wrote_to_the_changelog_is_restored_after_a_restart() {
     let run = |dir: &Path, config: &Path| {
         TallyProcess::spawn_in(dir, &["run", "--config", config.to_str().unwrap()], &[])
     };
-    let wait_lines = |tally: &mut TallyProcess, out: &Path, lines: usize| {
-        wait_for("delivered", Duration::from_secs(60), || {
-            assert!(tally.is_running(), "{}", tail(&tally.stderr()));
-            count_lines(out) >= lines
-        });
-    };
     let wait_restored = |tally: &mut TallyProcess| {
         wait_for("restored", Duration::from_secs(60), || {
             assert!(tally.is_running(), "{}", tail(&tally.stderr()));
@@ -496,10 +501,7 @@ fn a_record_another_store_wrote_to_the_changelog_is_restored_after_a_restart() {
 
     // A delivers "a" and dead-letters "big".
     let a_cfg = write(&a, 40);
-    let mut tally = run(&a, &a_cfg);
-    wait_lines(&mut tally, &a_out, 1);
-    std::thread::sleep(Duration::from_millis(300));
-    let log = stop_cleanly(&mut tally);
+    let log = run_until_delivered(&a, &a_cfg, &a_out, 1);
     assert!(log.contains("kept in dead letters"), "{}", tail(&log));
 
     // B takes the partition over; A replays its letter meanwhile.
@@ -511,7 +513,7 @@ fn a_record_another_store_wrote_to_the_changelog_is_restored_after_a_restart() {
     assert_eq!(count_lines(&a_out), 2, "A delivered the replayed record");
     // B delivers and records a new ID after A's record.
     produce_raw(&topic, br#"{"id":"c"}"#, None);
-    wait_lines(&mut tally, &b_out, 1);
+    wait_delivered(&mut tally, &b_out, 1);
     std::thread::sleep(Duration::from_millis(300));
     stop_cleanly(&mut tally);
 
@@ -521,7 +523,7 @@ fn a_record_another_store_wrote_to_the_changelog_is_restored_after_a_restart() {
     wait_restored(&mut tally);
     produce_raw(&topic, big.as_bytes(), None);
     produce_raw(&topic, br#"{"id":"d"}"#, None);
-    wait_lines(&mut tally, &b_out, 2);
+    wait_delivered(&mut tally, &b_out, 2);
     std::thread::sleep(Duration::from_millis(300));
     let log = stop_cleanly(&mut tally);
     assert_eq!(
@@ -565,51 +567,22 @@ fn dlq_replay_skips_an_id_another_store_delivered_since() {
     produce_raw(&topic, big.as_bytes(), None);
     produce_raw(&topic, br#"{"id":"a"}"#, None);
     let (a_out, b_out) = (a.join("delivered.jsonl"), b.join("delivered.jsonl"));
-    let run_until = |dir: &Path, config: &Path, out: &Path, lines: usize| {
-        let mut tally =
-            TallyProcess::spawn_in(dir, &["run", "--config", config.to_str().unwrap()], &[]);
-        wait_for("delivered", Duration::from_secs(60), || {
-            assert!(tally.is_running(), "{}", tail(&tally.stderr()));
-            count_lines(out) >= lines
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        stop_cleanly(&mut tally)
-    };
 
     let a_cfg = json_changelog_config(&a, &topic, &changelog, 40);
-    let log = run_until(&a, &a_cfg, &a_out, 1);
+    let log = run_until_delivered(&a, &a_cfg, &a_out, 1);
     assert!(log.contains("kept in dead letters"), "{}", tail(&log));
     // The producer sends "big" again; B, with the partition now, delivers it.
     produce_raw(&topic, big.as_bytes(), None);
     let b_cfg = json_changelog_config(&b, &topic, &changelog, 1 << 20);
-    run_until(&b, &b_cfg, &b_out, 1);
+    run_until_delivered(&b, &b_cfg, &b_out, 1);
     assert_eq!(delivered_keys(&b_out), ["big"]);
 
     // The config fix, written over a_cfg: "big" now fits.
     json_changelog_config(&a, &topic, &changelog, 1 << 20);
-    let replay = TallyProcess::run(
-        &a,
-        &[
-            "dlq",
-            "replay",
-            "--config",
-            a_cfg.to_str().unwrap(),
-            "--all",
-        ],
-        &[],
-        Duration::from_secs(60),
-    );
+    let replayed = replay_all(&a, &a_cfg);
     assert!(
-        replay.status.success(),
-        "{}\n{}",
-        replay.stdout,
-        replay.stderr
-    );
-    assert!(
-        replay.stdout.contains("duplicate (already delivered)"),
-        "{}\n{}",
-        replay.stdout,
-        replay.stderr
+        replayed.contains("duplicate (already delivered)"),
+        "{replayed}"
     );
     assert_eq!(
         delivered_keys(&a_out),
