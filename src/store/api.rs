@@ -11,7 +11,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
 use super::batch::{self, BatchInfo, Header};
-use super::changelog::{self, ChangelogMark, ChangelogRestore};
+use super::changelog::{self, ChangelogMark, ChangelogRestore, ChangelogWrite};
 use super::dead_letter::{self, DeadLetter};
 use super::digest_log::{self, DigestLog, RECORD, pack, unpack};
 use super::error::StoreError;
@@ -71,8 +71,8 @@ pub struct CommitBatch {
     pub digests: Vec<u128>,
     pub dead_letters: Vec<DeadLetter>,
     /// Set when the keys were produced to the route's changelog topic just
-    /// before this commit: the changelog position to record with it.
-    pub changelog: Option<ChangelogMark>,
+    /// before this commit: where they went (the position moves with it).
+    pub changelog: Option<ChangelogWrite>,
 }
 
 /// What one `dlq replay` resolved, for `Store::commit_replay`.

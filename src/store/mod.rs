@@ -36,7 +36,7 @@ pub use api::{
     CommitBatch, CommitStats, IdLocation, PruneStats, ReplayCommit, Store, StoreConfig, digest,
 };
 pub use batch::BatchInfo;
-pub use changelog::{ChangelogMark, ChangelogRestore};
+pub use changelog::{ChangelogMark, ChangelogRestore, ChangelogWrite};
 /// The store's non-panicking binary reader/writer, shared with the changelog record codec.
 pub(crate) use codec::{DecodeResult, Reader, Writer};
 pub use dead_letter::DeadLetter;
