@@ -38,10 +38,6 @@ pub(super) struct Fetched {
     pub high_watermark: i64,
     pub records: Vec<ConsumedRecord>,
     /// This batch's bytes in the fetch budget, released with the batch.
-    #[expect(
-        dead_code,
-        reason = "held, never read: dropping the batch releases its bytes"
-    )]
     pub budget: Hold,
 }
 
@@ -63,7 +59,8 @@ pub(super) struct Fetcher {
 /// returns a first batch larger than the limit whole.
 struct Sizer {
     /// A recent answer larger than its reservation: its first batch alone
-    /// needs this much, so reserve it up front (halved while answers fit).
+    /// needs this much, so reserve it up front (halved while answers fit,
+    /// dropped at the log end).
     /// Until the first answer shows the partition's batch sizes, the
     /// largest fetch the config allows.
     oversize: usize,
@@ -98,6 +95,9 @@ impl Sizer {
     }
 }
 
+/// The wait of a fetch that holds more than its share of the budget.
+const SHORT_POLL: Duration = Duration::from_millis(10);
+
 /// How often a blocked fetcher asks for the high watermark.
 const WATERMARK_PROBE: Duration = Duration::from_secs(5);
 
@@ -121,15 +121,26 @@ impl Fetcher {
                 Some(Ok(slot)) => slot,
                 Some(Err(_)) | None => return, // worker gone or shutdown
             };
-            let want = budget.fetch_size().max(sizer.oversize);
+            let share = budget.fetch_size();
+            let want = share.max(sizer.oversize);
             let Some(mut hold) = self.wait_probing(budget.reserve(want), offset).await else {
                 return;
             };
             let max_bytes = i32::try_from(sizer.ask(want)).unwrap_or(i32::MAX);
+            // More than the share is never held across a long poll: at the
+            // log end it would keep other partitions waiting for nothing.
+            let short_poll = want > share;
+            let max_wait = if short_poll {
+                // Not zero: the test broker answers an empty partition's
+                // zero-wait fetch with UNKNOWN_TOPIC_OR_PARTITION.
+                SHORT_POLL
+            } else {
+                kafka.fetch_max_wait
+            };
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = self.consumer.fetch(offset, max_bytes, kafka.fetch_max_wait) => r,
+                r = self.consumer.fetch(offset, max_bytes, max_wait) => r,
             };
             match result {
                 Ok(f) => {
@@ -141,6 +152,12 @@ impl Fetcher {
                     self.metrics.set_high_watermark(f.high_watermark);
                     if f.next_offset <= offset && f.records.is_empty() {
                         drop((hold, slot));
+                        // At the log end: what comes next is live traffic,
+                        // sized by the share until it shows otherwise.
+                        sizer.oversize = 0;
+                        if short_poll {
+                            continue; // the next fetch long-polls
+                        }
                         // Nothing resolvable yet. An open transaction answers at
                         // once (its records are held back), so wait out the poll
                         // interval here rather than spin.
