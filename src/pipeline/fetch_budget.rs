@@ -1,8 +1,8 @@
 //! The process-wide fetch-memory budget (`[pipeline] fetch_memory_mb`).
 //!
 //! Every partition's fetcher reserves the bytes a fetch may bring before it
-//! asks the broker; the reservation travels with the batch, grows by the
-//! worker's decoded chunk, and is released when the worker is done with it. So what fetched batches keep alive is
+//! asks the broker; the reservation travels with the batch and is released
+//! when the worker is done with it. So what fetched batches keep alive is
 //! bounded by one number, however many partitions this process owns.
 //!
 //! * Size: a fetch asks for `budget / (partitions × window)`, between
@@ -214,13 +214,6 @@ impl Hold {
             self.budget.metrics.used.set(gauge_value(inner.used));
         }
         self.bytes = actual;
-    }
-}
-
-impl Hold {
-    /// Charges memory the batch grew after it arrived (its decoded chunk).
-    pub fn add(&mut self, bytes: usize) {
-        self.resize(self.bytes.saturating_add(bytes));
     }
 }
 

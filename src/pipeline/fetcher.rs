@@ -25,6 +25,7 @@ use super::backoff::Backoff;
 use super::classify::{FailureClass, classify_kafka, kafka_failure_stops_daemon};
 use super::fetch_budget::Hold;
 use super::live::{PartitionLive, PartitionState};
+use super::worker::DECODED_RECORD_BYTES;
 use crate::admin::metrics::PartitionMetrics;
 use crate::config::{OutOfRangePolicy, StartPosition};
 use crate::kafka::{ConsumedRecord, ErrorKind, KafkaError, OffsetSpec, PartitionConsumer};
@@ -38,6 +39,10 @@ pub(super) struct Fetched {
     pub high_watermark: i64,
     pub records: Vec<ConsumedRecord>,
     /// This batch's bytes in the fetch budget, released with the batch.
+    #[expect(
+        dead_code,
+        reason = "held, never read: dropping the batch releases its bytes"
+    )]
     pub budget: Hold,
 }
 
@@ -73,8 +78,10 @@ impl Sizer {
     fn new(fetch_max_bytes: usize) -> Sizer {
         Sizer {
             oversize: fetch_max_bytes,
+            // Until an answer shows the records' size: small records
+            // cost about three times their bytes once decoded.
             bytes: 1,
-            charged: 1,
+            charged: 3,
         }
     }
 
@@ -169,8 +176,12 @@ impl Fetcher {
                         continue;
                     }
                     // What the batch keeps alive: the response's record
-                    // data and the decoded records' structs.
-                    let charged = f.bytes + f.records.capacity() * size_of::<ConsumedRecord>();
+                    // data, the records' structs, and (while its worker
+                    // resolves it) a decoded chunk about as large again.
+                    let decoded = f.records.len().min(self.shared.pipeline.max_batch_records)
+                        * DECODED_RECORD_BYTES;
+                    let charged =
+                        f.bytes + f.records.capacity() * size_of::<ConsumedRecord>() + decoded;
                     hold.resize(charged);
                     sizer.saw(want, f.bytes, charged);
                     let next = f.next_offset.max(offset);

@@ -46,6 +46,10 @@ pub(super) struct PartitionWorker {
 
 /// A decoded record waiting to be resolved. Pendings stay where they are
 /// for the whole chunk; rounds pass indices around, not the records.
+/// What a decoded record costs while its chunk is resolved: the fetcher
+/// charges it to the fetch budget with the batch.
+pub(super) const DECODED_RECORD_BYTES: usize = size_of::<Pending>();
+
 struct Pending {
     out: Outgoing,
     digest: Option<u128>,
@@ -179,20 +183,15 @@ impl PartitionWorker {
         self.commit_or_stop(batch).await.then_some(offset)
     }
 
-    async fn resolve_batch(&self, mut batch: Fetched) -> Delivery {
+    async fn resolve_batch(&self, batch: Fetched) -> Delivery {
         tracing::debug!(
             topic = %self.topic, partition = self.partition, first = batch.first_offset,
             next = batch.next_offset, records = batch.records.len(),
             lag = (batch.high_watermark - batch.next_offset).max(0), "fetched"
         );
-        let max = self.shared.pipeline.max_batch_records;
-        // A decoded chunk is about as large as the fetched records: it
-        // counts against the fetch budget too, while the batch is in hand.
-        batch
-            .budget
-            .add(batch.records.len().min(max) * size_of::<Pending>());
         let mut rest = batch.records;
         let mut first = batch.first_offset;
+        let max = self.shared.pipeline.max_batch_records;
         while !rest.is_empty() {
             let tail = if rest.len() > max {
                 rest.split_off(max)
