@@ -9,7 +9,8 @@
 #   --partitions P  topic partitions (env P, default 8)
 #   --rows LIST     comma-separated subset of:
 #                   raw,tally-fetch,tally-decode,librdkafka,tally-run,
-#                   killbill,tally-group,tally-run-changelog,tally-restore
+#                   killbill,tally-group,tally-run-changelog,tally-restore,
+#                   tally-backlog
 #                   (env ROWS, default the first six, in that order;
 #                   rows may repeat, each run gets a fresh directory)
 #   --max-bytes B   per-partition fetch max bytes for every row
@@ -51,6 +52,13 @@
 #                changelog, wall = the restores' window (first start to last
 #                end, from the log), CPU as of the last restore; the sink
 #                must receive nothing. Reports IDs/s, MB/s and bytes/ID.
+#   tally-backlog  backlog memory: `tally run` into an HTTP sink whose port
+#                refuses connections (transient: retried forever) while all
+#                N records wait; observed until every partition is assigned
+#                and peak RSS has not moved for 5 s (at most 120 s). Reports
+#                peak RSS (VmHWM), the fetch budget's peak use, the lag
+#                (records waiting) and tally's CPU during the outage
+#                (nothing spins); records/s does not apply.
 #
 # records/s = records / wall, wall measured from process start (nothing
 # subtracted: connection setup, interpreter start and tally's store/topic
@@ -100,7 +108,7 @@ done
 [[ "$P" =~ ^[0-9]+$ && "$P" -gt 0 ]] || die "P must be a positive integer"
 IFS=',' read -r -a ROW_LIST <<<"$ROWS"
 for r in "${ROW_LIST[@]}"; do
-    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|killbill|tally-group|tally-run-changelog|tally-restore) ;; *) die "unknown row: $r" ;; esac
+    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|killbill|tally-group|tally-run-changelog|tally-restore|tally-backlog) ;; *) die "unknown row: $r" ;; esac
 done
 
 # ---------------------------------------------------------------- tools
@@ -362,6 +370,119 @@ EOF
     echo "$name $DISTINCT $wall $cpu $rss $(elapsed "$b0" "$b1") first_line_after_${startup}_s;_CPU/RSS_at_last_line;_whole_process_incl._drain:_${cpu_total}_s_CPU,_$((rss_total / 1024))_MB" >>"$RESULTS"
 }
 
+row_tally_backlog() {
+    local name=tally-backlog b0 b1 dir ports sink_port admin_port poll
+    dir=$(mktemp -d "$WORK/$name.XXXX")
+    # Two free ports: the admin API's, and one nothing listens on (the sink).
+    ports=$("$PY" -c 'import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')
+    read -r sink_port admin_port <<<"$ports"
+    cat >"$dir/tally.toml" <<EOF
+[kafka]
+brokers = ["$BROKER"]
+fetch_max_bytes = $MAX_BYTES
+
+[store]
+path = "$dir/state"
+
+[assignment]
+mode = "static"
+member = 0
+members = 1
+
+[pipeline]
+drain_timeout = "1s"
+
+[[routes]]
+name = "usage"
+topics = ["$TOPIC"]
+format = "killbill-usage"
+sink = "http"
+start = "earliest"
+
+[sinks.http]
+url = "http://127.0.0.1:$sink_port/usage"
+
+[admin]
+listen = "127.0.0.1:$admin_port"
+EOF
+    b0=$(proc_cpu "$BROKER_PID")
+    TALLY_LOG="${TALLY_LOG:-info}" "$TIME" -f '%e %U %S %M' -o "$WORK/$name.time" \
+        "$TALLY" run --config "$dir/tally.toml" >"$dir/tally.log" 2>&1 &
+    TIME_PID=$!
+    poll=$("$PY" - "$TIME_PID" "$admin_port" "$P" <<'EOF'
+import json, os, re, sys, time, urllib.request
+pid, port, parts = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+hz = os.sysconf("SC_CLK_TCK")
+def child():
+    try:
+        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
+        return int(kids[0]) if kids else None
+    except OSError:
+        return None
+def sample(p):
+    st = open(f"/proc/{p}/stat").read().rsplit(") ", 1)[1].split()
+    hwm = next(l for l in open(f"/proc/{p}/status") if l.startswith("VmHWM:")).split()[1]
+    return (int(st[11]) + int(st[12])) / hz, int(hwm)
+def metrics():
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"(tally_[a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$", line)
+        if m:
+            out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(3))
+    return out
+start = time.time()
+assigned_at, last_hwm, still_since, used_max = None, None, None, 0.0
+t = child()
+while t is None and time.time() - start < 30:
+    time.sleep(0.05)
+    t = child()
+m, hwm, cpu = {}, 0, 0.0
+while t is not None and time.time() - start < 120 and os.path.exists(f"/proc/{t}"):
+    time.sleep(0.25)
+    m = metrics() or m
+    used_max = max(used_max, m.get("tally_fetch_budget_used_bytes", 0.0))
+    try:
+        cpu, hwm = sample(t)
+    except (OSError, StopIteration):
+        break
+    now = time.time()
+    if assigned_at is None and m.get("tally_partitions_assigned", 0) >= parts:
+        assigned_at = now
+    if hwm != last_hwm:
+        last_hwm, still_since = hwm, now
+    if assigned_at and now - assigned_at >= 10 and now - still_since >= 5:
+        break
+print(json.dumps({"tally_pid": t, "observed": time.time() - start, "cpu": cpu, "hwm_kb": hwm,
+    "budget_used_max": used_max, "budget": m.get("tally_fetch_budget_bytes", 0.0),
+    "waits": m.get("tally_fetch_budget_waits_total", 0.0), "lag": m.get("tally_partition_lag", 0.0)}))
+EOF
+)
+    TALLY_PID=$(json_get tally_pid <<<"$poll")
+    [[ "$TALLY_PID" =~ ^[0-9]+$ ]] && kill -TERM "$TALLY_PID" 2>/dev/null || true
+    wait "$TIME_PID" || log "tally run exited with status $? after SIGTERM (see $dir/tally.log)"
+    TIME_PID=""
+    TALLY_PID=""
+    b1=$(proc_cpu "$BROKER_PID")
+    local lag used budget waits observed cpu hwm
+    lag=$(json_get lag <<<"$poll")
+    lag=${lag%.*}
+    [[ "$lag" -gt 0 ]] || { tail -20 "$dir/tally.log" >&2; die "tally-backlog: no records waiting (lag $lag)"; }
+    used=$(awk -v b="$(json_get budget_used_max <<<"$poll")" 'BEGIN { printf "%.1f", b / 1048576 }')
+    budget=$(awk -v b="$(json_get budget <<<"$poll")" 'BEGIN { printf "%.0f", b / 1048576 }')
+    waits=$(json_get waits <<<"$poll")
+    observed=$(json_get observed <<<"$poll")
+    cpu=$(json_get cpu <<<"$poll")
+    hwm=$(json_get hwm_kb <<<"$poll")
+    echo "$name $lag $observed $cpu $hwm $(elapsed "$b0" "$b1") sink_down:_${lag}_records_waiting_(lag);_fetch_budget_peak_${used}_of_${budget}_MiB,_${waits%.*}_budget_waits;_CPU_over_${observed%.*}_s_observed" >>"$RESULTS"
+}
+
 row_tally_restore() {
     local name=tally-restore b0 b1 t_start poll dir
     compgen -G "$WORK/tally-run-changelog.*/delivered.jsonl" >/dev/null ||
@@ -454,6 +575,7 @@ for r in "${ROW_LIST[@]}"; do
         tally-run-changelog) row_tally_run tally-run-changelog "changelog_topic = \"$CHANGELOG\"" ;;
         tally-restore) row_tally_restore ;;
         tally-group) row_tally_run tally-group ;;
+        tally-backlog) row_tally_backlog ;;
     esac
     tail -1 "$RESULTS" >&2
 done
@@ -472,6 +594,7 @@ labels = {
     "tally-run-changelog": "`tally run` → file sink, durable dedupe + changelog",
     "tally-restore": "restore of a deleted store from the changelog (IDs)",
     "tally-group": "`tally run`, group mode (1 member) → file sink",
+    "tally-backlog": "`tally run` → HTTP sink down: backlog waits (records = waiting)",
 }
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 base = next((float(r[1]) / float(r[2]) for r in rows if r[0] == "raw"), None)
@@ -482,7 +605,10 @@ for name, recs, wall, cpu, rss, bcpu, note in rows:
     recs, wall, cpu, rss, bcpu = int(recs), float(wall), float(cpu), int(rss), float(bcpu)
     rate = recs / wall if wall > 0 else 0
     ratio = f"{rate / base:.2f}" if base else "n/a"
-    print(f"| {labels[name]} | {recs:,} | {wall:.2f} | {rate:,.0f} | {ratio} | {cpu:.2f} | {cpu / recs * 1e6:.2f} | {rss / 1024:.0f} | {bcpu:.2f} | {note} |")
+    rate, per = f"{rate:,.0f}", f"{cpu / recs * 1e6:.2f}"
+    if name == "tally-backlog":  # nothing is delivered: no rate
+        rate, ratio, per = "–", "–", "–"
+    print(f"| {labels[name]} | {recs:,} | {wall:.2f} | {rate} | {ratio} | {cpu:.2f} | {per} | {rss / 1024:.0f} | {bcpu:.2f} | {note} |")
 EOF
 )
 

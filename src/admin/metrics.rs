@@ -75,8 +75,18 @@ pub struct Metrics {
     pub pruned_ids: Counter,
     pub broker_connected: Gauge,
     pub partitions_assigned: Gauge,
+    pub fetch_budget: FetchBudgetMetrics,
     /// Exported in group mode only (see `register_group`).
     pub group: GroupMetrics,
+}
+
+/// The process-wide fetch budget (`[pipeline] fetch_memory_mb`).
+#[derive(Debug, Clone, Default)]
+pub struct FetchBudgetMetrics {
+    pub limit: Gauge,
+    pub used: Gauge,
+    pub waits: Counter,
+    pub wait_seconds: Counter<f64, AtomicU64>,
 }
 
 /// The membership of `[assignment] mode = "group"`.
@@ -122,6 +132,7 @@ impl Metrics {
             pruned_ids: Counter::default(),
             broker_connected: Gauge::default(),
             partitions_assigned: Gauge::default(),
+            fetch_budget: FetchBudgetMetrics::default(),
             group: GroupMetrics::default(),
             registry: Registry::default(),
         };
@@ -213,6 +224,30 @@ impl Metrics {
             "partitions_assigned",
             "Partitions this process consumes",
             m.partitions_assigned.clone(),
+        );
+        let b = &m.fetch_budget;
+        r.register_with_unit(
+            "fetch_budget",
+            "Bytes fetched batches of all partitions may hold at once ([pipeline] fetch_memory_mb)",
+            Unit::Bytes,
+            b.limit.clone(),
+        );
+        r.register_with_unit(
+            "fetch_budget_used",
+            "Bytes fetched batches hold now, reserved before each fetch and released after delivery",
+            Unit::Bytes,
+            b.used.clone(),
+        );
+        r.register(
+            "fetch_budget_waits",
+            "Fetches that waited for budget bytes (the budget, not the sink, held them back)",
+            b.waits.clone(),
+        );
+        r.register_with_unit(
+            "fetch_budget_wait",
+            "Time fetches spent waiting for budget bytes, summed over partitions",
+            Unit::Seconds,
+            b.wait_seconds.clone(),
         );
         m.changelog.register(r);
         Metrics { registry, ..m }
@@ -533,6 +568,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tally_store_size_bytes"), "{text}");
+        for name in [
+            "tally_fetch_budget_bytes ",
+            "tally_fetch_budget_used_bytes ",
+            "tally_fetch_budget_waits_total ",
+            "tally_fetch_budget_wait_seconds_total ",
+        ] {
+            assert!(text.contains(name), "{name}: {text}");
+        }
         assert!(text.contains("tally_build_info{"), "{text}");
         assert!(!text.contains("tally_group_"), "static mode: {text}");
         m.remove_partition("usage", "t", 0);

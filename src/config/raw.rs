@@ -65,6 +65,7 @@ pub struct RawAssignment {
 pub struct RawPipeline {
     pub max_batch_records: Option<usize>,
     pub prefetch_batches: Option<usize>,
+    pub fetch_memory_mb: Option<u64>,
     pub retry_initial: Option<String>,
     pub retry_max: Option<String>,
     pub drain_timeout: Option<String>,

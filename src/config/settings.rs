@@ -63,6 +63,9 @@ pub struct PipelineSettings {
     pub max_batch_records: usize,
     /// Fetched batches buffered ahead of delivery per partition (the in-flight window).
     pub prefetch_batches: usize,
+    /// What fetched batches of all partitions may keep in memory at once
+    /// (the process-wide fetch budget), in MiB.
+    pub fetch_memory_mb: u64,
     #[serde(with = "human_duration")]
     pub retry_initial: Duration,
     #[serde(with = "human_duration")]
@@ -314,6 +317,7 @@ fn validate_pipeline(raw: Option<RawPipeline>) -> Result<PipelineSettings, Confi
     let raw = raw.unwrap_or(RawPipeline {
         max_batch_records: None,
         prefetch_batches: None,
+        fetch_memory_mb: None,
         retry_initial: None,
         retry_max: None,
         drain_timeout: None,
@@ -335,6 +339,7 @@ fn validate_pipeline(raw: Option<RawPipeline>) -> Result<PipelineSettings, Confi
             5000,
         )?,
         prefetch_batches: positive_usize("pipeline.prefetch_batches", raw.prefetch_batches, 2)?,
+        fetch_memory_mb: fetch_memory_mb(raw.fetch_memory_mb)?,
         retry_initial,
         retry_max,
         drain_timeout: duration_or("pipeline.drain_timeout", raw.drain_timeout, "30s")?,
@@ -346,6 +351,27 @@ fn validate_pipeline(raw: Option<RawPipeline>) -> Result<PipelineSettings, Confi
         )?,
     })
 }
+
+/// `pipeline.fetch_memory_mb`: 64 MiB keeps 1 MiB fetches for up to 21
+/// partitions (3 batches each) and 64 KiB ones for 341; more partitions
+/// share it by waiting their turn.
+fn fetch_memory_mb(value: Option<u64>) -> Result<u64, ConfigError> {
+    const KEY: &str = "pipeline.fetch_memory_mb";
+    match value.unwrap_or(DEFAULT_FETCH_MEMORY_MB) {
+        v @ 1..=MAX_FETCH_MEMORY_MB => Ok(v),
+        v => Err(ConfigError::invalid(
+            KEY,
+            format!(
+                "{v} is out of range: give the MiB that fetched batches of all partitions may hold \
+                 at once, 1 to {MAX_FETCH_MEMORY_MB} (default {DEFAULT_FETCH_MEMORY_MB})"
+            ),
+        )),
+    }
+}
+
+pub const DEFAULT_FETCH_MEMORY_MB: u64 = 64;
+/// 64 GiB: beyond any machine tally is meant for; also keeps bytes in usize.
+const MAX_FETCH_MEMORY_MB: u64 = 64 << 10;
 
 /// 1 MiB: Kafka's own default `max.message.bytes`; usage events are ~1 KiB.
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
@@ -903,6 +929,22 @@ path = "./out.jsonl"
             e.contains("routes[0].changelog_topic") && e.contains("dedupe"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn fetch_memory_mb_defaults_and_range() {
+        assert_eq!(load(MINIMAL).unwrap().pipeline.fetch_memory_mb, 64);
+        let with = |v: &str| format!("{MINIMAL}[pipeline]\nfetch_memory_mb = {v}\n");
+        assert_eq!(load(&with("8")).unwrap().pipeline.fetch_memory_mb, 8);
+        for bad in ["0", "65537"] {
+            let e = load(&with(bad)).unwrap_err().to_string();
+            assert!(
+                e.contains("pipeline.fetch_memory_mb") && e.contains("1 to 65536"),
+                "{e}"
+            );
+        }
+        let e = load(&with("-1")).unwrap_err().to_string();
+        assert!(e.contains("fetch_memory_mb"), "{e}");
     }
 
     #[test]

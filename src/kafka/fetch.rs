@@ -29,6 +29,9 @@ pub struct Fetched {
     pub next_offset: i64,
     pub high_watermark: i64,
     pub last_stable_offset: i64,
+    /// Bytes of record data the records keep alive: the response's record
+    /// set, plus the decompressed data of compressed batches.
+    pub bytes: usize,
     pub control_records_skipped: u64,
     pub aborted_records_skipped: u64,
 }
@@ -177,6 +180,7 @@ pub fn assemble(
 ) -> Result<(Fetched, Seen), DecodeError> {
     let mut out = Fetched {
         next_offset: offset,
+        bytes: data.records.len(),
         high_watermark: data.high_watermark,
         last_stable_offset: data.last_stable_offset,
         ..Default::default()
@@ -260,8 +264,15 @@ pub fn assemble(
         };
         match verdict {
             Verdict::Deliver => {
+                let before = out.records.len();
                 if let Err(e) = batch.records_into(offset, &mut out.records) {
                     return fail(out, seen, e, offset);
+                }
+                if batch.is_compressed() {
+                    out.bytes += out.records[before..]
+                        .iter()
+                        .map(ConsumedRecord::data_len)
+                        .sum::<usize>();
                 }
             }
             Verdict::SkipControl => out.control_records_skipped += count_from(h, offset),
@@ -378,6 +389,19 @@ mod tests {
         assert_eq!(f.control_records_skipped, 2);
         assert_eq!(f.next_offset, 9);
         assert_eq!(f.high_watermark, 100);
+    }
+
+    #[test]
+    fn bytes_count_the_response_and_decompressed_batches() {
+        let batches = vec![
+            BatchSpec::data(0, recs(0, 2)).encode(),
+            BatchSpec::data(2, recs(2, 2)).codec(Codec::Gzip).encode(),
+        ];
+        let response = batches.iter().map(Vec::len).sum::<usize>();
+        let (f, _) = assemble(0, data(batches, vec![]), Undecided::Stop).unwrap();
+        let decompressed: usize = f.records[2..].iter().map(ConsumedRecord::data_len).sum();
+        assert!(decompressed > 0);
+        assert_eq!(f.bytes, response + decompressed);
     }
 
     #[test]

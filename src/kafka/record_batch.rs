@@ -46,6 +46,13 @@ pub struct ConsumedRecord {
     pub headers: Vec<RecordHeader>,
 }
 
+impl ConsumedRecord {
+    /// Key and value bytes (headers aside: rare, and small).
+    pub fn data_len(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len) + self.value.as_ref().map_or(0, Bytes::len)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchHeader {
     pub base_offset: i64,
@@ -275,6 +282,11 @@ impl RawBatch {
         let mut out = Vec::new();
         self.records_into(min_offset, &mut out)?;
         Ok(out)
+    }
+
+    /// Whether the records live in a decompressed copy, not the response.
+    pub fn is_compressed(&self) -> bool {
+        !matches!(self.header.codec(), Ok(Codec::None))
     }
 
     /// Records this batch can hold, bounded by its body's size (the count

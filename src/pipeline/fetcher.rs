@@ -2,10 +2,16 @@
 //! queued for the worker, so delivery and fetching overlap. The bounded
 //! channel is the in-flight window: a slow sink stops the fetcher.
 //!
+//! A fetch first takes a place in that window, then reserves its bytes from
+//! the process-wide fetch budget (`fetch_budget.rs`), and asks the broker
+//! for no more than the budget's per-fetch size. The reservation rides with
+//! the batch and is released when the worker is done with it, so what all
+//! partitions hold together stays within `[pipeline] fetch_memory_mb`.
+//!
 //! Every fetch response carries the high watermark, which feeds the lag
-//! metric. While the window is full (sink slow or down) no fetch happens, so
-//! the fetcher probes the watermark with a tiny fetch every
-//! `WATERMARK_PROBE` instead: lag keeps growing with the log during an
+//! metric. While the window or the budget is full (sink slow or down) no
+//! fetch happens, so the fetcher probes the watermark with a tiny fetch
+//! every `WATERMARK_PROBE` instead: lag keeps growing with the log during an
 //! outage rather than freezing at its last value.
 
 use std::sync::Arc;
@@ -17,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::backoff::Backoff;
 use super::classify::{FailureClass, classify_kafka, kafka_failure_stops_daemon};
+use super::fetch_budget::Hold;
 use super::live::{PartitionLive, PartitionState};
+use super::worker::DECODED_RECORD_BYTES;
 use crate::admin::metrics::PartitionMetrics;
 use crate::config::{OutOfRangePolicy, StartPosition};
 use crate::kafka::{ConsumedRecord, ErrorKind, KafkaError, OffsetSpec, PartitionConsumer};
@@ -30,6 +38,12 @@ pub(super) struct Fetched {
     pub next_offset: i64,
     pub high_watermark: i64,
     pub records: Vec<ConsumedRecord>,
+    /// This batch's bytes in the fetch budget, released with the batch.
+    #[expect(
+        dead_code,
+        reason = "held, never read: dropping the batch releases its bytes"
+    )]
+    pub budget: Hold,
 }
 
 pub(super) struct Fetcher {
@@ -45,6 +59,52 @@ pub(super) struct Fetcher {
     pub stop: CancellationToken,
 }
 
+/// Sizes a partition's fetches so that what the answer costs matches what
+/// was reserved for it: the broker's limit counts record bytes only, and
+/// returns a first batch larger than the limit whole.
+struct Sizer {
+    /// A recent answer larger than its reservation: its first batch alone
+    /// needs this much, so reserve it up front (halved while answers fit,
+    /// dropped at the log end).
+    /// Until the first answer shows the partition's batch sizes, the
+    /// largest fetch the config allows.
+    oversize: usize,
+    /// Record bytes and what they cost with their decoded structs, last time.
+    bytes: usize,
+    charged: usize,
+}
+
+impl Sizer {
+    fn new(fetch_max_bytes: usize) -> Sizer {
+        Sizer {
+            oversize: fetch_max_bytes,
+            // Until an answer shows the records' size: small records
+            // cost about three times their bytes once decoded.
+            bytes: 1,
+            charged: 3,
+        }
+    }
+
+    /// Record bytes to ask for so that, structs added, `reserved` is spent.
+    fn ask(&self, reserved: usize) -> usize {
+        (reserved.saturating_mul(self.bytes) / self.charged.max(1)).max(1)
+    }
+
+    fn saw(&mut self, reserved: usize, bytes: usize, charged: usize) {
+        self.oversize = if charged > reserved {
+            charged
+        } else {
+            self.oversize / 2
+        };
+        if bytes > 0 {
+            (self.bytes, self.charged) = (bytes, charged.max(bytes));
+        }
+    }
+}
+
+/// The wait of a fetch that holds more than its share of the budget.
+const SHORT_POLL: Duration = Duration::from_millis(10);
+
 /// How often a blocked fetcher asks for the high watermark.
 const WATERMARK_PROBE: Duration = Duration::from_secs(5);
 
@@ -58,11 +118,36 @@ impl Fetcher {
         );
         // Set while this fetcher holds the partition halted (not the sink).
         let mut halted = false;
+        let budget = Arc::clone(&self.shared.fetch_budget);
+        let _member = budget.join();
+        let mut sizer = Sizer::new(usize::try_from(kafka.fetch_max_bytes).unwrap_or(1 << 20));
         loop {
+            // A place in the window first, then the bytes: a batch is only
+            // fetched when it has somewhere to go.
+            let slot = match self.wait_probing(tx.reserve(), offset).await {
+                Some(Ok(slot)) => slot,
+                Some(Err(_)) | None => return, // worker gone or shutdown
+            };
+            let share = budget.fetch_size();
+            let want = share.max(sizer.oversize);
+            let Some(mut hold) = self.wait_probing(budget.reserve(want), offset).await else {
+                return;
+            };
+            let max_bytes = i32::try_from(sizer.ask(want)).unwrap_or(i32::MAX);
+            // More than the share is never held across a long poll: at the
+            // log end it would keep other partitions waiting for nothing.
+            let short_poll = want > share;
+            let max_wait = if short_poll {
+                // Not zero: the test broker answers an empty partition's
+                // zero-wait fetch with UNKNOWN_TOPIC_OR_PARTITION.
+                SHORT_POLL
+            } else {
+                kafka.fetch_max_wait
+            };
             let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
-                r = self.consumer.fetch(offset, kafka.fetch_max_bytes, kafka.fetch_max_wait) => r,
+                r = self.consumer.fetch(offset, max_bytes, max_wait) => r,
             };
             match result {
                 Ok(f) => {
@@ -73,6 +158,13 @@ impl Fetcher {
                     }
                     self.metrics.set_high_watermark(f.high_watermark);
                     if f.next_offset <= offset && f.records.is_empty() {
+                        drop((hold, slot));
+                        // At the log end: what comes next is live traffic,
+                        // sized by the share until it shows otherwise.
+                        sizer.oversize = 0;
+                        if short_poll {
+                            continue; // the next fetch long-polls
+                        }
                         // Nothing resolvable yet. An open transaction answers at
                         // once (its records are held back), so wait out the poll
                         // interval here rather than spin.
@@ -83,25 +175,34 @@ impl Fetcher {
                         }
                         continue;
                     }
+                    // What the batch keeps alive: the response's record
+                    // data, the records' structs, and (while its worker
+                    // resolves it) a decoded chunk about as large again.
+                    let decoded = f.records.len().min(self.shared.pipeline.max_batch_records)
+                        * DECODED_RECORD_BYTES;
+                    let charged =
+                        f.bytes + f.records.capacity() * size_of::<ConsumedRecord>() + decoded;
+                    hold.resize(charged);
+                    sizer.saw(want, f.bytes, charged);
                     let next = f.next_offset.max(offset);
-                    let batch = Fetched {
+                    slot.send(Fetched {
                         first_offset: offset,
                         next_offset: next,
                         high_watermark: f.high_watermark,
                         records: f.records,
-                    };
+                        budget: hold,
+                    });
                     offset = next;
-                    if !self.send_probing(&tx, batch, offset).await {
-                        return; // worker gone or shutdown
-                    }
                 }
                 Err(e) if e.kind() == ErrorKind::OffsetOutOfRange => {
+                    drop((hold, slot));
                     match self.on_out_of_range(offset, &e).await {
                         Some(new_offset) => offset = new_offset,
                         None => return,
                     }
                 }
                 Err(e) if classify_kafka(&e) == FailureClass::Halt => {
+                    drop((hold, slot));
                     if kafka_failure_stops_daemon(&e) {
                         let doing = format!("cannot fetch {}/{}", self.topic, self.partition);
                         self.shared.kafka_failed(&doing, e);
@@ -122,6 +223,7 @@ impl Fetcher {
                     }
                 }
                 Err(e) => {
+                    drop((hold, slot));
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         topic = %self.topic, partition = self.partition, offset,
@@ -137,41 +239,40 @@ impl Fetcher {
         }
     }
 
-    /// Queue `batch` for the worker; while the window is full, keep the high
-    /// watermark current. A probe fetches from the last known watermark (or
-    /// `offset`) with a 1-byte limit: at the log end that is an empty answer,
-    /// past it at most one record batch — cheap either way.
-    async fn send_probing(
-        &mut self,
-        tx: &mpsc::Sender<Fetched>,
-        batch: Fetched,
-        offset: i64,
-    ) -> bool {
+    /// Awaits `wait` (a place in the window, or budget bytes); meanwhile
+    /// keeps the high watermark current. A probe fetches from the last known
+    /// watermark (or `offset`) with a 1-byte limit: at the log end that is
+    /// an empty answer, past it at most one record batch — cheap either way.
+    /// `None` on shutdown.
+    async fn wait_probing<F: Future>(&mut self, wait: F, offset: i64) -> Option<F::Output> {
         let cancel = self.stop.clone();
-        let permit = loop {
+        let mut wait = std::pin::pin!(wait);
+        loop {
             tokio::select! {
-                _ = cancel.cancelled() => return false,
-                permit = tx.reserve() => match permit {
-                    Ok(p) => break p,
-                    Err(_) => return false,
-                },
-                _ = tokio::time::sleep(WATERMARK_PROBE) => {
-                    let from = offset.max(self.metrics.high_watermark.get());
-                    let probe = tokio::time::timeout(
-                        self.shared.kafka.request_timeout,
-                        self.consumer.fetch(from, 1, Duration::from_millis(10)),
-                    )
-                    .await;
-                    match probe {
-                        Ok(Ok(f)) => self.metrics.set_high_watermark(f.high_watermark),
-                        Ok(Err(e)) => tracing::debug!(topic = %self.topic, partition = self.partition, "watermark probe failed: {e}"),
-                        Err(_) => tracing::debug!(topic = %self.topic, partition = self.partition, "watermark probe timed out"),
-                    }
-                }
+                biased;
+                _ = cancel.cancelled() => return None,
+                out = &mut wait => return Some(out),
+                _ = tokio::time::sleep(WATERMARK_PROBE) => self.probe_watermark(offset).await,
             }
-        };
-        permit.send(batch);
-        true
+        }
+    }
+
+    async fn probe_watermark(&mut self, offset: i64) {
+        let from = offset.max(self.metrics.high_watermark.get());
+        let probe = tokio::time::timeout(
+            self.shared.kafka.request_timeout,
+            self.consumer.fetch(from, 1, Duration::from_millis(10)),
+        )
+        .await;
+        match probe {
+            Ok(Ok(f)) => self.metrics.set_high_watermark(f.high_watermark),
+            Ok(Err(e)) => {
+                tracing::debug!(topic = %self.topic, partition = self.partition, "watermark probe failed: {e}")
+            }
+            Err(_) => {
+                tracing::debug!(topic = %self.topic, partition = self.partition, "watermark probe timed out")
+            }
+        }
     }
 
     async fn on_out_of_range(&mut self, offset: i64, e: &KafkaError) -> Option<i64> {

@@ -12,6 +12,7 @@ pub mod classify;
 mod committer;
 mod dlq_topic;
 mod fence;
+mod fetch_budget;
 mod fetcher;
 mod group_assign;
 mod housekeeping;
@@ -34,6 +35,7 @@ pub(crate) use changelog::restore::{Source as ChangelogSource, recorded_keys};
 pub(crate) use changelog::writer::produce as produce_changelog;
 use committer::Committer;
 use fence::Fence;
+use fetch_budget::FetchBudget;
 /// Public only for benches/ (the pipeline is its sole user).
 #[doc(hidden)]
 pub use inflight::InFlight;
@@ -99,6 +101,8 @@ pub(crate) struct Shared {
     pub kafka: KafkaSettings,
     pub cancel: CancellationToken,
     pub live: Arc<Live>,
+    /// `[pipeline] fetch_memory_mb`, shared by every partition's fetcher.
+    pub fetch_budget: Arc<FetchBudget>,
     failed_partitions: AtomicU64,
     /// For routes with a `dead_letter_topic`.
     pub dead_letter_producer: dlq_topic::DeadLetterProducer,
@@ -243,6 +247,13 @@ pub async fn run(
         kafka: settings.kafka.clone(),
         cancel: cancel.clone(),
         live: Arc::clone(&live),
+        fetch_budget: FetchBudget::new(
+            usize::try_from(settings.pipeline.fetch_memory_mb << 20).unwrap_or(usize::MAX),
+            usize::try_from(settings.kafka.fetch_max_bytes).unwrap_or(1 << 20),
+            // The window, plus the batch its worker is delivering.
+            settings.pipeline.prefetch_batches + 1,
+            metrics.fetch_budget.clone(),
+        ),
         failed_partitions: AtomicU64::new(0),
         store_failure: std::sync::Mutex::new(None),
         kafka_failure: std::sync::Mutex::new(None),

@@ -46,6 +46,10 @@ pub(super) struct PartitionWorker {
 
 /// A decoded record waiting to be resolved. Pendings stay where they are
 /// for the whole chunk; rounds pass indices around, not the records.
+/// What a decoded record costs while its chunk is resolved: the fetcher
+/// charges it to the fetch budget with the batch.
+pub(super) const DECODED_RECORD_BYTES: usize = size_of::<Pending>();
+
 struct Pending {
     out: Outgoing,
     digest: Option<u128>,

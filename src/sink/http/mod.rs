@@ -10,7 +10,8 @@
 mod error;
 mod probe;
 
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 
@@ -39,6 +40,8 @@ pub struct HttpSink {
     envelope: bool,
     headers: HeaderMap,
     permits: Semaphore,
+    /// Requests of one chunk alive at once (see `deliver`).
+    max_in_flight: usize,
 }
 
 /// Most of an error body kept for the dead letter's reason.
@@ -70,16 +73,27 @@ impl HttpSink {
             envelope: cfg.envelope,
             headers,
             permits: Semaphore::new(cfg.max_in_flight),
+            max_in_flight: cfg.max_in_flight,
         })
     }
 
+    /// Results in order. At most `max_in_flight` of a chunk's requests
+    /// exist at once (futures and bodies): a chunk retried against a down
+    /// sink costs that window, not a request per record. (Boxed and
+    /// collected first: a lazily mapped stream trips a higher-ranked
+    /// `Send` error in the spawned worker; an unpolled call allocates
+    /// nothing but its state.)
     pub async fn deliver(&self, batch: &[&Outgoing]) -> Vec<Result<(), SinkError>> {
-        join_all(
-            batch
-                .iter()
-                .map(|o| async move { self.deliver_one(o).await.map_err(SinkError::Http) }),
-        )
-        .await
+        let calls: Vec<BoxFuture<'_, Result<(), SinkError>>> = batch
+            .iter()
+            .map(|o| -> BoxFuture<'_, Result<(), SinkError>> {
+                Box::pin(async move { self.deliver_one(o).await.map_err(SinkError::Http) })
+            })
+            .collect();
+        futures_util::stream::iter(calls)
+            .buffered(self.max_in_flight)
+            .collect()
+            .await
     }
 
     async fn deliver_one(&self, o: &Outgoing) -> Result<(), HttpError> {

@@ -16,7 +16,8 @@ mod response;
 
 use std::sync::Arc;
 
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
 
 pub use crate::sink::secrets::SecretError;
 pub use client::ClientSetupError;
@@ -34,6 +35,8 @@ pub struct KillbillSink {
     client: KbClient,
     cache: LookupCache,
     lookups: Flights<Result<Arc<str>, KillbillError>>,
+    /// Requests of one chunk alive at once (see `deliver`).
+    max_in_flight: usize,
 }
 
 impl KillbillSink {
@@ -43,16 +46,27 @@ impl KillbillSink {
             client: KbClient::new(cfg)?,
             cache: LookupCache::new(cfg.lookup_cache_size, cfg.lookup_cache_ttl),
             lookups: Flights::new(),
+            max_in_flight: cfg.max_in_flight,
         })
     }
 
+    /// Results in order. At most `max_in_flight` of a chunk's requests
+    /// exist at once (futures and bodies): a chunk retried against a down
+    /// sink costs that window, not a request per record. (Boxed and
+    /// collected first: a lazily mapped stream trips a higher-ranked
+    /// `Send` error in the spawned worker; an unpolled call allocates
+    /// nothing but its state.)
     pub async fn deliver(&self, batch: &[&Outgoing]) -> Vec<Result<(), SinkError>> {
-        join_all(
-            batch
-                .iter()
-                .map(|o| async move { self.deliver_one(o).await.map_err(SinkError::Killbill) }),
-        )
-        .await
+        let calls: Vec<BoxFuture<'_, Result<(), SinkError>>> = batch
+            .iter()
+            .map(|o| -> BoxFuture<'_, Result<(), SinkError>> {
+                Box::pin(async move { self.deliver_one(o).await.map_err(SinkError::Killbill) })
+            })
+            .collect();
+        futures_util::stream::iter(calls)
+            .buffered(self.max_in_flight)
+            .collect()
+            .await
     }
 
     async fn deliver_one(&self, o: &Outgoing) -> Result<(), KillbillError> {
