@@ -291,11 +291,12 @@ fn open(args: &[String]) {
     let open_time = t.elapsed();
     let open_cpu = cpu_s() - cpu0;
     println!(
-        "open ids={} open {:.3}s, CPU {open_cpu:.3}s (index rebuild {:.3}s) index {} MB; RSS before {} MB, after {} MB, peak {} MB",
+        "open ids={} open {:.3}s, CPU {open_cpu:.3}s (index rebuild {:.3}s) index {} MB (huge pages {} MB); RSS before {} MB, after {} MB, peak {} MB",
         store.id_count(),
         open_time.as_secs_f64(),
         store.rebuild_time().as_secs_f64(),
         store.index_bytes() >> 20,
+        huge_kb() >> 10,
         before >> 10,
         rss_kb("VmRSS:") >> 10,
         rss_kb("VmHWM:") >> 10,
@@ -377,6 +378,14 @@ fn prune(args: &[String]) {
         rss_kb("VmRSS:") >> 10,
         rss_kb("VmHWM:") >> 10
     );
+    // How much of the rest is glibc keeping freed heap (the index's old
+    // arrays) rather than live memory.
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: malloc_trim only hands free heap pages back to the kernel.
+        unsafe { libc::malloc_trim(0) };
+        println!("  RSS after malloc_trim(0): {} MB", rss_kb("VmRSS:") >> 10);
+    }
     drop(store);
     print_disk("after", &dir, ids1);
 }
