@@ -28,6 +28,9 @@
 #             keys must be delivered again and the retained ones skipped,
 #             without retention both skipped.
 #
+# Environment: TALLY_BIN=/path/to/tally measures that binary (e.g. the static
+# musl build of scripts/build-static.sh) instead of target/release/tally.
+#
 # Both scenarios run by default. Needs the test broker's tools
 # (TALLY_TOOLS, see scripts/broker.sh); starts its own broker and stops it.
 # Disk: ~35 B per stored ID for the base store plus one copy per run at a time.
@@ -37,7 +40,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${TALLY_TOOLS:-$ROOT/.tools}"
 PY="$TOOLS/venv/bin/python"
 KT="$ROOT/tests/support/kafka_tool.py"
-TALLY="$ROOT/target/release/tally"
+TALLY="${TALLY_BIN:-$ROOT/target/release/tally}"
 SB="$ROOT/target/release/examples/store_bench"
 
 IDS=10000000
@@ -97,6 +100,7 @@ trap 'exit 143' TERM
 line=$("$ROOT/scripts/broker.sh" start "$BROKER_NAME")
 BROKER="${line#TALLY_TEST_BROKER=}"
 log "broker $BROKER_NAME at $BROKER; work dir $WORK; load $(cut -d' ' -f1-3 /proc/loadavg)"
+log "measuring $("$TALLY" --version | head -1) ($TALLY)"
 
 # Keys of the stored IDs are store_bench's key numbers 0..; events of fresh
 # keys start far above them.
