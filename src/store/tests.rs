@@ -626,6 +626,55 @@ fn changelog_restore_adds_ids_moves_the_offset_forward_and_records_the_position(
     );
 }
 
+/// A prune of many chunks gives the writer lock up between them: a commit
+/// from another thread completes while the prune is still running.
+#[test]
+fn a_prune_lets_a_commit_in_between_its_chunks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = std::sync::Arc::new(Store::open(&cfg(tmp.path())).unwrap());
+    // Three chunks' worth of batches committed long ago (a restore keeps
+    // the commit time), one ID each.
+    let old = 2 * api::PRUNE_CHUNK + 1;
+    let keys: Vec<String> = (0..old).map(|i| format!("old-{i}")).collect();
+    s.restore_changelog(&ChangelogRestore {
+        route: "usage".into(),
+        topic: "t".into(),
+        partition: 2,
+        batches: (0..old)
+            .map(|i| batch("usage", "t", 2, i as i64, i as i64 + 1, &[&keys[i]]))
+            .collect(),
+        committed_at_ms: vec![1_000; old],
+        next_offset: Some(old as i64),
+        mark: ChangelogMark {
+            topic: "cl".into(),
+            next_offset: 1,
+        },
+    })
+    .unwrap();
+    let mut chunks = 0;
+    let st = s
+        .prune_older_than_with(Duration::from_secs(3600), |_| {
+            chunks += 1;
+            if chunks == 1 {
+                let (tx, rx) = std::sync::mpsc::channel();
+                let other = std::sync::Arc::clone(&s);
+                std::thread::spawn(move || {
+                    let r = other.commit(&[batch("usage", "t", 5, 0, 1, &["new-0"])]);
+                    let _ = tx.send(r.map(|st| st.ids_written));
+                });
+                // Generous: a held lock would block until the prune ends,
+                // which waits for this callback, so it would time out.
+                let got = rx.recv_timeout(Duration::from_secs(60));
+                assert!(matches!(got, Ok(Ok(1))), "commit during a prune: {got:?}");
+            }
+        })
+        .unwrap();
+    assert_eq!((st.batches, st.ids, chunks), (old, old, 3));
+    assert_eq!(s.id_count(), 1);
+    assert!(s.contains(digest("usage", "new-0")) && !s.contains(digest("usage", "old-0")));
+    assert_eq!(s.offset("t", 5).unwrap().unwrap().next_offset, 1);
+}
+
 #[test]
 fn a_commit_advances_the_changelog_position_only_after_a_restore() {
     let tmp = tempfile::tempdir().unwrap();
