@@ -10,6 +10,12 @@
 //!
 //! Needs TALLY_TEST_BROKER, TALLY_TEST_PYTHON, TALLY_TEST_KAFKA_TOOL and
 //! TALLY_BIN (the release binary).
+//!
+//! `bench_killbill row TOPIC EVENTS_FILE LATENCY_MS LIMIT` is the Kill Bill
+//! row of `scripts/bench.sh`: tally from an existing topic (the events of
+//! EVENTS_FILE) into the double until LIMIT records are accepted; prints one
+//! JSON line with the wall time and tally's own CPU seconds and peak RSS
+//! (read from /proc when the LIMIT-th record was accepted).
 
 #[path = "../tests/support/killbill_double.rs"]
 mod killbill_double;
@@ -55,6 +61,9 @@ fn kafka_tool(args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("row") {
+        return bench_row(&args[1..]);
+    }
     let events: usize = args.first().map_or(Ok(50_000), |a| a.parse())?;
     let latency = Duration::from_millis(args.get(1).map_or(Ok(5), |a| a.parse())?);
     let in_flight: Vec<usize> = if args.len() > 2 {
@@ -82,16 +91,7 @@ fn main() -> Result<()> {
         ],
         None,
     )?;
-    let pairs: BTreeSet<(String, String)> = lines
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| {
-            Some((
-                v["tenantId"].as_str()?.to_string(),
-                v["subscriptionExternalKey"].as_str()?.to_string(),
-            ))
-        })
-        .collect();
+    let pairs = subscriptions(&lines);
 
     println!("# Kill Bill sink benchmark: {events} events, {latency:?} added latency per request");
     let baseline = sequential_baseline(latency)?;
@@ -178,6 +178,115 @@ fn main() -> Result<()> {
             events as f64 / steady,
             double.requests(),
         );
+    }
+    Ok(())
+}
+
+/// (tenantId, subscriptionExternalKey) of every event: the double must know them.
+fn subscriptions(lines: &str) -> BTreeSet<(String, String)> {
+    lines
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            Some((
+                v["tenantId"].as_str()?.to_string(),
+                v["subscriptionExternalKey"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// user+sys seconds and peak RSS (kB) of a running process, from /proc.
+fn proc_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let hz: f64 = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((ticks / hz, hwm))
+}
+
+/// The Kill Bill row of scripts/bench.sh (see the module docs).
+fn bench_row(args: &[String]) -> Result<()> {
+    let [topic, events_file, latency_ms, limit] = args else {
+        return Err("usage: bench_killbill row TOPIC EVENTS_FILE LATENCY_MS LIMIT".into());
+    };
+    let latency = Duration::from_millis(latency_ms.parse()?);
+    let limit: usize = limit.parse()?;
+    let broker = env("TALLY_TEST_BROKER")?;
+    let tally = env("TALLY_BIN")?;
+    let lines = std::fs::read_to_string(events_file)?;
+    let double = KillbillDouble::with_tenants(&TENANTS);
+    for (t, s) in subscriptions(&lines) {
+        double.add_subscription(&t, &s);
+    }
+    double.set_latency(latency);
+    let dir = tempfile::tempdir()?;
+    // The pipeline's default window, as a user runs it.
+    let (config, envs) = write_config(dir.path(), &double, &broker, topic, 64)?;
+    let mut cmd = Command::new(&tally);
+    cmd.args(["run", "--config", &config])
+        .current_dir(dir.path())
+        .env("TALLY_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("tally.log"))?);
+    for (k, v) in &envs {
+        cmd.env(k, v);
+    }
+    let t0 = Instant::now();
+    let mut child = cmd.spawn()?;
+    let mut first: Option<f64> = None;
+    let deadline = t0 + Duration::from_secs(900);
+    while double.accepted() < limit {
+        if first.is_none() && double.accepted() > 0 {
+            first = Some(t0.elapsed().as_secs_f64());
+        }
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "tally did not deliver {limit} records: {}; log in {}",
+                double.accepted(),
+                dir.path().join("tally.log").display()
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let (cpu, rss_kb) = proc_usage(child.id()).unwrap_or((f64::NAN, 0));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let duplicates = double.duplicate_posts();
+    println!(
+        "{}",
+        serde_json::json!({
+            "records": double.accepted(),
+            "wall_s": wall,
+            "first_ack_s": first.unwrap_or(wall),
+            "tally_cpu_s": cpu,
+            "tally_rss_kb": rss_kb,
+            "requests": double.requests(),
+            "duplicate_posts": duplicates,
+        })
+    );
+    if duplicates > 0 {
+        return Err(format!("{duplicates} duplicate POSTs reached the double").into());
     }
     Ok(())
 }

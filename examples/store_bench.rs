@@ -24,6 +24,26 @@ fn rss_kb(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time of this process so far (ns on CPU, from the scheduler): unlike
+/// wall time it does not count waiting for a core on a loaded machine.
+fn cpu_s() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/schedstat").unwrap_or_default();
+    s.split_whitespace()
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0.0, |ns| ns / 1e9)
+}
+
+/// Anonymous memory backed by transparent huge pages (kB).
+fn huge_kb() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("AnonHugePages:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn dir_bytes(p: &std::path::Path) -> u64 {
     let mut n = 0;
     for e in std::fs::read_dir(p).unwrap().flatten() {
@@ -77,9 +97,10 @@ fn write(args: &[String]) {
     let mut next_offset = vec![0i64; parts as usize];
     let mut i = 0u64;
     let mut p = 0i32;
-    let (mut txn, mut flush, mut commits) = (0f64, 0f64, 0u64);
+    let (mut txn, mut flush, mut log, mut commits) = (0f64, 0f64, 0f64, 0u64);
     let started = Instant::now();
     let mut prep_time = 0f64;
+    let mut commit_cpu = 0f64;
     while i < ids {
         let prep = Instant::now();
         let mut group_batches = Vec::with_capacity(group);
@@ -107,8 +128,11 @@ fn write(args: &[String]) {
             p = (p + 1) % parts;
         }
         prep_time += prep.elapsed().as_secs_f64();
+        let c0 = cpu_s();
         let st = store.commit(&group_batches).unwrap();
+        commit_cpu += cpu_s() - c0;
         txn += st.txn_time.as_secs_f64();
+        log += st.log_time.as_secs_f64();
         flush += st.flush_time.as_secs_f64();
         commits += 1;
     }
@@ -126,7 +150,12 @@ fn write(args: &[String]) {
         ids as f64 / commit_time
     );
     println!(
-        "  per commit: txn {:.3} ms, flush {:.3} ms",
+        "  commit CPU {commit_cpu:.2}s = {:.0} ns/id (process CPU, incl. sled's threads)",
+        commit_cpu * 1e9 / ids as f64
+    );
+    println!(
+        "  per commit: logs {:.3} ms, txn {:.3} ms, flush {:.3} ms",
+        log * 1e3 / commits as f64,
         txn * 1e3 / commits as f64,
         flush * 1e3 / commits as f64
     );
@@ -208,6 +237,7 @@ fn index(args: &[String]) {
         .collect();
     let base = rss_kb("VmRSS:");
     let t = Instant::now();
+    let cpu0 = cpu_s();
     // `*-presized` know n up front (the store does, from its counters); the others grow.
     macro_rules! run {
         ($set:expr, $ins:ident, $has:ident) => {{
@@ -216,6 +246,7 @@ fn index(args: &[String]) {
                 s.$ins(*d);
             }
             let build = t.elapsed().as_secs_f64();
+            let build_cpu = cpu_s() - cpu0;
             let rss = rss_kb("VmRSS:") - base;
             let t2 = Instant::now();
             let hits = probe.iter().filter(|d| s.$has(d)).count();
@@ -223,7 +254,7 @@ fn index(args: &[String]) {
             let t3 = Instant::now();
             let found = ds.iter().take(1_000_000).filter(|d| s.$has(d)).count();
             let hit = t3.elapsed().as_secs_f64() * 1e9 / found as f64;
-            println!("index {kind} n={n}: build {build:.3}s, +RSS {} MB, miss {miss:.0} ns, hit {hit:.0} ns ({hits})", rss >> 10);
+            println!("index {kind} n={n}: build {build:.3}s (cpu {build_cpu:.3}s), +RSS {} MB (huge pages {} MB), miss {miss:.0} ns, hit {hit:.0} ns ({hits})", rss >> 10, huge_kb() >> 10);
         }};
     }
     struct T(DigestIndex);
@@ -238,6 +269,29 @@ fn index(args: &[String]) {
     match kind {
         "table" => run!(T(DigestIndex::default()), insert, has),
         "table-presized" => run!(T(DigestIndex::with_expected(n as usize)), insert, has),
+        "table-bulk" => {
+            // What the store does at open: presized, digests fed in 64k chunks.
+            let mut s = DigestIndex::with_expected(n as usize);
+            let chunk: usize = std::env::var("CHUNK")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1 << 20);
+            let mut scratch = Vec::new();
+            for part in ds.chunks(chunk) {
+                s.extend_bulk(part, &mut scratch);
+            }
+            drop(scratch);
+            let build = t.elapsed().as_secs_f64();
+            let build_cpu = cpu_s() - cpu0;
+            let rss = rss_kb("VmRSS:") - base;
+            let t2 = Instant::now();
+            let hits = probe.iter().filter(|d| s.contains(**d)).count();
+            let miss = t2.elapsed().as_secs_f64() * 1e9 / probe.len() as f64;
+            println!(
+                "index {kind} n={n}: build {build:.3}s (cpu {build_cpu:.3}s), +RSS {} MB, miss {miss:.0} ns ({hits})",
+                rss >> 10
+            );
+        }
         "hashset-id" => run!(
             HashSet::<u128, BuildHasherDefault<Identity>>::default(),
             insert,

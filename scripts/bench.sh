@@ -9,9 +9,9 @@
 #   --partitions P  topic partitions (env P, default 8)
 #   --rows LIST     comma-separated subset of:
 #                   raw,tally-fetch,tally-decode,librdkafka,tally-run,
-#                   tally-group,tally-run-changelog,tally-restore,
+#                   killbill,tally-group,tally-run-changelog,tally-restore,
 #                   tally-backlog
-#                   (env ROWS, default the first five, in that order;
+#                   (env ROWS, default the first six, in that order;
 #                   rows may repeat, each run gets a fresh directory)
 #   --max-bytes B   per-partition fetch max bytes for every row
 #                   (env BENCH_MAX_BYTES, default 1048576 = tally's default)
@@ -33,6 +33,12 @@
 #                dedupe): wall = process start to the last expected line in
 #                the sink; then SIGTERM. Delivered lines must equal the
 #                distinct events exactly, with no repeated dedupe key.
+#   killbill     `tally run` into the Kill Bill double (tests/support,
+#                in examples/bench_killbill) with KB_LATENCY_MS (default 5)
+#                added to every request, default max_in_flight, fresh store:
+#                wall = process start to the KB_LIMIT-th accepted record
+#                (default min(100000, distinct events)); fails if any
+#                trackingId is POSTed twice. CPU/RSS are tally's own.
 #   tally-group  tally-run with `[assignment] mode = "group"` (one member,
 #                a fresh group and its own changelog, which group mode
 #                requires): the cost of heartbeats, offset commits to the
@@ -69,11 +75,13 @@ PY="$TOOLS/venv/bin/python"
 KT="$ROOT/tests/support/kafka_tool.py"
 TALLY="$ROOT/target/release/tally"
 FETCH="$ROOT/target/release/examples/raw_rskafka_fetch"
+KB_BENCH="$ROOT/target/release/examples/bench_killbill"
 TIME=/usr/bin/time
 
 N="${N:-1000000}"
 P="${P:-8}"
-ROWS="${ROWS:-raw,tally-fetch,tally-decode,librdkafka,tally-run}"
+ROWS="${ROWS:-raw,tally-fetch,tally-decode,librdkafka,tally-run,killbill}"
+KB_LATENCY_MS="${KB_LATENCY_MS:-5}"
 MAX_BYTES="${BENCH_MAX_BYTES:-1048576}"
 CACHE="${BENCH_CACHE:-$TOOLS/bench-data}"
 RECORD=0
@@ -100,7 +108,7 @@ done
 [[ "$P" =~ ^[0-9]+$ && "$P" -gt 0 ]] || die "P must be a positive integer"
 IFS=',' read -r -a ROW_LIST <<<"$ROWS"
 for r in "${ROW_LIST[@]}"; do
-    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|tally-group|tally-run-changelog|tally-restore|tally-backlog) ;; *) die "unknown row: $r" ;; esac
+    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|killbill|tally-group|tally-run-changelog|tally-restore|tally-backlog) ;; *) die "unknown row: $r" ;; esac
 done
 
 # ---------------------------------------------------------------- tools
@@ -538,6 +546,22 @@ EOF
     echo "$name $ids $window $(json_get cpu <<<"$poll") $(json_get rss_kb <<<"$poll") $(elapsed "$b0" "$b1") $(awk -v b="$bytes" -v i="$ids" -v w="$window" -v f="$(json_get first_start <<<"$poll")" -v l="$(json_get longest <<<"$poll")" 'BEGIN { printf "%.1f_MB/s_of_changelog,_%.1f_bytes/ID,_slowest_partition_%.2f_s,_first_restore_began_%.2f_s_after_start;_sink_empty_at_stop", b / w / 1e6, b / i, l, f }')" >>"$RESULTS"
 }
 
+row_killbill() {
+    local name=killbill b0 b1 out limit="${KB_LIMIT:-$(( DISTINCT < 100000 ? DISTINCT : 100000 ))}"
+    b0=$(proc_cpu "$BROKER_PID")
+    out=$(TALLY_TEST_BROKER="$BROKER" TALLY_BIN="$TALLY" "$KB_BENCH" row "$TOPIC" "$EVENTS" "$KB_LATENCY_MS" "$limit") \
+        || die "killbill row failed"
+    b1=$(proc_cpu "$BROKER_PID")
+    echo "$out" >"$WORK/$name.json"
+    local records wall cpu rss first
+    records=$(json_get records <<<"$out")
+    wall=$(json_get wall_s <<<"$out")
+    cpu=$(json_get tally_cpu_s <<<"$out")
+    rss=$(json_get tally_rss_kb <<<"$out")
+    first=$(json_get first_ack_s <<<"$out")
+    echo "$name $records $wall $cpu $rss $(elapsed "$b0" "$b1") ${KB_LATENCY_MS}_ms_per_request,_max_in_flight_64;_first_ack_after_$(printf '%.3f' "$first")_s;_$(json_get requests <<<"$out")_requests,_0_duplicate_POSTs" >>"$RESULTS"
+}
+
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in "${ROW_LIST[@]}"; do
     log "row: $r"
@@ -547,6 +571,7 @@ for r in "${ROW_LIST[@]}"; do
         tally-decode) row_fetch tally-decode tally --decode ;;
         librdkafka) row_librdkafka ;;
         tally-run) row_tally_run ;;
+        killbill) row_killbill ;;
         tally-run-changelog) row_tally_run tally-run-changelog "changelog_topic = \"$CHANGELOG\"" ;;
         tally-restore) row_tally_restore ;;
         tally-group) row_tally_run tally-group ;;
@@ -565,6 +590,7 @@ labels = {
     "tally-decode": "tally fetch + killbill-usage decode (no store/sink)",
     "librdkafka": "confluent-kafka consume (Python)",
     "tally-run": "`tally run` → file sink, durable dedupe",
+    "killbill": "`tally run` → Kill Bill double, durable dedupe",
     "tally-run-changelog": "`tally run` → file sink, durable dedupe + changelog",
     "tally-restore": "restore of a deleted store from the changelog (IDs)",
     "tally-group": "`tally run`, group mode (1 member) → file sink",

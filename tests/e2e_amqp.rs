@@ -370,7 +370,10 @@ fn rabbitmq_restart_mid_stream_every_event_arrives_resends_keep_message_id() {
     let config = write_config(
         dir.path(),
         &[(&topic, &x)],
-        "",
+        // A publish whose connection was reset can wait for its confirm
+        // until confirm_timeout (30 s by default): keep that well inside
+        // the wait below, which starts only once the node's stop returned.
+        "confirm_timeout = \"5s\"\n",
         "\n[pipeline]\nmax_batch_records = 64\nprefetch_batches = 1\nretry_initial = \"100ms\"\nretry_max = \"1s\"\n",
     );
     let mut tally = spawn_at(dir.path(), &config, &url);
@@ -387,7 +390,7 @@ fn rabbitmq_restart_mid_stream_every_event_arrives_resends_keep_message_id() {
     let down = Instant::now();
     let stop_took = node.stop();
     // tally notices while the node is down and keeps running (transient).
-    let noticed = wait_until(Duration::from_secs(30), || {
+    let noticed = wait_until(Duration::from_secs(60), || {
         let err = tally.stderr();
         err[log_before.min(err.len())..].contains("amqp")
     });

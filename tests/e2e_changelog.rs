@@ -112,6 +112,75 @@ fn assert_exactly_once(double: &KillbillDouble, want: &BTreeSet<String>) {
     }
 }
 
+/// The dedupe keys a file sink wrote, in order.
+fn delivered_keys(out: &Path) -> Vec<String> {
+    read_jsonl(out)
+        .iter()
+        .filter_map(|l| l["dedupe_key"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// A `json` route deduplicating on `/id` with `changelog_topic`, into the
+/// file sink, dead-lettering values over `max_record_bytes`.
+fn json_changelog_config(
+    dir: &Path,
+    topic: &str,
+    changelog: &str,
+    max_record_bytes: usize,
+) -> PathBuf {
+    write_file_sink_config(
+        dir,
+        &[topic],
+        "json",
+        &format!(
+            "dedupe = \"/id\"\nchangelog_topic = {changelog:?}\nmax_record_bytes = {max_record_bytes}\n"
+        ),
+        "",
+    )
+}
+
+/// `tally dlq replay --all` on a stopped store; it must succeed. Its
+/// stdout (one line per letter).
+fn replay_all(dir: &Path, config: &Path) -> String {
+    let replay = TallyProcess::run(
+        dir,
+        &[
+            "dlq",
+            "replay",
+            "--config",
+            config.to_str().unwrap(),
+            "--all",
+        ],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(
+        replay.status.success(),
+        "{}\n{}",
+        replay.stdout,
+        replay.stderr
+    );
+    replay.stdout
+}
+
+/// Wait until `out` has `lines` lines, failing if `tally` exits first.
+fn wait_delivered(tally: &mut TallyProcess, out: &Path, lines: usize) {
+    wait_for("delivered", Duration::from_secs(60), || {
+        assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+        count_lines(out) >= lines
+    });
+}
+
+/// Run `tally run` in `dir` until `out` has `lines` lines, then stop it
+/// cleanly; its log.
+fn run_until_delivered(dir: &Path, config: &Path, out: &Path, lines: usize) -> String {
+    let mut tally =
+        TallyProcess::spawn_in(dir, &["run", "--config", config.to_str().unwrap()], &[]);
+    wait_delivered(&mut tally, out, lines);
+    std::thread::sleep(Duration::from_millis(300));
+    stop_cleanly(&mut tally)
+}
+
 /// Delete the store, restart: the partitions restore every ID from the
 /// changelog before fetching, re-read what they committed, and post
 /// nothing again — neither the old records nor duplicates of old tracking
@@ -359,10 +428,7 @@ fn a_missing_or_too_small_changelog_topic_holds_the_partitions_until_fixed() {
     });
     let log = stop_cleanly(&mut tally);
     assert_eq!(restores(&log).len(), 2, "{}", tail(&log));
-    let keys: BTreeSet<String> = read_jsonl(&out)
-        .iter()
-        .filter_map(|l| l["dedupe_key"].as_str().map(str::to_string))
-        .collect();
+    let keys: BTreeSet<String> = delivered_keys(&out).into_iter().collect();
     assert_eq!((keys.len(), count_lines(&out)), (lines.len(), lines.len()));
 }
 
@@ -380,58 +446,149 @@ fn ids_delivered_by_dlq_replay_are_in_the_changelog() {
     let big = r#"{"id":"big","pad":"more than forty bytes of value"}"#;
     produce_raw(&topic, big.as_bytes(), None);
     produce_raw(&topic, br#"{"id":"a"}"#, None);
-    let write = |limit: usize| {
-        write_file_sink_config(
-            d,
-            &[&topic],
-            "json",
-            &format!(
-                "dedupe = \"/id\"\nchangelog_topic = {changelog:?}\nmax_record_bytes = {limit}\n"
-            ),
-            "",
-        )
-    };
-    let config = write(40);
-    let cfg = config.to_str().unwrap().to_string();
+    let config = json_changelog_config(d, &topic, &changelog, 40);
     let out = d.join("delivered.jsonl");
-    let run_until = |lines: usize| {
-        let mut tally = TallyProcess::spawn_in(d, &["run", "--config", &cfg], &[]);
-        wait_for("delivered", Duration::from_secs(60), || {
-            assert!(tally.is_running(), "{}", tail(&tally.stderr()));
-            count_lines(&out) >= lines
-        });
-        std::thread::sleep(Duration::from_millis(300));
-        stop_cleanly(&mut tally)
-    };
+    let run_until = |lines: usize| run_until_delivered(d, &config, &out, lines);
     let log = run_until(1);
     assert!(log.contains("kept in dead letters"), "{}", tail(&log));
 
-    write(1 << 20);
-    let replay = TallyProcess::run(
-        d,
-        &["dlq", "replay", "--config", &cfg, "--all"],
-        &[],
-        Duration::from_secs(60),
-    );
-    assert!(
-        replay.status.success(),
-        "{}\n{}",
-        replay.stdout,
-        replay.stderr
-    );
+    json_changelog_config(d, &topic, &changelog, 1 << 20);
+    replay_all(d, &config);
     assert_eq!(count_lines(&out), 2);
 
     std::fs::remove_dir_all(d.join("state")).expect("delete the store");
     produce_raw(&topic, big.as_bytes(), None);
     produce_raw(&topic, br#"{"id":"c"}"#, None);
     let log = run_until(3);
-    let ids: Vec<String> = read_jsonl(&out)
-        .iter()
-        .filter_map(|l| l["dedupe_key"].as_str().map(str::to_string))
-        .collect();
-    assert_eq!(ids, ["a", "big", "c"], "{}", tail(&log));
+    assert_eq!(delivered_keys(&out), ["a", "big", "c"], "{}", tail(&log));
     assert_eq!(restores(&log), [(2, 2)], "{}", tail(&log));
     assert_eq!(summary_field(&log, "delivered"), 1);
+}
+
+/// The changelog position a store keeps moves only over records it wrote
+/// itself. Store A held the partition first and dead-lettered a record;
+/// store B took the partition over (restored from the changelog); then A's
+/// `dlq replay` recorded the replayed ID in the partition's changelog while
+/// B ran — as a member cut off after its sink's ack records its last IDs
+/// after the next owner started. B's next commit used to move B's position
+/// past A's record, so no later restore of B read it, and after a restart a
+/// duplicate of the replayed record was delivered a second time.
+#[test]
+fn a_record_another_store_wrote_to_the_changelog_is_restored_after_a_restart() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    let topic = unique_topic("cl-foreign-src");
+    let changelog = unique_topic("cl-foreign-log");
+    create_topic(&topic, 1);
+    create_topic(&changelog, 1);
+    let big = r#"{"id":"big","pad":"more than forty bytes of value"}"#;
+    produce_raw(&topic, big.as_bytes(), None);
+    produce_raw(&topic, br#"{"id":"a"}"#, None);
+    let write = |dir: &Path, limit: usize| {
+        std::fs::create_dir_all(dir).expect("store dir");
+        json_changelog_config(dir, &topic, &changelog, limit)
+    };
+    let run = |dir: &Path, config: &Path| {
+        TallyProcess::spawn_in(dir, &["run", "--config", config.to_str().unwrap()], &[])
+    };
+    let wait_restored = |tally: &mut TallyProcess| {
+        wait_for("restored", Duration::from_secs(60), || {
+            assert!(tally.is_running(), "{}", tail(&tally.stderr()));
+            !restores(&tally.stderr()).is_empty()
+        });
+    };
+    let (a_out, b_out) = (a.join("delivered.jsonl"), b.join("delivered.jsonl"));
+
+    // A delivers "a" and dead-letters "big".
+    let a_cfg = write(&a, 40);
+    let log = run_until_delivered(&a, &a_cfg, &a_out, 1);
+    assert!(log.contains("kept in dead letters"), "{}", tail(&log));
+
+    // B takes the partition over; A replays its letter meanwhile.
+    let b_cfg = write(&b, 1 << 20);
+    let mut tally = run(&b, &b_cfg);
+    wait_restored(&mut tally);
+    write(&a, 1 << 20);
+    replay_all(&a, &a_cfg);
+    assert_eq!(count_lines(&a_out), 2, "A delivered the replayed record");
+    // B delivers and records a new ID after A's record.
+    produce_raw(&topic, br#"{"id":"c"}"#, None);
+    wait_delivered(&mut tally, &b_out, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    stop_cleanly(&mut tally);
+
+    // Restarted, B restores what it has not applied — A's record included —
+    // and skips a duplicate of the replayed record.
+    let mut tally = run(&b, &b_cfg);
+    wait_restored(&mut tally);
+    produce_raw(&topic, big.as_bytes(), None);
+    produce_raw(&topic, br#"{"id":"d"}"#, None);
+    wait_delivered(&mut tally, &b_out, 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = stop_cleanly(&mut tally);
+    assert_eq!(
+        delivered_keys(&b_out),
+        ["c", "d"],
+        "B delivered a replayed ID again:\n{}",
+        tail(&log)
+    );
+    assert_eq!(
+        restores(&log).iter().map(|(_, new)| new).sum::<u64>(),
+        1,
+        "B's restart restores A's record: {:?}\n{}",
+        restores(&log),
+        tail(&log)
+    );
+    // With no other writer, B's own commits move its position: the next
+    // restart reads nothing.
+    let mut tally = run(&b, &b_cfg);
+    wait_restored(&mut tally);
+    let log = stop_cleanly(&mut tally);
+    assert_eq!(restores(&log), [(0, 0)], "{}", tail(&log));
+}
+
+/// `dlq replay` dedupes against what the letter's partition recorded in
+/// the changelog, not only against its own store: store A dead-lettered
+/// "big", store B took the partition over and delivered a re-sent "big";
+/// A's replay used to deliver it a second time (A's store never saw B's
+/// delivery — the usual case in group mode, where the member holding a
+/// letter rarely still owns its partition).
+#[test]
+fn dlq_replay_skips_an_id_another_store_delivered_since() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (root.path().join("a"), root.path().join("b"));
+    std::fs::create_dir_all(&a).expect("a");
+    std::fs::create_dir_all(&b).expect("b");
+    let topic = unique_topic("cl-replay-dup-src");
+    let changelog = unique_topic("cl-replay-dup-log");
+    create_topic(&topic, 1);
+    create_topic(&changelog, 1);
+    let big = r#"{"id":"big","pad":"more than forty bytes of value"}"#;
+    produce_raw(&topic, big.as_bytes(), None);
+    produce_raw(&topic, br#"{"id":"a"}"#, None);
+    let (a_out, b_out) = (a.join("delivered.jsonl"), b.join("delivered.jsonl"));
+
+    let a_cfg = json_changelog_config(&a, &topic, &changelog, 40);
+    let log = run_until_delivered(&a, &a_cfg, &a_out, 1);
+    assert!(log.contains("kept in dead letters"), "{}", tail(&log));
+    // The producer sends "big" again; B, with the partition now, delivers it.
+    produce_raw(&topic, big.as_bytes(), None);
+    let b_cfg = json_changelog_config(&b, &topic, &changelog, 1 << 20);
+    run_until_delivered(&b, &b_cfg, &b_out, 1);
+    assert_eq!(delivered_keys(&b_out), ["big"]);
+
+    // The config fix, written over a_cfg: "big" now fits.
+    json_changelog_config(&a, &topic, &changelog, 1 << 20);
+    let replayed = replay_all(&a, &a_cfg);
+    assert!(
+        replayed.contains("duplicate (already delivered)"),
+        "{replayed}"
+    );
+    assert_eq!(
+        delivered_keys(&a_out),
+        ["a"],
+        "the replay delivered big again"
+    );
 }
 
 /// `group` config for `member` of a test group, with the changelog.

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use support::killbill_double::{KillbillDouble, sink_toml};
+use support::logs::{plain_log, summary_field, tail};
 use support::*;
 
 const T0: &str = "0d96d663-00c1-4ff7-8324-d97cc551d6b3";
@@ -147,93 +148,6 @@ fn register(double: &KillbillDouble, events: &[Expected], tenants: &[&str], unkn
     }
 }
 
-fn wait_accepted(double: &KillbillDouble, tally: &mut TallyProcess, n: usize, timeout: Duration) {
-    let ok = wait_until(timeout, || {
-        assert!(
-            tally.is_running(),
-            "tally exited early:\n{}",
-            tally.stderr()
-        );
-        double.accepted() >= n
-    });
-    assert!(
-        ok,
-        "Kill Bill holds {} of {n} records after {timeout:?}; statuses {:?}\n{}",
-        double.accepted(),
-        double.statuses(),
-        tail(&tally.stderr())
-    );
-}
-
-fn tail(s: &str) -> String {
-    let s = plain_log(s);
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-/// The log without terminal colour codes (tracing writes them to files too).
-fn plain_log(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// SIGTERM, expect exit 0; returns the log (colour codes removed).
-fn stop(tally: &mut TallyProcess) -> String {
-    let status = tally.terminate_and_wait(EXIT_TIMEOUT);
-    let stderr = plain_log(&tally.stderr());
-    assert!(
-        status.success(),
-        "tally exit {status:?}:\n{}",
-        tail(&stderr)
-    );
-    stderr
-}
-
-/// `name=N` from the "stopped cleanly" summary line.
-fn summary_field(stderr: &str, name: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("stopped cleanly"))
-        .unwrap_or_else(|| panic!("no summary line:\n{}", tail(stderr)));
-    let pat = format!("{name}=");
-    let at = line
-        .find(&pat)
-        .unwrap_or_else(|| panic!("{name} in {line}"))
-        + pat.len();
-    line[at..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap_or_else(|_| panic!("{name} in {line}"))
-}
-
-fn assert_fully_committed(dir: &Path, config: &Path) {
-    let out = TallyProcess::run(
-        dir,
-        &["offsets", "--config", config.to_str().unwrap(), "--json"],
-        &[],
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "offsets: {}", out.stderr);
-    for row in out.json().as_array().cloned().unwrap_or_default() {
-        assert_eq!(row["lag"], 0, "partition not fully committed: {row}");
-    }
-}
-
 /// Every expected record is in the double exactly once, with the exact
 /// amounts and dates; nothing else is.
 fn assert_exactly(double: &KillbillDouble, want: &[Expected]) {
@@ -333,12 +247,12 @@ fn delivers_tenants_and_subscriptions_and_dead_letters_rejects() {
     );
 
     let mut tally = spawn(dir.path(), &config, &envs);
-    wait_accepted(&double, &mut tally, distinct.len(), Duration::from_secs(60));
+    wait_kill_bill_accepted(&double, &mut tally, distinct.len(), Duration::from_secs(60));
     wait_for("file route", Duration::from_secs(30), || {
         count_lines(dir.path().join("delivered.jsonl")) >= lines_c.len()
     });
     std::thread::sleep(Duration::from_millis(500));
-    let stderr = stop(&mut tally);
+    let stderr = stop_cleanly(&mut tally);
 
     assert_exactly(&double, &deliverable);
     // Rejects are dead-lettered once each, not retried forever, and do not
@@ -367,7 +281,7 @@ fn delivers_tenants_and_subscriptions_and_dead_letters_rejects() {
     let before = double.requests();
     let mut again = spawn(dir.path(), &config, &envs);
     std::thread::sleep(Duration::from_secs(2));
-    stop(&mut again);
+    stop_cleanly(&mut again);
     assert_eq!(
         double.requests(),
         before,
@@ -402,7 +316,7 @@ fn outage_while_events_keep_arriving_loses_and_skips_nothing() {
     let (first, second) = lines.split_at(1000);
     produce_jsonl(&topic, first, Some("/trackingId"));
     let mut tally = spawn(dir.path(), &config, &envs);
-    wait_accepted(&double, &mut tally, 200, Duration::from_secs(60));
+    wait_kill_bill_accepted(&double, &mut tally, 200, Duration::from_secs(60));
 
     double.stop();
     let at_stop = double.accepted();
@@ -413,9 +327,9 @@ fn outage_while_events_keep_arriving_loses_and_skips_nothing() {
     assert_eq!(double.accepted(), at_stop, "accepted while down?");
 
     double.restart();
-    wait_accepted(&double, &mut tally, distinct.len(), Duration::from_secs(90));
+    wait_kill_bill_accepted(&double, &mut tally, distinct.len(), Duration::from_secs(90));
     std::thread::sleep(Duration::from_millis(500));
-    let stderr = stop(&mut tally);
+    let stderr = stop_cleanly(&mut tally);
     assert!(stderr.contains("class=\"transient\"") || stderr.contains("class=transient"));
     assert_eq!(
         summary_field(&stderr, "dead_lettered"),
@@ -459,7 +373,7 @@ fn unauthorized_window_halts_without_dropping_anything() {
     let (first, second) = lines.split_at(300);
     produce_jsonl(&topic, first, Some("/trackingId"));
     let mut tally = spawn(dir.path(), &config, &envs);
-    wait_accepted(&double, &mut tally, 100, Duration::from_secs(60));
+    wait_kill_bill_accepted(&double, &mut tally, 100, Duration::from_secs(60));
 
     // The window stays open until tally has been refused several times, so
     // a slow machine (producing, retrying) cannot outlast it.
@@ -485,9 +399,9 @@ fn unauthorized_window_halts_without_dropping_anything() {
     assert!(tally.is_running());
     double.unauthorized_for(Duration::ZERO);
 
-    wait_accepted(&double, &mut tally, distinct.len(), Duration::from_secs(60));
+    wait_kill_bill_accepted(&double, &mut tally, distinct.len(), Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
-    let stderr = stop(&mut tally);
+    let stderr = stop_cleanly(&mut tally);
     assert!(
         stderr.contains("class=\"halt\"") || stderr.contains("class=halt"),
         "{}",
@@ -535,9 +449,9 @@ fn server_errors_and_hung_requests_are_retried() {
     );
     let t0 = Instant::now();
     let mut tally = spawn(dir.path(), &config, &envs);
-    wait_accepted(&double, &mut tally, events.len(), Duration::from_secs(60));
+    wait_kill_bill_accepted(&double, &mut tally, events.len(), Duration::from_secs(60));
     let elapsed = t0.elapsed();
-    let stderr = stop(&mut tally);
+    let stderr = stop_cleanly(&mut tally);
     // Hung requests were cut by the 500 ms request timeout and retried, not waited out.
     assert!(elapsed < Duration::from_secs(20), "took {elapsed:?}");
     assert!(
@@ -603,7 +517,7 @@ fn sigkill_while_delivering_keeps_every_record_exactly_once() {
     for k in 1..=KILLS {
         let target = distinct.len() * k / (KILLS + 2);
         let mut tally = spawn(dir.path(), &config, &envs);
-        wait_accepted(&double, &mut tally, target, Duration::from_secs(60));
+        wait_kill_bill_accepted(&double, &mut tally, target, Duration::from_secs(60));
         std::thread::sleep(Duration::from_millis(rng.u64(0..60)));
         tally.kill();
         let after = double.accepted();
@@ -618,14 +532,14 @@ fn sigkill_while_delivering_keeps_every_record_exactly_once() {
 
     let t0 = Instant::now();
     let mut tally = spawn(dir.path(), &config, &envs);
-    wait_accepted(
+    wait_kill_bill_accepted(
         &double,
         &mut tally,
         distinct.len(),
         Duration::from_secs(120),
     );
     std::thread::sleep(Duration::from_millis(500));
-    stop(&mut tally);
+    stop_cleanly(&mut tally);
 
     assert_exactly(&double, &events);
     assert_fully_committed(dir.path(), &config);
@@ -668,9 +582,9 @@ fn unmapped_tenant_is_replayed_once_after_the_config_maps_it() {
     let (config, envs) = write_config(dir.path(), &double, &[T0], &routes, "", "");
     produce_jsonl(&topic, &lines, Some("/trackingId"));
     let mut tally = spawn(dir.path(), &config, &envs);
-    wait_accepted(&double, &mut tally, mapped_first, Duration::from_secs(60));
+    wait_kill_bill_accepted(&double, &mut tally, mapped_first, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(700));
-    stop(&mut tally);
+    stop_cleanly(&mut tally);
     assert_fully_committed(dir.path(), &config);
 
     let cfg = config.to_str().unwrap().to_string();
@@ -718,7 +632,7 @@ fn unmapped_tenant_is_replayed_once_after_the_config_maps_it() {
     // A restart delivers nothing again: offsets were never moved by the replay.
     let mut tally = spawn(dir.path(), &config, &envs);
     std::thread::sleep(Duration::from_secs(3));
-    let log = stop(&mut tally);
+    let log = stop_cleanly(&mut tally);
     assert_eq!(summary_field(&log, "delivered"), 0);
     assert_exactly(&double, &events);
 }
@@ -805,7 +719,7 @@ fn store_disk_full_stops_tally_and_a_restart_delivers_every_record_once() {
     let (first, rest) = lines.split_at(300);
     produce_jsonl(&topic, first, Some("/trackingId"));
     let mut tally = spawn(dir.path(), &config, &envs);
-    wait_accepted(&double, &mut tally, first.len(), Duration::from_secs(90));
+    wait_kill_bill_accepted(&double, &mut tally, first.len(), Duration::from_secs(90));
 
     let filler = fill_disk(&state);
     produce_jsonl(&topic, rest, Some("/trackingId"));
@@ -836,8 +750,8 @@ fn store_disk_full_stops_tally_and_a_restart_delivers_every_record_once() {
 
     std::fs::remove_file(&filler).expect("free the disk");
     let mut tally = spawn(dir.path(), &config, &envs);
-    wait_accepted(&double, &mut tally, lines.len(), Duration::from_secs(120));
-    stop(&mut tally);
+    wait_kill_bill_accepted(&double, &mut tally, lines.len(), Duration::from_secs(120));
+    stop_cleanly(&mut tally);
     assert_exactly(&double, &events);
     assert_fully_committed(dir.path(), &config);
     eprintln!(
@@ -969,8 +883,8 @@ fn https_with_a_client_certificate_delivers_once_and_without_one_is_refused() {
     assert!(ok, "{line}");
     let distinct: BTreeSet<&str> = events.iter().map(|e| e.key.as_str()).collect();
     let mut tally = spawn(dir.path(), &config, &envs);
-    wait_accepted(&double, &mut tally, distinct.len(), Duration::from_secs(60));
-    stop(&mut tally);
+    wait_kill_bill_accepted(&double, &mut tally, distinct.len(), Duration::from_secs(60));
+    stop_cleanly(&mut tally);
     assert_exactly(&double, &events);
     assert_eq!(double.duplicate_posts(), 0);
     assert!(front.handshakes_ok() >= 1 && front.handshakes_failed() >= 1);

@@ -352,7 +352,8 @@ impl From<crate::dlq::ReplayError> for ApiError {
     fn from(e: crate::dlq::ReplayError) -> Self {
         match e {
             crate::dlq::ReplayError::Store(e) => e.into(),
-            crate::dlq::ReplayError::Changelog { .. } => {
+            crate::dlq::ReplayError::Changelog { .. }
+            | crate::dlq::ReplayError::ChangelogRead { .. } => {
                 ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
             _ => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

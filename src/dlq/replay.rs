@@ -9,18 +9,23 @@
 //! Routes with a `changelog_topic` get the delivered keys recorded there
 //! between the deliveries and the commit, as the pipeline does; if that
 //! fails nothing is committed (the letters stay, to be replayed again).
+//! Their letters are also checked against that changelog first, from where
+//! this store stopped reading it: another member (or store) may have
+//! delivered the same key in the letter's partition since — in group mode
+//! the member holding a letter rarely still owns its partition.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Utc;
 
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::format::Decoder;
-use crate::kafka::{KafkaConfig, KafkaError, Producer, SecurityError};
+use crate::format::{Decoded, Decoder};
+use crate::kafka::{ClusterClient, KafkaConfig, KafkaError, Producer, SecurityError};
 use crate::pipeline::InFlight;
 use crate::pipeline::classify::classify_sink;
 use crate::sink::{Outgoing, Sink, SinkSetupError, Sinks};
@@ -40,6 +45,16 @@ pub enum ReplayError {
          the sink's idempotency key)"
     )]
     Changelog { topic: String, source: KafkaError },
+    #[error(
+        "could not read changelog topic {topic} for {source_topic}/{partition} to check whether \
+         another member delivered the letters' IDs since ({reason}); nothing was sent or committed"
+    )]
+    ChangelogRead {
+        topic: String,
+        source_topic: String,
+        partition: i32,
+        reason: String,
+    },
 }
 
 /// What happened to one dead letter.
@@ -156,6 +171,7 @@ pub async fn replay_with(
     // duplicates only if that one is delivered.
     let mut behind: Vec<(u64, u64)> = Vec::new();
     let mut holders: HashMap<u128, u64> = HashMap::new();
+    let mut decoded: Vec<(u64, &DeadLetter, Option<Bytes>, Decoded)> = Vec::new();
     for (seq, d) in &letters {
         let Some(ReplayRoute { decoder, .. }) = routes.get(d.route.as_str()) else {
             outcomes.insert(
@@ -169,26 +185,28 @@ pub async fn replay_with(
         };
         let key = d.key.clone().map(Bytes::from);
         let value = d.payload.clone().map(Bytes::from);
-        let decoded = match decoder.decode(key.as_ref(), value.as_ref()) {
-            Ok(decoded) => decoded,
+        match decoder.decode(key.as_ref(), value.as_ref()) {
+            Ok(x) => decoded.push((*seq, d, key, x)),
             Err(e) => {
                 outcomes.insert(*seq, failing("decode", e.to_string()));
-                continue;
             }
-        };
+        }
+    }
+    let recorded = recorded_since(routes, store, changelog, &decoded).await?;
+    for (seq, d, key, decoded) in decoded {
         let digest = decoded.dedupe_key.as_deref().map(|k| digest(&d.route, k));
         if let Some(dg) = digest {
-            if store.contains(dg) {
-                outcomes.insert(*seq, ReplayOutcome::Duplicate);
+            if store.contains(dg) || recorded.contains(&dg) {
+                outcomes.insert(seq, ReplayOutcome::Duplicate);
                 continue;
             }
             if let Some(holder) = holders.get(&dg) {
-                behind.push((*seq, *holder));
+                behind.push((seq, *holder));
                 continue;
             }
             if !reserved.try_reserve(dg) {
                 outcomes.insert(
-                    *seq,
+                    seq,
                     failing(
                         "transient",
                         "a partition is delivering the same dedupe key right now; replay again once it is committed".into(),
@@ -199,10 +217,10 @@ pub async fn replay_with(
             // Checked again once reserved: a partition may have committed
             // the key between the first check and the reservation.
             if store.contains(dg) {
-                outcomes.insert(*seq, ReplayOutcome::Duplicate);
+                outcomes.insert(seq, ReplayOutcome::Duplicate);
                 continue;
             }
-            holders.insert(dg, *seq);
+            holders.insert(dg, seq);
         }
         let out = Outgoing {
             route: Arc::from(d.route.as_str()),
@@ -215,11 +233,10 @@ pub async fn replay_with(
             usage: decoded.usage,
             received_at: now,
         };
-        to_send.entry(d.route.clone()).or_default().push(Candidate {
-            seq: *seq,
-            out,
-            digest,
-        });
+        to_send
+            .entry(d.route.clone())
+            .or_default()
+            .push(Candidate { seq, out, digest });
     }
 
     // Deliver route by route; collect delivered keys per (route, topic, partition).
@@ -307,6 +324,65 @@ pub async fn replay_with(
         .filter_map(|(seq, _)| outcomes.remove(seq).map(|o| (*seq, o)))
         .collect();
     Ok(ReplaySummary { outcomes })
+}
+
+/// Digests of the letters' keys that their partition's changelog records
+/// as delivered past where this store stopped reading it (the position a
+/// restore or this store's own commits reached; the log start without one).
+async fn recorded_since(
+    routes: &ReplayRoutes,
+    store: &Store,
+    out: &ReplayProducer<'_>,
+    letters: &[(u64, &DeadLetter, Option<Bytes>, Decoded)],
+) -> Result<HashSet<u128>, ReplayError> {
+    let mut wanted: BTreeMap<(&str, &str, i32, &str), HashSet<String>> = BTreeMap::new();
+    for (_, d, _, decoded) in letters {
+        let (Some(topic), Some(k)) = (
+            routes
+                .get(d.route.as_str())
+                .and_then(|r| r.changelog_topic.as_deref()),
+            &decoded.dedupe_key,
+        ) else {
+            continue;
+        };
+        wanted
+            .entry((d.route.as_str(), d.topic.as_str(), d.partition, topic))
+            .or_default()
+            .insert(k.clone());
+    }
+    let mut found = HashSet::new();
+    let mut client = None;
+    let stop = CancellationToken::new();
+    for ((route, topic, partition, changelog_topic), keys) in wanted {
+        let failed = |reason: String| ReplayError::ChangelogRead {
+            topic: changelog_topic.to_string(),
+            source_topic: topic.to_string(),
+            partition,
+            reason,
+        };
+        let kafka = out
+            .kafka
+            .ok_or_else(|| failed("no Kafka configuration to reach it".into()))?;
+        let client: &ClusterClient =
+            client.get_or_insert_with(|| ClusterClient::new(kafka.clone()));
+        let from = store
+            .changelog_position(topic, partition)?
+            .filter(|m| m.topic == changelog_topic)
+            .map(|m| m.next_offset);
+        let src = crate::pipeline::ChangelogSource {
+            client,
+            route,
+            changelog_topic,
+            topic,
+            partition,
+            stop: &stop,
+        };
+        let keys = crate::pipeline::recorded_keys(&src, from, &keys)
+            .await
+            .map_err(failed)?;
+        found.extend(keys.iter().map(|k| digest(route, k)));
+    }
+    Ok(found)
 }
 
 /// The delivered keys of routes with a changelog topic, produced there

@@ -29,7 +29,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use backoff::Backoff;
-/// For `dlq replay`: record replayed IDs in the route's changelog.
+/// For `dlq replay`: check the letters' keys against, and record replayed
+/// IDs in, the route's changelog.
+pub(crate) use changelog::restore::{Source as ChangelogSource, recorded_keys};
 pub(crate) use changelog::writer::produce as produce_changelog;
 use committer::Committer;
 use fence::Fence;

@@ -1,5 +1,5 @@
-//! `Store`: open (lock, schema, index rebuild), group commit, offsets,
-//! lookup, prune, dead letters.
+//! `Store`: open (lock, schema, migration, index rebuild), group commit,
+//! offsets, lookup, prune, dead letters.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -10,14 +10,17 @@ use std::time::{Duration, Instant};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{IVec, Transactional};
 
-use super::batch::{self, BatchInfo};
-use super::changelog::{self, ChangelogMark, ChangelogRestore};
+use super::batch::{self, BatchInfo, Header};
+use super::changelog::{self, ChangelogMark, ChangelogRestore, ChangelogWrite};
 use super::dead_letter::{self, DeadLetter};
+use super::digest_log::{self, DigestLog, RECORD, pack, unpack};
 use super::error::StoreError;
-use super::index::DigestIndex;
+use super::index::{DigestIndex, DigestSet};
 use super::keys::{self, Counters, OffsetEntry};
 use super::lock::{self, DirLock};
-use super::schema;
+use super::rebuild::{self, io_err};
+use super::staging::{Appended, Staging};
+use super::{migrate, schema};
 
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -68,8 +71,8 @@ pub struct CommitBatch {
     pub digests: Vec<u128>,
     pub dead_letters: Vec<DeadLetter>,
     /// Set when the keys were produced to the route's changelog topic just
-    /// before this commit: the changelog position to record with it.
-    pub changelog: Option<ChangelogMark>,
+    /// before this commit: where they went (the position moves with it).
+    pub changelog: Option<ChangelogWrite>,
 }
 
 /// What one `dlq replay` resolved, for `Store::commit_replay`.
@@ -95,7 +98,9 @@ pub struct CommitStats {
     pub dead_letters: usize,
     /// Value bytes handed to sled.
     pub bytes_written: usize,
-    /// Wall time of the transaction and of the flush.
+    /// Wall time of writing (and syncing) the digest and key logs, of the
+    /// transaction and of the flush.
+    pub log_time: Duration,
     pub txn_time: Duration,
     pub flush_time: Duration,
 }
@@ -124,13 +129,22 @@ pub struct PruneStats {
     pub cutoff_ms: i64,
 }
 
-struct Trees {
-    meta: sled::Tree,
-    offsets: sled::Tree,
-    id_batches: sled::Tree,
-    id_keys: sled::Tree,
-    dead_letters: sled::Tree,
-    changelog_positions: sled::Tree,
+pub(super) struct Trees {
+    pub meta: sled::Tree,
+    pub offsets: sled::Tree,
+    pub id_batches: sled::Tree,
+    pub id_keys: sled::Tree,
+    pub dead_letters: sled::Tree,
+    pub changelog_positions: sled::Tree,
+}
+
+/// What writers (commit, set_offset, prune) advance, behind one lock.
+struct Writer {
+    counters: Counters,
+    /// The digest log and the key log. Boxed: keeps `Store` small enough
+    /// to pass around by value.
+    log: Box<DigestLog>,
+    keys: Box<DigestLog>,
 }
 
 pub struct Store {
@@ -139,12 +153,14 @@ pub struct Store {
     trees: Trees,
     index: RwLock<DigestIndex>,
     /// Serialises writers (commit, set_offset, prune) and holds the
-    /// sequence/digest counters they advance.
-    writer: Mutex<Counters>,
+    /// sequence/digest counters and the digest log they advance.
+    writer: Mutex<Writer>,
     /// Set when a flush failed: after a failed fsync nothing later is trustworthy.
     failed: AtomicBool,
     created_at_ms: i64,
     rebuild_time: Duration,
+    /// Digest records recomputed from keys at open (see `rebuild.rs`).
+    mended_at_open: u64,
     // Declared last so it is dropped after sled has closed its files.
     _lock: DirLock,
 }
@@ -191,38 +207,42 @@ impl Store {
             changelog_positions: tree(changelog::TREE_CHANGELOG)?,
         };
 
+        if meta.version == 1 {
+            migrate::begin(&path, &db, &trees)?;
+        }
+        if let Some(from) = migrate::pending(&path, &trees)? {
+            migrate::run(&path, &db, &trees, from, migrate::CHUNK_RECORDS, None)?;
+        }
+
         let started = Instant::now();
-        let mut index = DigestIndex::with_expected(meta.counters.digest_count as usize);
         let mut next_seq = meta.counters.next_seq;
-        let mut stored = 0u64;
-        for item in trees.id_batches.iter() {
-            let (k, v) = item.map_err(sled_err("read id_batches"))?;
-            let seq = keys::decode_seq_key(&k)
-                .map_err(|d| corrupt(&path, keys::TREE_ID_BATCHES, &k, d))?;
-            let view = batch::decode_batch(seq, &v)
-                .map_err(|d| corrupt(&path, keys::TREE_ID_BATCHES, &k, d))?;
-            index.reserve(view.info.count as usize);
-            for d in view.digests() {
-                index.insert(d);
+        for (tree, name) in [
+            (&trees.id_batches, keys::TREE_ID_BATCHES),
+            (&trees.dead_letters, keys::TREE_DEAD_LETTERS),
+        ] {
+            if let Some((k, _)) = tree.last().map_err(sled_err("read last sequence"))? {
+                let seq = keys::decode_seq_key(&k).map_err(|d| corrupt(&path, name, &k, d))?;
+                next_seq = next_seq.max(seq + 1);
             }
-            stored += view.info.count as u64;
-            next_seq = next_seq.max(seq + 1);
         }
-        if let Some((k, _)) = trees
-            .dead_letters
-            .last()
-            .map_err(sled_err("read dead_letters"))?
-        {
-            let seq = keys::decode_seq_key(&k)
-                .map_err(|d| corrupt(&path, keys::TREE_DEAD_LETTERS, &k, d))?;
-            next_seq = next_seq.max(seq + 1);
-        }
+        let loaded = rebuild::load(
+            &path,
+            &db,
+            &trees,
+            Counters {
+                next_seq,
+                ..meta.counters
+            },
+        )?;
+        let log_state = loaded.log.state();
+        let index = loaded.index;
         let rebuild_time = started.elapsed();
         tracing::info!(
             path = %path.display(),
             ids = index.len(),
             index_mb = index.heap_bytes() >> 20,
             rebuild_ms = rebuild_time.as_millis() as u64,
+            mended = loaded.repaired,
             "opened tally store"
         );
         Ok(Store {
@@ -230,13 +250,18 @@ impl Store {
             db,
             trees,
             index: RwLock::new(index),
-            writer: Mutex::new(Counters {
-                next_seq,
-                digest_count: stored,
+            writer: Mutex::new(Writer {
+                counters: Counters {
+                    next_seq,
+                    digest_count: log_state.end - log_state.start,
+                },
+                log: Box::new(loaded.log),
+                keys: Box::new(loaded.keys),
             }),
             failed: AtomicBool::new(false),
             created_at_ms: meta.created_at_ms,
             rebuild_time,
+            mended_at_open: loaded.repaired,
             _lock: dir_lock,
         })
     }
@@ -272,6 +297,12 @@ impl Store {
         self.rebuild_time
     }
 
+    /// Digest records the open had to recompute from the stored keys
+    /// (lost or damaged in the digest log; normally 0).
+    pub fn mended_at_open(&self) -> u64 {
+        self.mended_at_open
+    }
+
     /// Bytes held by the in-memory digest index.
     pub fn index_bytes(&self) -> usize {
         self.read_index().heap_bytes()
@@ -290,12 +321,14 @@ impl Store {
     /// Commit resolved work for one or more partitions: offsets, digests,
     /// keys and dead letters in ONE sled transaction, then ONE flush; only
     /// then are the digests added to the index (never mark before durable).
-    /// Refuses the whole commit if any offset would move backwards.
+    /// The digests go to the digest log first (see `digest_log.rs`); the
+    /// transaction records the log's new end, so it is the commit point for
+    /// both. Refuses the whole commit if any offset would move backwards.
     pub fn commit(&self, batches: &[CommitBatch]) -> Result<CommitStats, StoreError> {
         for b in batches {
             validate(b)?;
         }
-        let mut counters = self.lock_writer()?;
+        let mut w = self.lock_writer()?;
         let mut stats = CommitStats {
             batches: batches.len(),
             ..CommitStats::default()
@@ -308,18 +341,16 @@ impl Store {
         struct Prepared<'a> {
             b: &'a CommitBatch,
             offset_key: IVec,
-            batch: Option<(IVec, IVec, IVec)>,
             dls: Vec<(IVec, IVec)>,
         }
         let now = super::now_ms();
-        let mut next = *counters;
+        let mut next = w.counters;
+        let mut staging = Staging::default();
         let mut prepared = Vec::with_capacity(batches.len());
         for (b, (ds, ks)) in batches.iter().zip(&filtered) {
-            let batch = if ds.is_empty() {
-                None
-            } else {
-                Some(encode_id_batch(b, ds, ks, now, &mut next, &mut stats))
-            };
+            if !ds.is_empty() {
+                stage_id_batch(b, ds, ks, now, &mut next, &mut staging, &mut stats);
+            }
             let dls = b
                 .dead_letters
                 .iter()
@@ -335,71 +366,71 @@ impl Store {
             prepared.push(Prepared {
                 b,
                 offset_key: IVec::from(keys::offset_key(&b.topic, b.partition)),
-                batch,
                 dls,
             });
         }
+        stats.bytes_written += staging.bytes();
+        let log_started = Instant::now();
+        let appended = self.append_logs(&w, &staging, w.counters.next_seq, next.next_seq)?;
+        stats.log_time = log_started.elapsed();
 
         let t = &self.trees;
         let txn_started = Instant::now();
         let result = (
             &t.offsets,
             &t.id_batches,
-            &t.id_keys,
             &t.dead_letters,
             &t.meta,
             &t.changelog_positions,
         )
-            .transaction(
-                |(offsets, id_batches, id_keys, dead_letters, meta, positions)| {
-                    for p in &prepared {
-                        // Reads see this transaction's own writes, so two batches
-                        // for one partition in one commit are checked in order.
-                        if let Some(old) = offsets.get(&p.offset_key)? {
-                            let old = keys::decode_offset_value(&old).map_err(|d| {
-                                ConflictableTransactionError::Abort(corrupt(
-                                    &self.path,
-                                    keys::TREE_OFFSETS,
-                                    &p.offset_key,
-                                    d,
-                                ))
-                            })?;
-                            if p.b.next_offset < old.next_offset {
-                                return Err(ConflictableTransactionError::Abort(
-                                    StoreError::OffsetRegression {
-                                        topic: p.b.topic.clone(),
-                                        partition: p.b.partition,
-                                        committed: old.next_offset,
-                                        attempted: p.b.next_offset,
-                                    },
-                                ));
-                            }
-                        }
-                        let entry = OffsetEntry {
-                            next_offset: p.b.next_offset,
-                            updated_at_ms: now,
-                        };
-                        offsets
-                            .insert(p.offset_key.clone(), &keys::encode_offset_value(&entry)[..])?;
-                        if let Some((k, v, kv)) = &p.batch {
-                            id_batches.insert(k.clone(), v.clone())?;
-                            id_keys.insert(k.clone(), kv.clone())?;
-                        }
-                        for (k, v) in &p.dls {
-                            dead_letters.insert(k.clone(), v.clone())?;
-                        }
-                        if let Some(mark) = &p.b.changelog {
-                            let old = self.txn_mark(positions, &p.offset_key)?;
-                            if let Some(m) = changelog::after_commit(old, mark) {
-                                positions
-                                    .insert(p.offset_key.clone(), changelog::encode_mark(&m))?;
-                            }
+            .transaction(|(offsets, id_batches, dead_letters, meta, positions)| {
+                for (k, v) in &appended.headers {
+                    id_batches.insert(k.clone(), v.clone())?;
+                }
+                for p in &prepared {
+                    // Reads see this transaction's own writes, so two batches
+                    // for one partition in one commit are checked in order.
+                    if let Some(old) = offsets.get(&p.offset_key)? {
+                        let old = keys::decode_offset_value(&old).map_err(|d| {
+                            ConflictableTransactionError::Abort(corrupt(
+                                &self.path,
+                                keys::TREE_OFFSETS,
+                                &p.offset_key,
+                                d,
+                            ))
+                        })?;
+                        if p.b.next_offset < old.next_offset {
+                            return Err(ConflictableTransactionError::Abort(
+                                StoreError::OffsetRegression {
+                                    topic: p.b.topic.clone(),
+                                    partition: p.b.partition,
+                                    committed: old.next_offset,
+                                    attempted: p.b.next_offset,
+                                },
+                            ));
                         }
                     }
-                    meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
-                    Ok(())
-                },
-            );
+                    let entry = OffsetEntry {
+                        next_offset: p.b.next_offset,
+                        updated_at_ms: now,
+                    };
+                    offsets.insert(p.offset_key.clone(), &keys::encode_offset_value(&entry)[..])?;
+                    for (k, v) in &p.dls {
+                        dead_letters.insert(k.clone(), v.clone())?;
+                    }
+                    if let Some(mark) = &p.b.changelog {
+                        let old = self.txn_mark(positions, &p.offset_key)?;
+                        if let Some(m) = changelog::after_commit(old, mark) {
+                            positions.insert(p.offset_key.clone(), changelog::encode_mark(&m))?;
+                        }
+                    }
+                }
+                meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                for (k, v) in &appended.meta {
+                    meta.insert(&k[..], &v[..])?;
+                }
+                Ok(())
+            });
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(e)) => return Err(e),
@@ -411,8 +442,11 @@ impl Store {
                 });
             }
         }
-        // The transaction is applied in memory: its sequence numbers are used.
-        *counters = next;
+        // The transaction is applied in memory: its sequence numbers and log
+        // records are used (a failed flush below fails the whole store).
+        w.counters = next;
+        let w = &mut *w;
+        appended.apply(&mut w.log, &mut w.keys);
         stats.txn_time = txn_started.elapsed();
 
         let flush_started = Instant::now();
@@ -429,14 +463,34 @@ impl Store {
         Ok(stats)
     }
 
+    /// Write a commit's staged digests and keys to the logs. A failure here
+    /// fails the store, like a failed flush: what reached the disk is unknown.
+    fn append_logs(
+        &self,
+        w: &Writer,
+        staging: &Staging,
+        first_seq: u64,
+        next_seq: u64,
+    ) -> Result<Appended, StoreError> {
+        staging
+            .append(&w.log, &w.keys, first_seq, next_seq, false)
+            .map_err(|e| self.fail(io_err(&self.path)(e)))
+    }
+
+    /// Mark the store failed (refusing further writes) and pass `e` on.
+    fn fail(&self, e: StoreError) -> StoreError {
+        self.failed.store(true, Ordering::SeqCst);
+        tracing::error!(path = %self.path.display(), error = %e, "store write failed; refusing further writes");
+        e
+    }
+
     /// Each batch's digests and keys minus those already committed (or
     /// repeated within these batches), and how many were dropped.
     fn fresh<'a>(&self, batches: &'a [CommitBatch]) -> (Vec<Fresh<'a>>, usize) {
         let mut skipped = 0;
         let mut filtered: Vec<Fresh<'_>> = Vec::with_capacity(batches.len());
         let index = self.read_index();
-        let mut in_commit =
-            DigestIndex::with_expected(batches.iter().map(|b| b.digests.len()).sum());
+        let mut in_commit = DigestSet::with_expected(batches.iter().map(|b| b.digests.len()).sum());
         for b in batches {
             let fresh: Vec<bool> = b
                 .digests
@@ -479,7 +533,7 @@ impl Store {
                 });
             }
         }
-        let mut counters = self.lock_writer()?;
+        let mut w = self.lock_writer()?;
         let (filtered, skipped) = self.fresh(&replay.delivered);
         let mut stats = CommitStats {
             batches: replay.delivered.len(),
@@ -487,13 +541,12 @@ impl Store {
             ..CommitStats::default()
         };
         let now = super::now_ms();
-        let mut next = *counters;
-        let mut id_values = Vec::new();
+        let mut next = w.counters;
+        let mut staging = Staging::default();
         for (b, (ds, ks)) in replay.delivered.iter().zip(&filtered) {
-            if ds.is_empty() {
-                continue;
+            if !ds.is_empty() {
+                stage_id_batch(b, ds, ks, now, &mut next, &mut staging, &mut stats);
             }
-            id_values.push(encode_id_batch(b, ds, ks, now, &mut next, &mut stats));
         }
         // Still-failing letters keep their sequence: ids stay stable across replays.
         let updates: Vec<(IVec, IVec)> = replay
@@ -506,14 +559,17 @@ impl Store {
             })
             .collect();
         stats.dead_letters = updates.len();
+        stats.bytes_written += staging.bytes();
+        let log_started = Instant::now();
+        let appended = self.append_logs(&w, &staging, w.counters.next_seq, next.next_seq)?;
+        stats.log_time = log_started.elapsed();
 
         let t = &self.trees;
         let txn_started = Instant::now();
-        (&t.id_batches, &t.id_keys, &t.dead_letters, &t.meta)
-            .transaction(|(id_batches, id_keys, dead_letters, meta)| {
-                for (k, v, kv) in &id_values {
+        (&t.id_batches, &t.dead_letters, &t.meta)
+            .transaction(|(id_batches, dead_letters, meta)| {
+                for (k, v) in &appended.headers {
                     id_batches.insert(k.clone(), v.clone())?;
-                    id_keys.insert(k.clone(), kv.clone())?;
                 }
                 for seq in &replay.remove {
                     dead_letters.remove(&keys::seq_key(*seq)[..])?;
@@ -522,6 +578,9 @@ impl Store {
                     dead_letters.insert(k.clone(), v.clone())?;
                 }
                 meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                for (k, v) in &appended.meta {
+                    meta.insert(&k[..], &v[..])?;
+                }
                 Ok::<(), ConflictableTransactionError<()>>(())
             })
             .map_err(|e| match e {
@@ -534,7 +593,9 @@ impl Store {
                     path: self.path.clone(),
                 },
             })?;
-        *counters = next;
+        w.counters = next;
+        let w = &mut *w;
+        appended.apply(&mut w.log, &mut w.keys);
         stats.txn_time = txn_started.elapsed();
         let flush_started = Instant::now();
         self.flush_locked()?;
@@ -610,22 +671,27 @@ impl Store {
         if !self.contains(d) {
             return Ok(None);
         }
+        let mut want = Vec::with_capacity(RECORD);
+        pack(d, &mut want);
         // Admin path: scan batches newest first (recent keys are the usual question).
         for item in self.trees.id_batches.iter().rev() {
             let (k, v) = item.map_err(self.sled_err("read id_batches"))?;
-            let seq = keys::decode_seq_key(&k)
-                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-            let view = batch::decode_batch(seq, &v)
-                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-            let Some(position) = view.digests().position(|x| x == d) else {
+            let h = self.header(&k, &v)?;
+            let records = {
+                let w = self.lock_writer_even_failed();
+                w.log
+                    .read(h.first_record, h.info.count as u64)
+                    .map_err(io_err(&self.path))?
+            };
+            let Some(position) = records.chunks_exact(RECORD).position(|r| r == want) else {
                 continue;
             };
             let key = self
-                .batch_keys(seq)?
+                .batch_keys(h.info.seq)?
                 .and_then(|ks| ks.into_iter().nth(position));
-            let i = view.info;
+            let i = h.info;
             return Ok(Some(IdLocation {
-                seq,
+                seq: i.seq,
                 route: i.route,
                 topic: i.topic,
                 partition: i.partition,
@@ -644,29 +710,32 @@ impl Store {
         let mut out = Vec::new();
         for item in self.trees.id_batches.iter() {
             let (k, v) = item.map_err(self.sled_err("read id_batches"))?;
-            let seq = keys::decode_seq_key(&k)
-                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-            let view = batch::decode_batch(seq, &v)
-                .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-            out.push(view.info);
+            out.push(self.header(&k, &v)?.info);
         }
         Ok(out)
     }
 
-    /// The original dedupe keys of batch `seq`, in commit order.
+    fn header(&self, k: &[u8], v: &[u8]) -> Result<Header, StoreError> {
+        let seq = keys::decode_seq_key(k)
+            .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, k, e))?;
+        batch::decode_header(seq, v).map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, k, e))
+    }
+
+    /// The original dedupe keys of batch `seq`, in commit order (None if
+    /// there is no such batch, or its keys were lost before a migration).
     pub fn batch_keys(&self, seq: u64) -> Result<Option<Vec<String>>, StoreError> {
         let k = keys::seq_key(seq);
-        match self
+        let Some(v) = self
             .trees
-            .id_keys
+            .id_batches
             .get(k)
-            .map_err(self.sled_err("read id_keys"))?
-        {
-            None => Ok(None),
-            Some(v) => batch::decode_keys(&v)
-                .map(Some)
-                .map_err(|e| corrupt(&self.path, keys::TREE_ID_KEYS, &k, e)),
-        }
+            .map_err(self.sled_err("read id_batches"))?
+        else {
+            return Ok(None);
+        };
+        let h = self.header(&k, &v)?;
+        let w = self.lock_writer_even_failed();
+        rebuild::keys_of(&self.path, &w.keys, &h)
     }
 
     /// Drop whole batches committed more than `age` ago (and their keys),
@@ -688,40 +757,74 @@ impl Store {
             cutoff_ms,
             ..PruneStats::default()
         };
-        let mut counters = self.lock_writer()?;
+        let mut w = self.lock_writer()?;
         let mut start = 0u64;
         loop {
-            let mut chunk: Vec<(u64, Vec<u128>)> = Vec::new();
+            let mut chunk: Vec<Header> = Vec::new();
             let mut reached_young = false;
             for item in self.trees.id_batches.range(keys::seq_key(start)..) {
                 let (k, v) = item.map_err(self.sled_err("read id_batches"))?;
-                let seq = keys::decode_seq_key(&k)
-                    .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-                let view = batch::decode_batch(seq, &v)
-                    .map_err(|e| corrupt(&self.path, keys::TREE_ID_BATCHES, &k, e))?;
-                if view.info.committed_at_ms >= cutoff_ms {
+                let h = self.header(&k, &v)?;
+                if h.info.committed_at_ms >= cutoff_ms {
                     reached_young = true;
                     break;
                 }
-                chunk.push((seq, view.digests().collect()));
+                chunk.push(h);
                 if chunk.len() == PRUNE_CHUNK {
                     break;
                 }
             }
-            let Some(&(last, _)) = chunk.last() else {
+            let Some(last) = chunk.last() else {
                 break;
             };
-            let ids: u64 = chunk.iter().map(|(_, ds)| ds.len() as u64).sum();
-            let mut next = *counters;
+            let last_seq = last.info.seq;
+            // The pruned batches' digests, to forget once the prune is durable.
+            let mut digests = Vec::new();
+            for h in &chunk {
+                let records = w
+                    .log
+                    .read(h.first_record, h.info.count as u64)
+                    .map_err(io_err(&self.path))?;
+                if records.len() != h.info.count as usize * RECORD {
+                    return Err(corrupt(
+                        &self.path,
+                        keys::TREE_ID_BATCHES,
+                        &keys::seq_key(h.info.seq),
+                        "its digests are missing from the digest log".into(),
+                    ));
+                }
+                digests.extend(records.chunks_exact(RECORD).map(unpack));
+            }
+            let ids = digests.len() as u64;
+            let mut next = w.counters;
             next.digest_count = next.digest_count.saturating_sub(ids);
+            // Batches are pruned oldest first, so the live records stay one
+            // range: it now starts after the last pruned batch.
+            let log_state = digest_log::LogState {
+                start: last.records().end.max(w.log.state().start),
+                ..w.log.state()
+            };
+            let dropped_segments = w.log.closed_before(log_state.start);
+            let key_state = digest_log::LogState {
+                start: last.key_bytes().end.max(w.keys.state().start),
+                ..w.keys.state()
+            };
+            let dropped_key_segments = w.keys.closed_before(key_state.start);
             let t = &self.trees;
-            (&t.id_batches, &t.id_keys, &t.meta)
-                .transaction(|(id_batches, id_keys, meta)| {
-                    for (seq, _) in &chunk {
-                        id_batches.remove(&keys::seq_key(*seq)[..])?;
-                        id_keys.remove(&keys::seq_key(*seq)[..])?;
+            (&t.id_batches, &t.meta)
+                .transaction(|(id_batches, meta)| {
+                    for h in &chunk {
+                        id_batches.remove(&keys::seq_key(h.info.seq)[..])?;
                     }
                     meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                    meta.insert(keys::META_DIGEST_LOG, digest_log::encode_state(&log_state))?;
+                    meta.insert(keys::META_KEY_LOG, digest_log::encode_state(&key_state))?;
+                    for first in &dropped_segments {
+                        meta.remove(digest_log::segment_key(&digest_log::DIGESTS, *first))?;
+                    }
+                    for first in &dropped_key_segments {
+                        meta.remove(digest_log::segment_key(&digest_log::KEYS, *first))?;
+                    }
                     Ok::<(), ConflictableTransactionError<()>>(())
                 })
                 .map_err(|e| match e {
@@ -734,20 +837,27 @@ impl Store {
                         path: self.path.clone(),
                     },
                 })?;
-            *counters = next;
+            w.counters = next;
+            w.log.set_state(log_state);
+            w.keys.set_state(key_state);
             self.flush_locked()?;
-            // Durable first, then forget: a crash in between only keeps digests longer.
+            // Durable first, then forget: a crash in between only keeps
+            // digests (and segment files, removed at the next open) longer.
+            w.log
+                .remove_segments(&dropped_segments)
+                .map_err(io_err(&self.path))?;
+            w.keys
+                .remove_segments(&dropped_key_segments)
+                .map_err(io_err(&self.path))?;
             let mut index = self.write_index();
-            for (_, ds) in &chunk {
-                for d in ds {
-                    index.remove(*d);
-                }
+            for d in &digests {
+                index.remove(*d);
             }
             drop(index);
             stats.batches += chunk.len();
             stats.ids += ids as usize;
             progress(&stats);
-            start = last + 1;
+            start = last_seq + 1;
             if reached_young {
                 break;
             }
@@ -827,14 +937,33 @@ impl Store {
         self.failed.load(Ordering::SeqCst)
     }
 
+    /// sled's files plus the digest and key logs'.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        self.db
+        let sled = self
+            .db
             .size_on_disk()
-            .map_err(self.sled_err("size_on_disk"))
+            .map_err(self.sled_err("size_on_disk"))?;
+        let w = self.lock_writer_even_failed();
+        Ok(sled + w.log.bytes_on_disk() + w.keys.bytes_on_disk())
     }
 
+    /// Make everything committed durable, including the digest log (whose
+    /// synced end is recorded, so the next open checks nothing).
     pub fn flush(&self) -> Result<(), StoreError> {
-        let _w = self.lock_writer()?;
+        let mut w = self.lock_writer()?;
+        let state = w.log.state();
+        if state.synced < state.end {
+            let next_seq = w.counters.next_seq;
+            let synced = w
+                .log
+                .sync_all(next_seq)
+                .map_err(|e| self.fail(io_err(&self.path)(e)))?;
+            self.trees
+                .meta
+                .insert(keys::META_DIGEST_LOG, digest_log::encode_state(&synced))
+                .map_err(self.sled_err("write meta"))?;
+            w.log.set_state(synced);
+        }
         self.flush_locked()
     }
 
@@ -851,15 +980,20 @@ impl Store {
         Ok(())
     }
 
-    fn lock_writer(&self) -> Result<MutexGuard<'_, Counters>, StoreError> {
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, StoreError> {
         if self.failed.load(Ordering::SeqCst) {
             return Err(StoreError::Failed {
                 path: self.path.clone(),
             });
         }
-        // Counters are only replaced wholesale after a successful transaction,
-        // so a poisoned guard still holds consistent values.
-        Ok(self.writer.lock().unwrap_or_else(|e| e.into_inner()))
+        Ok(self.lock_writer_even_failed())
+    }
+
+    /// The writer lock for reading the log (lookups work on a failed store).
+    fn lock_writer_even_failed(&self) -> MutexGuard<'_, Writer> {
+        // Counters and log state are only replaced wholesale after a
+        // successful transaction, so a poisoned guard still holds consistent values.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn read_index(&self) -> std::sync::RwLockReadGuard<'_, DigestIndex> {
@@ -934,35 +1068,34 @@ impl Store {
                 });
             }
         }
-        let mut counters = self.lock_writer()?;
+        let mut w = self.lock_writer()?;
         let (filtered, skipped) = self.fresh(&r.batches);
         let mut stats = CommitStats {
             batches: r.batches.len(),
             duplicates_skipped: skipped,
             ..CommitStats::default()
         };
-        let mut next = *counters;
-        let mut id_values = Vec::new();
+        // Restored IDs take the same way as committed ones: staged into the
+        // digest and key logs, recorded by the one transaction below.
+        let mut next = w.counters;
+        let mut staging = Staging::default();
         for ((b, (ds, ks)), at) in r.batches.iter().zip(&filtered).zip(&r.committed_at_ms) {
             if !ds.is_empty() {
-                id_values.push(encode_id_batch(b, ds, ks, *at, &mut next, &mut stats));
+                stage_id_batch(b, ds, ks, *at, &mut next, &mut staging, &mut stats);
             }
         }
+        stats.bytes_written += staging.bytes();
+        let log_started = Instant::now();
+        let appended = self.append_logs(&w, &staging, w.counters.next_seq, next.next_seq)?;
+        stats.log_time = log_started.elapsed();
         let key = IVec::from(keys::offset_key(&r.topic, r.partition));
         let now = super::now_ms();
         let t = &self.trees;
         let txn_started = Instant::now();
-        let result = (
-            &t.offsets,
-            &t.id_batches,
-            &t.id_keys,
-            &t.meta,
-            &t.changelog_positions,
-        )
-            .transaction(|(offsets, id_batches, id_keys, meta, positions)| {
-                for (k, v, kv) in &id_values {
+        let result = (&t.offsets, &t.id_batches, &t.meta, &t.changelog_positions).transaction(
+            |(offsets, id_batches, meta, positions)| {
+                for (k, v) in &appended.headers {
                     id_batches.insert(k.clone(), v.clone())?;
-                    id_keys.insert(k.clone(), kv.clone())?;
                 }
                 if let Some(offset) = r.next_offset {
                     let old = match offsets.get(&key)? {
@@ -988,8 +1121,12 @@ impl Store {
                 }
                 positions.insert(key.clone(), changelog::encode_mark(&r.mark))?;
                 meta.insert(keys::META_COUNTERS, &keys::encode_counters(&next)[..])?;
+                for (k, v) in &appended.meta {
+                    meta.insert(&k[..], &v[..])?;
+                }
                 Ok(())
-            });
+            },
+        );
         match result {
             Ok(()) => {}
             Err(TransactionError::Abort(e)) => return Err(e),
@@ -1001,7 +1138,9 @@ impl Store {
                 });
             }
         }
-        *counters = next;
+        w.counters = next;
+        let w = &mut *w;
+        appended.apply(&mut w.log, &mut w.keys);
         stats.txn_time = txn_started.elapsed();
         let flush_started = Instant::now();
         self.flush_locked()?;
@@ -1036,7 +1175,7 @@ impl Store {
     }
 }
 
-fn corrupt(path: &Path, tree: &'static str, key: &[u8], detail: String) -> StoreError {
+pub(super) fn corrupt(path: &Path, tree: &'static str, key: &[u8], detail: String) -> StoreError {
     StoreError::Corrupt {
         path: path.to_path_buf(),
         tree,
@@ -1045,16 +1184,17 @@ fn corrupt(path: &Path, tree: &'static str, key: &[u8], detail: String) -> Store
     }
 }
 
-/// Encode one committed batch of fresh digests and keys under the next
-/// sequence number: (id_batches key, id_batches value, id_keys value).
-fn encode_id_batch(
+/// Stage one committed batch of fresh digests and keys under the next
+/// sequence number.
+fn stage_id_batch(
     b: &CommitBatch,
     digests: &[u128],
     keys_: &[String],
     now: i64,
     next: &mut Counters,
+    staging: &mut Staging,
     stats: &mut CommitStats,
-) -> (IVec, IVec, IVec) {
+) {
     let seq = next.next_seq;
     next.next_seq += 1;
     next.digest_count += digests.len() as u64;
@@ -1068,15 +1208,8 @@ fn encode_id_batch(
         committed_at_ms: now,
         count: digests.len() as u32,
     };
-    let v = batch::encode_batch(&info, digests);
-    let kv = batch::encode_keys(keys_);
+    staging.push(info, digests.iter().copied(), keys_);
     stats.ids_written += digests.len();
-    stats.bytes_written += v.len() + kv.len();
-    (
-        IVec::from(&keys::seq_key(seq)[..]),
-        IVec::from(v),
-        IVec::from(kv),
-    )
 }
 
 /// Open sled. We already hold the directory lock, so no other tally owns the

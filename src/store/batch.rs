@@ -1,9 +1,16 @@
-//! Value codecs for `id_batches` (header + packed digests) and `id_keys`
-//! (the original dedupe keys, length-prefixed then lz4-compressed).
+//! Value codecs for `id_batches` (a batch's header: where it came from and
+//! where its digests and keys lie in the digest and key logs) and, for
+//! schema-1 stores only, `id_keys` (the original dedupe keys,
+//! length-prefixed then lz4-compressed; schema 2 keeps keys in the key log,
+//! `key_codec.rs`).
 
 use super::codec::{DecodeResult, Reader, Writer};
 
-const BATCH_VERSION: u8 = 1;
+/// Schema 1: the header followed by the batch's 16-byte digests (read only
+/// to migrate such stores).
+const BATCH_V1: u8 = 1;
+/// Schema 2: the header, then the batch's place in the digest log.
+const BATCH_V2: u8 = 2;
 const KEYS_VERSION: u8 = 1;
 /// Refuse to allocate more than this for one batch's keys when decoding, so a
 /// corrupt length prefix cannot make us allocate gigabytes.
@@ -24,27 +31,122 @@ pub struct BatchInfo {
     pub count: u32,
 }
 
-/// Layout v1: version u8, route (u16 len), topic (u16 len), partition i32,
-/// first_offset i64, next_offset i64, committed_at_ms i64, count u32, then
-/// `count` digests as u128 BE.
-pub(crate) fn encode_batch(info: &BatchInfo, digests: &[u128]) -> Vec<u8> {
-    let mut w =
-        Writer::with_capacity(41 + info.route.len() + info.topic.len() + digests.len() * 16);
-    w.u8(BATCH_VERSION);
+/// A schema-2 `id_batches` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub info: BatchInfo,
+    /// Number of the batch's first record in the digest log.
+    pub first_record: u64,
+    /// `digest_log::checksum` of its `info.count` records.
+    pub checksum: u64,
+    /// Where its encoded keys lie in the key log (bytes), and their checksum.
+    pub key_first: u64,
+    pub key_len: u32,
+    pub key_checksum: u64,
+}
+
+impl Header {
+    pub fn records(&self) -> std::ops::Range<u64> {
+        self.first_record..self.first_record + self.info.count as u64
+    }
+
+    pub fn key_bytes(&self) -> std::ops::Range<u64> {
+        self.key_first..self.key_first + self.key_len as u64
+    }
+}
+
+fn write_info(w: &mut Writer, version: u8, info: &BatchInfo) {
+    w.u8(version);
     w.bytes16(info.route.as_bytes());
     w.bytes16(info.topic.as_bytes());
     w.i32(info.partition);
     w.i64(info.first_offset);
     w.i64(info.next_offset);
     w.i64(info.committed_at_ms);
-    w.u32(digests.len() as u32);
+    w.u32(info.count);
+}
+
+fn read_info(r: &mut Reader<'_>, seq: u64, want: u8) -> DecodeResult<BatchInfo> {
+    let version = r.u8("version")?;
+    if version != want {
+        return Err(match version {
+            BATCH_V1 => "a schema-1 batch in a schema-2 store (an interrupted migration?)".into(),
+            v => format!("unknown id_batches value version {v}"),
+        });
+    }
+    Ok(BatchInfo {
+        seq,
+        route: r.str16("route")?,
+        topic: r.str16("topic")?,
+        partition: r.i32("partition")?,
+        first_offset: r.i64("first_offset")?,
+        next_offset: r.i64("next_offset")?,
+        committed_at_ms: r.i64("committed_at")?,
+        count: r.u32("count")?,
+    })
+}
+
+/// Layout v2: version u8, route (u16 len), topic (u16 len), partition i32,
+/// first_offset i64, next_offset i64, committed_at_ms i64, count u32,
+/// first_record u64, checksum u64, key_first u64, key_len u32, key_checksum u64.
+pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
+    let mut w = Writer::with_capacity(77 + h.info.route.len() + h.info.topic.len());
+    write_info(&mut w, BATCH_V2, &h.info);
+    for v in [h.first_record, h.checksum, h.key_first] {
+        w.buf.extend_from_slice(&v.to_be_bytes());
+    }
+    w.u32(h.key_len);
+    w.buf.extend_from_slice(&h.key_checksum.to_be_bytes());
+    w.buf
+}
+
+pub(crate) fn decode_header(seq: u64, v: &[u8]) -> DecodeResult<Header> {
+    let mut r = Reader::new(v);
+    let info = read_info(&mut r, seq, BATCH_V2)?;
+    let first_record = r.u64("first_record")?;
+    let checksum = r.u64("checksum")?;
+    let key_first = r.u64("key_first")?;
+    let key_len = r.u32("key_len")?;
+    let key_checksum = r.u64("key_checksum")?;
+    r.finish("id_batches value")?;
+    if first_record.checked_add(info.count as u64).is_none()
+        || key_first.checked_add(key_len as u64).is_none()
+    {
+        return Err(format!("log positions {first_record}/{key_first} overflow"));
+    }
+    Ok(Header {
+        info,
+        first_record,
+        checksum,
+        key_first,
+        key_len,
+        key_checksum,
+    })
+}
+
+/// Is this a schema-1 value (header + inline digests)?
+pub(crate) fn is_v1(v: &[u8]) -> bool {
+    v.first() == Some(&BATCH_V1)
+}
+
+/// Layout v1 (schema 1): the v2 header fields up to `count`, then `count`
+/// digests as u128 BE. Written only by tests (to build old stores).
+#[cfg(test)]
+pub(crate) fn encode_batch_v1(info: &BatchInfo, digests: &[u128]) -> Vec<u8> {
+    let mut w =
+        Writer::with_capacity(41 + info.route.len() + info.topic.len() + digests.len() * 16);
+    let info = BatchInfo {
+        count: digests.len() as u32,
+        ..info.clone()
+    };
+    write_info(&mut w, BATCH_V1, &info);
     for d in digests {
         w.u128(*d);
     }
     w.buf
 }
 
-/// Decoded batch: the header plus the raw packed digests (not copied).
+/// Decoded schema-1 batch: the header plus the raw packed digests (not copied).
 pub(crate) struct BatchView<'a> {
     pub info: BatchInfo,
     packed: &'a [u8],
@@ -60,43 +162,24 @@ impl BatchView<'_> {
     }
 }
 
-pub(crate) fn decode_batch(seq: u64, v: &[u8]) -> DecodeResult<BatchView<'_>> {
+pub(crate) fn decode_batch_v1(seq: u64, v: &[u8]) -> DecodeResult<BatchView<'_>> {
     let mut r = Reader::new(v);
-    let version = r.u8("version")?;
-    if version != BATCH_VERSION {
-        return Err(format!("unknown id_batches value version {version}"));
-    }
-    let route = r.str16("route")?;
-    let topic = r.str16("topic")?;
-    let partition = r.i32("partition")?;
-    let first_offset = r.i64("first_offset")?;
-    let next_offset = r.i64("next_offset")?;
-    let committed_at_ms = r.i64("committed_at")?;
-    let count = r.u32("count")?;
+    let info = read_info(&mut r, seq, BATCH_V1)?;
     let packed = r.rest();
-    if packed.len() != count as usize * 16 {
+    if packed.len() != info.count as usize * 16 {
         return Err(format!(
-            "header says {count} digests ({} bytes) but {} bytes follow",
-            count as usize * 16,
+            "header says {} digests ({} bytes) but {} bytes follow",
+            info.count,
+            info.count as usize * 16,
             packed.len()
         ));
     }
-    Ok(BatchView {
-        info: BatchInfo {
-            seq,
-            route,
-            topic,
-            partition,
-            first_offset,
-            next_offset,
-            committed_at_ms,
-            count,
-        },
-        packed,
-    })
+    Ok(BatchView { info, packed })
 }
 
-/// Layout v1: version u8, then lz4 (size-prepended) of: count u32, and per key u32 len + bytes.
+/// Layout v1 (schema 1's `id_keys`): version u8, then lz4 (size-prepended)
+/// of: count u32, and per key u32 len + bytes. Written only by tests.
+#[cfg(test)]
 pub(crate) fn encode_keys<S: AsRef<str>>(keys: &[S]) -> Vec<u8> {
     let total: usize = keys.iter().map(|k| 4 + k.as_ref().len()).sum();
     let mut w = Writer::with_capacity(4 + total);
@@ -161,21 +244,40 @@ mod tests {
     }
 
     #[test]
-    fn batch_round_trip() {
-        let ds = vec![1u128, u128::MAX, 0x0123_4567_89ab_cdef_0011_2233_4455_6677];
-        let v = encode_batch(&info(3), &ds);
-        let view = decode_batch(9, &v).unwrap();
-        assert_eq!(view.info, info(3));
-        assert_eq!(view.digests().collect::<Vec<_>>(), ds);
+    fn header_round_trip() {
+        let h = Header {
+            info: info(3),
+            first_record: 1 << 40,
+            checksum: 0xfeed,
+            key_first: 77,
+            key_len: 12345,
+            key_checksum: 0xbeef,
+        };
+        let v = encode_header(&h);
+        assert_eq!(decode_header(9, &v).unwrap(), h);
+        assert!(!is_v1(&v));
+        for cut in 0..v.len() {
+            assert!(decode_header(9, &v[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long = v.clone();
+        long.push(0);
+        assert!(decode_header(9, &long).is_err());
     }
 
     #[test]
-    fn batch_rejects_truncation_and_garbage() {
-        let v = encode_batch(&info(2), &[1, 2]);
+    fn v1_batch_round_trip_and_is_told_apart() {
+        let ds = vec![1u128, u128::MAX, 0x0123_4567_89ab_cdef_0011_2233_4455_6677];
+        let v = encode_batch_v1(&info(3), &ds);
+        assert!(is_v1(&v));
+        let view = decode_batch_v1(9, &v).unwrap();
+        assert_eq!(view.info, info(3));
+        assert_eq!(view.digests().collect::<Vec<_>>(), ds);
         for cut in 0..v.len() {
-            assert!(decode_batch(1, &v[..cut]).is_err(), "cut at {cut}");
+            assert!(decode_batch_v1(1, &v[..cut]).is_err(), "cut at {cut}");
         }
-        assert!(decode_batch(1, b"\xff garbage").is_err());
+        let err = decode_header(9, &v).unwrap_err();
+        assert!(err.contains("schema-1"), "{err}");
+        assert!(decode_batch_v1(1, b"\xff garbage").is_err());
     }
 
     #[test]

@@ -60,20 +60,38 @@ pub(crate) fn decode_mark(v: &[u8]) -> DecodeResult<ChangelogMark> {
     Ok(ChangelogMark { topic, next_offset })
 }
 
-/// The position after a local commit whose IDs went to changelog offsets
-/// below `new.next_offset`. Only a position a restore established moves (a
-/// missing one means "never restored": the next start reads from the
-/// beginning), only within the same topic, and only forward. The worker is
-/// the partition's one writer from its restore on, so the records between
-/// the old and the new position are its own and are in this commit or
-/// earlier ones.
+/// Where one local commit's keys went: changelog records `first_offset` to
+/// below `next_offset`, with no record of another writer between them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangelogWrite {
+    pub topic: String,
+    pub first_offset: i64,
+    pub next_offset: i64,
+}
+
+/// The position after a local commit that wrote `new`. Only a position a
+/// restore established moves (a missing one means "never restored": the
+/// next start reads from the beginning), only within the same topic, and
+/// only when the commit's records start exactly at it: then every record
+/// below the new position is applied here. A gap holds records another
+/// writer put there after our restore — a dlq replay on another store, a
+/// member cut off after its sink's ack recording its last IDs, the other
+/// topic of a multi-topic route — which this store has not applied; the
+/// position stays before them, so the next restore reads them.
 pub(crate) fn after_commit(
     old: Option<ChangelogMark>,
-    new: &ChangelogMark,
+    new: &ChangelogWrite,
 ) -> Option<ChangelogMark> {
     match old {
-        Some(old) if old.topic == new.topic && new.next_offset > old.next_offset => {
-            Some(new.clone())
+        Some(old)
+            if old.topic == new.topic
+                && old.next_offset == new.first_offset
+                && new.next_offset > old.next_offset =>
+        {
+            Some(ChangelogMark {
+                topic: new.topic.clone(),
+                next_offset: new.next_offset,
+            })
         }
         _ => None,
     }
@@ -103,14 +121,33 @@ mod tests {
         assert!(decode_mark(&long).is_err());
     }
 
+    fn write(topic: &str, first_offset: i64, next_offset: i64) -> ChangelogWrite {
+        ChangelogWrite {
+            topic: topic.into(),
+            first_offset,
+            next_offset,
+        }
+    }
+
     #[test]
     fn a_commit_moves_only_a_restored_position_forward_in_its_topic() {
-        assert_eq!(after_commit(None, &mark("c", 5)), None);
+        assert_eq!(after_commit(None, &write("c", 3, 5)), None);
         assert_eq!(
-            after_commit(Some(mark("c", 3)), &mark("c", 5)),
+            after_commit(Some(mark("c", 3)), &write("c", 3, 5)),
             Some(mark("c", 5))
         );
-        assert_eq!(after_commit(Some(mark("c", 7)), &mark("c", 5)), None);
-        assert_eq!(after_commit(Some(mark("old", 3)), &mark("c", 5)), None);
+        assert_eq!(after_commit(Some(mark("c", 7)), &write("c", 3, 5)), None);
+        assert_eq!(after_commit(Some(mark("old", 3)), &write("c", 3, 5)), None);
+    }
+
+    #[test]
+    fn a_commit_does_not_move_the_position_over_records_another_writer_put_first() {
+        // Offsets 3 and 4 are someone else's: the next restore must read them.
+        assert_eq!(after_commit(Some(mark("c", 3)), &write("c", 5, 6)), None);
+        // Our own next record continues from where we stopped.
+        assert_eq!(
+            after_commit(Some(mark("c", 6)), &write("c", 6, 8)),
+            Some(mark("c", 8))
+        );
     }
 }

@@ -30,6 +30,7 @@ impl Writer {
     pub fn i64(&mut self, v: i64) {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
+    #[cfg(test)] // schema-1 batches, written only to test the migration
     pub fn u128(&mut self, v: u128) {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }

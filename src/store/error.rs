@@ -89,6 +89,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Wrap a sled failure of `op` on the store at `path`.
+    pub(crate) fn sled_at(
+        path: &std::path::Path,
+        op: &'static str,
+    ) -> impl FnOnce(sled::Error) -> StoreError + use<> {
+        let path = path.to_path_buf();
+        move |source| StoreError::Sled { path, op, source }
+    }
+
     /// The write failed because the store's filesystem is full (ENOSPC).
     pub fn is_disk_full(&self) -> bool {
         let io = match self {

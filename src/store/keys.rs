@@ -13,6 +13,12 @@ pub(crate) const META_SCHEMA_VERSION: &[u8] = b"schema_version";
 pub(crate) const META_CREATED_AT: &[u8] = b"created_at";
 /// next commit sequence (u64 BE) + digests stored (u64 BE, a presizing hint for the index).
 pub(crate) const META_COUNTERS: &[u8] = b"counters";
+/// The digest log's `LogState` (schema 2).
+pub(crate) const META_DIGEST_LOG: &[u8] = b"digest_log";
+/// The key log's `LogState` (schema 2).
+pub(crate) const META_KEY_LOG: &[u8] = b"key_log";
+/// Present while a schema-1 store is being migrated: the next batch sequence to migrate.
+pub(crate) const META_MIGRATING: &[u8] = b"migrating_from_schema_1";
 
 /// Sequence keys (id_batches, id_keys, dead_letters): u64 BE.
 pub(crate) fn seq_key(seq: u64) -> [u8; 8] {

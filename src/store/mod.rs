@@ -1,21 +1,34 @@
-//! The embedded sled store: offsets, committed tracking-ID batches, dead letters.
+//! The embedded store: offsets, committed tracking-ID batches, dead letters.
 //!
-//! Batch-oriented (see DESIGN.md "Store"): each commit writes one value per
-//! batch — its packed 128-bit key digests — plus the partition offsets and any
-//! dead letters, all in one sled transaction followed by one flush. Dedupe
-//! lookups are served from an in-memory digest index rebuilt at open.
+//! Batch-oriented (see DESIGN.md "Store"). Schema 2: a commit appends its
+//! batches' digest records to the digest log (`digest_log.rs`, segment files
+//! under `digests/`) and their encoded keys to the key log (`keys/`,
+//! `key_codec.rs`; fdatasync'd, since lost digests are recomputed from the
+//! keys), then ONE sled transaction records the batch headers, the partition
+//! offsets, any dead letters and both logs' new ends, followed by one flush:
+//! that transaction is the commit point (`staging.rs`). Dedupe lookups are
+//! served from an in-memory digest index rebuilt at open by reading the
+//! digest log front to back (`rebuild.rs`). Schema-1 stores (digests and
+//! keys inside sled) migrate in resumable chunks (`migrate.rs`).
 
 mod api;
 mod batch;
 mod changelog;
 mod codec;
 mod dead_letter;
+mod digest_log;
 mod error;
 mod index;
+mod key_codec;
 mod keys;
 mod lock;
+#[cfg(test)]
+mod log_tests;
+mod migrate;
 mod perms;
+mod rebuild;
 mod schema;
+mod staging;
 #[cfg(test)]
 mod tests;
 
@@ -23,7 +36,7 @@ pub use api::{
     CommitBatch, CommitStats, IdLocation, PruneStats, ReplayCommit, Store, StoreConfig, digest,
 };
 pub use batch::BatchInfo;
-pub use changelog::{ChangelogMark, ChangelogRestore};
+pub use changelog::{ChangelogMark, ChangelogRestore, ChangelogWrite};
 /// The store's non-panicking binary reader/writer, shared with the changelog record codec.
 pub(crate) use codec::{DecodeResult, Reader, Writer};
 pub use dead_letter::DeadLetter;

@@ -5,14 +5,25 @@
 use std::path::Path;
 
 use super::error::StoreError;
-use super::keys::{self, Counters, META_COUNTERS, META_CREATED_AT, META_SCHEMA_VERSION, TREE_META};
+use super::keys::{
+    self, Counters, META_COUNTERS, META_CREATED_AT, META_DIGEST_LOG, META_SCHEMA_VERSION, TREE_META,
+};
 use super::lock::LOCK_FILE;
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 1: digests packed inside each `id_batches` value, keys in `id_keys`.
+/// 2: digests in the digest log (`digests/`), keys in the key log (`keys/`),
+/// `id_batches` holds headers; schema-1 stores are migrated at open
+/// (`migrate.rs`).
+pub const SCHEMA_VERSION: u32 = 2;
 
-/// Files sled 0.34 keeps in its directory.
-fn is_sled_entry(name: &str) -> bool {
-    name == "conf" || name == "db" || name == "blobs" || name.starts_with("snap.")
+/// Files sled 0.34 keeps in its directory, and our digest log.
+fn is_store_entry(name: &str) -> bool {
+    name == "conf"
+        || name == "db"
+        || name == "blobs"
+        || name.starts_with("snap.")
+        || name == super::digest_log::DIGESTS.dir
+        || name == super::digest_log::KEYS.dir
 }
 
 /// What we found in the directory before opening sled.
@@ -77,7 +88,7 @@ pub(crate) fn prepare_dir(path: &Path) -> Result<DirState, StoreError> {
             ),
         });
     }
-    let foreign: Vec<_> = names.iter().filter(|n| !is_sled_entry(n)).collect();
+    let foreign: Vec<_> = names.iter().filter(|n| !is_store_entry(n)).collect();
     if !foreign.is_empty() {
         tracing::warn!(path = %path.display(), files = ?foreign, "unexpected files in store directory");
     }
@@ -85,6 +96,8 @@ pub(crate) fn prepare_dir(path: &Path) -> Result<DirState, StoreError> {
 }
 
 pub(crate) struct Meta {
+    /// The schema the store was written with (1 = to be migrated).
+    pub version: u32,
     pub created_at_ms: i64,
     pub counters: Counters,
 }
@@ -168,6 +181,7 @@ pub(crate) fn check_or_init(
         None => Counters::default(),
     };
     Ok(Meta {
+        version: found,
         created_at_ms,
         counters,
     })
@@ -201,11 +215,17 @@ fn init(path: &Path, db: &sled::Db) -> Result<Meta, StoreError> {
         .map_err(sled_err("write meta"))?;
     meta.insert(META_COUNTERS, &keys::encode_counters(&counters))
         .map_err(sled_err("write meta"))?;
+    let log = super::digest_log::LogState::default();
+    meta.insert(META_DIGEST_LOG, super::digest_log::encode_state(&log))
+        .map_err(sled_err("write meta"))?;
+    meta.insert(keys::META_KEY_LOG, super::digest_log::encode_state(&log))
+        .map_err(sled_err("write meta"))?;
     meta.insert(META_SCHEMA_VERSION, &SCHEMA_VERSION.to_be_bytes())
         .map_err(sled_err("write meta"))?;
     db.flush().map_err(sled_err("flush"))?;
     tracing::info!(path = %path.display(), schema = SCHEMA_VERSION, "created tally store");
     Ok(Meta {
+        version: SCHEMA_VERSION,
         created_at_ms,
         counters,
     })

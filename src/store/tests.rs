@@ -207,14 +207,14 @@ fn newer_schema_is_refused() {
             err,
             StoreError::NewerSchema {
                 found: 99,
-                supported: 1,
+                supported: 2,
                 ..
             }
         ),
         "{err:?}"
     );
     let msg = err.to_string();
-    assert!(msg.contains("99") && msg.contains("up to 1"), "{msg}");
+    assert!(msg.contains("99") && msg.contains("up to 2"), "{msg}");
 }
 
 #[test]
@@ -630,9 +630,11 @@ fn changelog_restore_adds_ids_moves_the_offset_forward_and_records_the_position(
 fn a_commit_advances_the_changelog_position_only_after_a_restore() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Store::open(&cfg(tmp.path())).unwrap();
+    // The commit's keys went to changelog offsets `at - 1` (one record).
     let with_mark = |first, next, keys: &[&str], at| CommitBatch {
-        changelog: Some(ChangelogMark {
+        changelog: Some(ChangelogWrite {
             topic: "cl".into(),
+            first_offset: at - 1,
             next_offset: at,
         }),
         ..batch("usage", "t", 2, first, next, keys)
@@ -658,6 +660,37 @@ fn a_commit_advances_the_changelog_position_only_after_a_restore() {
         s.changelog_position("t", 2).unwrap().unwrap().next_offset,
         7
     );
+}
+
+/// Records another writer put into the changelog after our restore (a dlq
+/// replay on another store, a cut-off member's last IDs) are not ours: a
+/// commit whose records come after them leaves the position before them,
+/// also when two batches of one partition are committed together.
+#[test]
+fn a_commit_leaves_the_changelog_position_before_another_writers_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    let wrote = |first, next, keys: &[&str], at: (i64, i64)| CommitBatch {
+        changelog: Some(ChangelogWrite {
+            topic: "cl".into(),
+            first_offset: at.0,
+            next_offset: at.1,
+        }),
+        ..batch("usage", "t", 2, first, next, keys)
+    };
+    let at = |s: &Store| s.changelog_position("t", 2).unwrap().unwrap().next_offset;
+    s.restore_changelog(&restore_step(&[], 0, None, 4)).unwrap();
+    // Offset 4 is someone else's record.
+    s.commit(&[wrote(0, 3, &["a"], (5, 6))]).unwrap();
+    assert_eq!(at(&s), 4);
+    s.commit(&[wrote(3, 4, &["b"], (6, 7))]).unwrap();
+    assert_eq!(at(&s), 4, "still before the foreign record");
+    // A restore reads from 4 and establishes the position again; then
+    // consecutive commits, in one transaction too, move it.
+    s.restore_changelog(&restore_step(&[], 0, None, 7)).unwrap();
+    s.commit(&[wrote(4, 5, &["c"], (7, 8)), wrote(5, 6, &["d"], (8, 10))])
+        .unwrap();
+    assert_eq!(at(&s), 10);
 }
 
 #[test]

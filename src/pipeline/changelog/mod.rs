@@ -36,10 +36,17 @@
 //! `store.retention` give their offsets but not their IDs (retention would
 //! prune them at once).
 //!
-//! **Position.** A local commit whose keys went to changelog offsets up to
-//! N records N+1 as applied in the same store transaction — once a restore
-//! has established a position: from its restore on, the worker is the
-//! partition's only writer, so the records in between are its own.
+//! **Position.** A local commit whose keys went to changelog offsets M..=N
+//! records N+1 as applied in the same store transaction — once a restore
+//! has established a position, and only if that position was M. The worker
+//! is usually the partition's only writer from its restore on, but not
+//! always: a `dlq replay` on another store, a member cut off after its
+//! sink's ack that records its last IDs once the next owner runs, and the
+//! other topics of a multi-topic route write there too. Their records are
+//! not in this store; moving the position over them would hide them from
+//! every later restore (a duplicate of such an ID was delivered again after
+//! a restart). So a gap leaves the position where it was, and the next
+//! restore reads from there (`store::changelog::after_commit`).
 //!
 //! **Scope.** IDs follow their partition. Across members, a duplicate is
 //! caught when it lands in the partition of the original — which is what

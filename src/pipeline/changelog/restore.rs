@@ -2,6 +2,7 @@
 //! changelog from the store's position to the high watermark and apply it
 //! (see the module above for why and what).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::STEP_IDS;
 use super::record::{self, ChangelogRecord};
-use crate::kafka::{ErrorKind, KafkaError, OffsetSpec, PartitionConsumer};
+use crate::kafka::{
+    ClusterClient, ConsumedRecord, ErrorKind, KafkaError, OffsetSpec, PartitionConsumer,
+};
 use crate::pipeline::backoff::Backoff;
 use crate::pipeline::classify::{FailureClass, classify_kafka, kafka_failure_stops_daemon};
 use crate::pipeline::live::{PartitionLive, PartitionState};
@@ -161,91 +164,39 @@ impl Restore<'_> {
     /// is committed, so a retry continues where the last one stopped.
     async fn attempt(&self, totals: &mut Totals, first: bool) -> Result<(), Failure> {
         self.check_topic().await?;
-        let mut consumer = self
-            .shared
-            .client
-            .partition_consumer(self.changelog_topic, self.partition);
-        let mut offset = match self.position().await? {
-            Some(at) => at,
-            None => {
-                self.cancellable(consumer.list_offset(OffsetSpec::Earliest))
-                    .await??
-            }
-        };
+        let src = self.source();
+        let mut log = src.open(self.position().await?).await?;
         if first {
-            totals.from = offset;
+            totals.from = log.offset;
         }
-        let mut target: Option<i64> = None;
         let mut step = self.step();
-        let mut idle = 0;
         let mut last_progress = Instant::now();
-        loop {
-            if target.is_some_and(|t| offset >= t) {
-                break;
-            }
-            let fetched = self
-                .cancellable(consumer.fetch(offset, FETCH_BYTES, Duration::from_millis(50)))
-                .await?;
-            let f = match fetched {
-                Ok(f) => f,
-                Err(e) if e.kind() == ErrorKind::OffsetOutOfRange => {
-                    offset = self.out_of_range(&mut consumer, offset).await?;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let end = *target.get_or_insert(f.high_watermark);
-            if end < offset {
-                // Brokers that answer a fetch past the end with nothing.
-                offset = self.out_of_range(&mut consumer, offset).await?;
-                continue;
-            }
-            if f.next_offset <= offset && f.records.is_empty() {
-                if offset >= end {
-                    break;
-                }
-                idle += 1;
-                if idle >= MAX_IDLE_FETCHES {
-                    return Err(Failure::Retry(format!(
-                        "fetching changelog offset {offset} returned nothing below the high watermark {end}"
-                    )));
-                }
-                continue;
-            }
-            idle = 0;
-            for r in &f.records {
-                let Some(value) = r.value.as_deref() else {
-                    totals.other_records += 1;
-                    continue;
-                };
-                let decoded = record::decode(value).map_err(|e| {
-                    Failure::Fatal(format!(
-                        "record at {}/{} offset {}: {e}",
-                        self.changelog_topic, self.partition, r.offset
-                    ))
-                })?;
-                match decoded {
-                    Some(rec) => self.take(rec, value.len(), &mut step, totals),
+        while let Some(records) = log.next(&src).await? {
+            for r in &records {
+                match src.decode(r)? {
+                    Some(rec) => {
+                        let bytes = r.value.as_ref().map_or(0, |v| v.len());
+                        self.take(rec, bytes, &mut step, totals)
+                    }
                     None => totals.other_records += 1,
                 }
             }
-            offset = f.next_offset.max(offset);
             if step.batches.iter().map(|b| b.keys.len()).sum::<usize>() >= STEP_IDS {
-                self.apply(&mut step, offset, totals).await?;
+                self.apply(&mut step, log.offset, totals).await?;
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = Instant::now();
                 tracing::info!(
                     route = %self.route.name, topic = self.topic, partition = self.partition,
-                    changelog_topic = self.changelog_topic, offset, high_watermark = end,
-                    ids = totals.ids, "restoring from the changelog"
+                    changelog_topic = self.changelog_topic, offset = log.offset,
+                    high_watermark = log.target, ids = totals.ids, "restoring from the changelog"
                 );
             }
         }
         // Always written, even with no records: the position it establishes
         // is what later commits move forward.
-        self.apply(&mut step, offset, totals).await?;
-        totals.to = offset;
+        self.apply(&mut step, log.offset, totals).await?;
+        totals.to = log.offset;
         Ok(())
     }
 
@@ -400,6 +351,160 @@ impl Restore<'_> {
             .map(|m| m.next_offset))
     }
 
+    fn source(&self) -> Source<'_> {
+        Source {
+            client: &self.shared.client,
+            route: &self.route.name,
+            changelog_topic: self.changelog_topic,
+            topic: self.topic,
+            partition: self.partition,
+            stop: self.stop,
+        }
+    }
+
+    async fn cancellable<T>(
+        &self,
+        fut: impl std::future::Future<Output = T>,
+    ) -> Result<T, Failure> {
+        self.source().cancellable(fut).await
+    }
+}
+
+/// Which of `keys` the changelog records as delivered for `src`'s route and
+/// source partition, reading from `from` (None: the log start) to the high
+/// watermark; nothing is written. For `dlq replay`: its store has not read
+/// what another member or store recorded for the partition since (in group
+/// mode the member holding a letter rarely still owns its partition).
+pub(crate) async fn recorded_keys(
+    src: &Source<'_>,
+    from: Option<i64>,
+    keys: &HashSet<String>,
+) -> Result<HashSet<String>, String> {
+    let failed = |f: Failure| match f {
+        Failure::Stopped => "stopped".to_string(),
+        Failure::Retry(reason) | Failure::Fatal(reason) => reason,
+        Failure::Kafka(e) => e.to_string(),
+    };
+    let mut log = src.open(from).await.map_err(failed)?;
+    let mut found = HashSet::new();
+    while let Some(records) = log.next(src).await.map_err(failed)? {
+        for r in &records {
+            let Some(rec) = src.decode(r).map_err(failed)? else {
+                continue;
+            };
+            if rec.topic == src.topic && rec.partition == src.partition && rec.route == src.route {
+                found.extend(rec.keys.into_iter().filter(|k| keys.contains(k)));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// One source partition's changelog, as read by a restore (or checked by a
+/// `dlq replay`): where it is, and what stops the reading.
+pub(crate) struct Source<'a> {
+    pub client: &'a ClusterClient,
+    pub route: &'a str,
+    pub changelog_topic: &'a str,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub stop: &'a CancellationToken,
+}
+
+/// A changelog partition read from a start offset to the high watermark of
+/// the first fetch (what later writers add is not waited for).
+struct LogReader {
+    consumer: PartitionConsumer,
+    /// The next offset to read; everything below it has been returned.
+    offset: i64,
+    target: Option<i64>,
+    idle: u32,
+}
+
+impl LogReader {
+    /// The next records, None once the high watermark is reached.
+    async fn next(&mut self, src: &Source<'_>) -> Result<Option<Vec<ConsumedRecord>>, Failure> {
+        loop {
+            if self.target.is_some_and(|t| self.offset >= t) {
+                return Ok(None);
+            }
+            let fetched = src
+                .cancellable(self.consumer.fetch(
+                    self.offset,
+                    FETCH_BYTES,
+                    Duration::from_millis(50),
+                ))
+                .await?;
+            let f = match fetched {
+                Ok(f) => f,
+                Err(e) if e.kind() == ErrorKind::OffsetOutOfRange => {
+                    self.offset = src.out_of_range(&mut self.consumer, self.offset).await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let end = *self.target.get_or_insert(f.high_watermark);
+            if end < self.offset {
+                // Brokers that answer a fetch past the end with nothing.
+                self.offset = src.out_of_range(&mut self.consumer, self.offset).await?;
+                continue;
+            }
+            if f.next_offset <= self.offset && f.records.is_empty() {
+                if self.offset >= end {
+                    return Ok(None);
+                }
+                self.idle += 1;
+                if self.idle >= MAX_IDLE_FETCHES {
+                    return Err(Failure::Retry(format!(
+                        "fetching changelog offset {} returned nothing below the high watermark {end}",
+                        self.offset
+                    )));
+                }
+                continue;
+            }
+            self.idle = 0;
+            self.offset = f.next_offset.max(self.offset);
+            return Ok(Some(f.records));
+        }
+    }
+}
+
+impl Source<'_> {
+    /// A reader from `from` (None: the changelog's log start).
+    async fn open(&self, from: Option<i64>) -> Result<LogReader, Failure> {
+        let mut consumer = self
+            .client
+            .partition_consumer(self.changelog_topic, self.partition);
+        let offset = match from {
+            Some(at) => at,
+            None => {
+                self.cancellable(consumer.list_offset(OffsetSpec::Earliest))
+                    .await??
+            }
+        };
+        Ok(LogReader {
+            consumer,
+            offset,
+            target: None,
+            idle: 0,
+        })
+    }
+
+    /// A changelog record of any source partition; None for a value that is
+    /// not one (null, or without the `TLCL` prefix). One this tally cannot
+    /// read is fatal: skipping it could re-deliver what it records.
+    fn decode(&self, r: &ConsumedRecord) -> Result<Option<ChangelogRecord>, Failure> {
+        let Some(value) = r.value.as_deref() else {
+            return Ok(None);
+        };
+        record::decode(value).map_err(|e| {
+            Failure::Fatal(format!(
+                "record at {}/{} offset {}: {e}",
+                self.changelog_topic, self.partition, r.offset
+            ))
+        })
+    }
+
     /// The changelog no longer has `offset`: its retention deleted records
     /// this store never applied, or the topic was recreated (the position
     /// lies past its end). Restore from what is there.
@@ -413,16 +518,24 @@ impl Restore<'_> {
             .await??;
         if earliest <= offset {
             tracing::warn!(
-                route = %self.route.name, topic = self.topic, partition = self.partition,
-                changelog_topic = self.changelog_topic, position = offset, log_start = earliest,
+                route = self.route,
+                topic = self.topic,
+                partition = self.partition,
+                changelog_topic = self.changelog_topic,
+                position = offset,
+                log_start = earliest,
                 "the store's changelog position lies past the changelog's end (was the topic \
                  recreated?); restoring from its beginning"
             );
             return Ok(earliest);
         }
         tracing::warn!(
-            route = %self.route.name, topic = self.topic, partition = self.partition,
-            changelog_topic = self.changelog_topic, position = offset, log_start = earliest,
+            route = self.route,
+            topic = self.topic,
+            partition = self.partition,
+            changelog_topic = self.changelog_topic,
+            position = offset,
+            log_start = earliest,
             "changelog records between the store's position and the log start were deleted by \
              the topic's retention before this store applied them; restoring from the log start \
              (keep the changelog's retention.ms longer than store.retention)"

@@ -10,7 +10,7 @@ use crate::pipeline::backoff::Backoff;
 use crate::pipeline::classify::kafka_failure_stops_daemon;
 use crate::pipeline::live::{PartitionLive, PartitionState};
 use crate::pipeline::{RouteCtx, Shared};
-use crate::store::{ChangelogMark, CommitBatch};
+use crate::store::{ChangelogWrite, CommitBatch};
 
 /// `stop` fired while the changelog was failing: nothing may be committed.
 #[derive(Debug)]
@@ -19,9 +19,10 @@ pub(crate) struct Stopped;
 /// What one successful `produce` wrote.
 #[derive(Debug)]
 pub(crate) struct Produced {
-    /// The changelog position after the last record (None only if the
-    /// broker reported no offsets).
-    pub mark: Option<ChangelogMark>,
+    /// The changelog offsets the records took; None if the broker reported
+    /// none, or another writer's record landed between two of our produce
+    /// requests (then the store's position does not move over it).
+    pub written: Option<ChangelogWrite>,
     pub bytes: usize,
 }
 
@@ -43,9 +44,10 @@ pub(crate) async fn produce(
         committed_at_ms: crate::store::now_ms(),
     };
     let mut produced = Produced {
-        mark: None,
+        written: None,
         bytes: 0,
     };
+    let mut gapless = true;
     for values in record::encode(&origin, &batch.keys) {
         produced.bytes += values.iter().map(Vec::len).sum::<usize>();
         let records = values
@@ -59,18 +61,32 @@ pub(crate) async fn produce(
         let offsets = producer
             .send(changelog_topic, batch.partition, records)
             .await?;
-        if let Some(last) = offsets.last() {
-            produced.mark = Some(ChangelogMark {
-                topic: changelog_topic.to_string(),
-                next_offset: last + 1,
-            });
+        let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else {
+            gapless = false;
+            continue;
+        };
+        match &mut produced.written {
+            None => {
+                produced.written = Some(ChangelogWrite {
+                    topic: changelog_topic.to_string(),
+                    first_offset: first,
+                    next_offset: last + 1,
+                })
+            }
+            Some(w) => {
+                gapless &= w.next_offset == first;
+                w.next_offset = last + 1;
+            }
         }
+    }
+    if !gapless {
+        produced.written = None;
     }
     Ok(produced)
 }
 
-/// `produce` until it succeeds; the partition waits meanwhile. Returns the
-/// position the store commit records as applied.
+/// `produce` until it succeeds; the partition waits meanwhile. Returns
+/// where the records went, for the store commit's changelog position.
 pub(crate) async fn write(
     shared: &Shared,
     live: &PartitionLive,
@@ -78,7 +94,7 @@ pub(crate) async fn write(
     changelog_topic: &str,
     batch: &CommitBatch,
     stop: &CancellationToken,
-) -> Result<Option<ChangelogMark>, Stopped> {
+) -> Result<Option<ChangelogWrite>, Stopped> {
     let mut backoff = Backoff::new(shared.pipeline.retry_initial, shared.pipeline.retry_max);
     loop {
         let started = std::time::Instant::now();
@@ -104,7 +120,7 @@ pub(crate) async fn write(
                         changelog_topic, "changelog written again"
                     );
                 }
-                return Ok(p.mark);
+                return Ok(p.written);
             }
             Err(e) => e,
         };

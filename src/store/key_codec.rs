@@ -1,0 +1,343 @@
+//! The stored form of a batch's dedupe keys (schema 2), reversible and
+//! cheap: Kill Bill scope keys (`tenantId/subscriptionExternalKey/trackingId`,
+//! ~84 bytes) are mostly hex UUIDs and prefixes shared with a recent key.
+//!
+//! 1. Each key's canonical UUIDs (8-4-4-4-12 hex, all lower or all upper
+//!    case) become a marker byte and their 16 bytes; a literal marker byte is
+//!    escaped. A 36-byte UUID costs 17.
+//! 2. Each transformed key is front-coded against whichever of the previous
+//!    `WINDOW` keys shares the longest prefix with it (keys of one tenant or
+//!    subscription interleave with others in a batch): back-reference,
+//!    shared length, then only the rest.
+//!
+//! Layout: version u8 (2), count varint, then per key: back-reference varint
+//! (0 = none, j = the key j places earlier), shared-prefix length varint,
+//! suffix length varint, suffix bytes.
+
+use super::codec::DecodeResult;
+
+const VERSION: u8 = 2;
+const WINDOW: usize = 16;
+const UUID_LOWER: u8 = 0x01;
+const UUID_UPPER: u8 = 0x02;
+const ESCAPE: u8 = 0x03;
+/// Refuse to allocate more than this for one batch's keys when decoding.
+const MAX_KEYS_BYTES: usize = 256 << 20;
+
+/// Per byte: its hex value, plus `LOWER`/`UPPER` for letters; `NOT_HEX` otherwise.
+const LOWER: u8 = 0x40;
+const UPPER: u8 = 0x80;
+const NOT_HEX: u8 = 0x20;
+const HEX: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = (10 + i as u8) | LOWER;
+        t[b'A' as usize + i] = (10 + i as u8) | UPPER;
+        i += 1;
+    }
+    t
+};
+/// Where the 32 hex digits of a canonical UUID sit.
+const DIGITS: [usize; 32] = [
+    0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29,
+    30, 31, 32, 33, 34, 35,
+];
+
+fn is_hex(b: u8) -> bool {
+    HEX[b as usize] & NOT_HEX == 0
+}
+
+/// The 16 bytes of a canonical UUID at the start of `s`, and whether it
+/// is upper case (mixed case is not canonical: kept as text).
+fn uuid_at(s: &[u8]) -> Option<([u8; 16], bool)> {
+    // The dashes first: most positions fail there at once.
+    if s.len() < 36 || s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut flags = 0u8;
+    for (n, pair) in DIGITS.chunks_exact(2).enumerate() {
+        let hi = HEX[s[pair[0]] as usize];
+        let lo = HEX[s[pair[1]] as usize];
+        flags |= hi | lo;
+        out[n] = (hi & 15) << 4 | (lo & 15);
+    }
+    if flags & NOT_HEX != 0 || flags & (LOWER | UPPER) == LOWER | UPPER {
+        return None;
+    }
+    Some((out, flags & UPPER != 0))
+}
+
+fn transform(key: &str, out: &mut Vec<u8>) {
+    let b = key.as_bytes();
+    out.reserve(b.len() + 1);
+    // Plain bytes are copied in runs; `lit` is where the current run began.
+    let (mut i, mut lit) = (0, 0);
+    while i < b.len() {
+        let c = b[i];
+        if matches!(c, UUID_LOWER | UUID_UPPER | ESCAPE) {
+            out.extend_from_slice(&b[lit..i]);
+            out.extend_from_slice(&[ESCAPE, c]);
+            i += 1;
+            lit = i;
+            continue;
+        }
+        // A UUID is looked for only where a hex run starts (it is kept as
+        // text otherwise, which decodes the same).
+        if is_hex(c)
+            && (i == 0 || !is_hex(b[i - 1]))
+            && let Some((bytes, upper)) = uuid_at(&b[i..])
+        {
+            out.extend_from_slice(&b[lit..i]);
+            out.push(if upper { UUID_UPPER } else { UUID_LOWER });
+            out.extend_from_slice(&bytes);
+            i += 36;
+            lit = i;
+            continue;
+        }
+        i += 1;
+    }
+    out.extend_from_slice(&b[lit..]);
+}
+
+fn untransform(t: &[u8]) -> DecodeResult<String> {
+    const HEX_L: &[u8; 16] = b"0123456789abcdef";
+    const HEX_U: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = Vec::with_capacity(t.len() + 40);
+    let mut i = 0;
+    while i < t.len() {
+        match t[i] {
+            m @ (UUID_LOWER | UUID_UPPER) => {
+                let bytes = t
+                    .get(i + 1..i + 17)
+                    .ok_or("truncated UUID in a stored key")?;
+                let hex = if m == UUID_UPPER { HEX_U } else { HEX_L };
+                for (j, byte) in bytes.iter().enumerate() {
+                    if matches!(j, 4 | 6 | 8 | 10) {
+                        out.push(b'-');
+                    }
+                    out.push(hex[(byte >> 4) as usize]);
+                    out.push(hex[(byte & 15) as usize]);
+                }
+                i += 17;
+            }
+            ESCAPE => {
+                out.push(*t.get(i + 1).ok_or("truncated escape in a stored key")?);
+                i += 2;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| "stored key is not valid UTF-8".into())
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(b: &[u8], pos: &mut usize, what: &str) -> DecodeResult<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b
+            .get(*pos)
+            .ok_or_else(|| format!("truncated stored keys: {what}"))?;
+        *pos += 1;
+        v |= ((byte & 0x7f) as u64) << shift;
+        if byte < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err(format!("overlong varint for {what}"))
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        let x = u64::from_le_bytes(a[i..i + 8].try_into().unwrap_or_default())
+            ^ u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+        if x != 0 {
+            return i + (x.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+pub(crate) fn encode<S: AsRef<str>>(keys: &[S]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + keys.len() * 24);
+    out.push(VERSION);
+    put_varint(&mut out, keys.len() as u64);
+    // The last WINDOW transformed keys, in a ring.
+    let mut ring: Vec<Vec<u8>> = vec![Vec::new(); WINDOW];
+    let mut cur = Vec::with_capacity(128);
+    for (i, k) in keys.iter().enumerate() {
+        cur.clear();
+        transform(k.as_ref(), &mut cur);
+        let (mut best_ref, mut best_len) = (0usize, 0usize);
+        for j in 1..=WINDOW.min(i) {
+            let cand = &ring[(i - j) % WINDOW];
+            // Only a candidate that also matches at `best_len` can do better.
+            if best_len > 0 && cand.get(best_len) != cur.get(best_len) {
+                continue;
+            }
+            let l = common_prefix(&cur, cand);
+            if l > best_len {
+                (best_ref, best_len) = (j, l);
+            }
+        }
+        // A reference costs two bytes or so; not worth it for a short match.
+        if best_len < 3 {
+            (best_ref, best_len) = (0, 0);
+        }
+        put_varint(&mut out, best_ref as u64);
+        put_varint(&mut out, best_len as u64);
+        put_varint(&mut out, (cur.len() - best_len) as u64);
+        out.extend_from_slice(&cur[best_len..]);
+        std::mem::swap(&mut ring[i % WINDOW], &mut cur);
+    }
+    out
+}
+
+pub(crate) fn decode(v: &[u8]) -> DecodeResult<Vec<String>> {
+    let (&version, _) = v.split_first().ok_or("empty stored keys")?;
+    if version != VERSION {
+        return Err(format!("unknown stored keys version {version}"));
+    }
+    let mut pos = 1;
+    let n = get_varint(v, &mut pos, "key count")? as usize;
+    // Each key takes at least three bytes, which bounds n by the data.
+    if n > (v.len() - pos) / 3 {
+        return Err(format!("key count {n} exceeds the data"));
+    }
+    let mut keys = Vec::with_capacity(n);
+    let mut ring: Vec<Vec<u8>> = vec![Vec::new(); WINDOW];
+    let mut total = 0usize;
+    for i in 0..n {
+        let r = get_varint(v, &mut pos, "back-reference")? as usize;
+        let shared = get_varint(v, &mut pos, "shared length")? as usize;
+        let rest = get_varint(v, &mut pos, "suffix length")? as usize;
+        if r > WINDOW || r > i || (r == 0 && shared != 0) {
+            return Err(format!("bad back-reference {r} for key {i}"));
+        }
+        let mut t = Vec::with_capacity(shared + rest);
+        if r > 0 {
+            let base = &ring[(i - r) % WINDOW];
+            t.extend_from_slice(
+                base.get(..shared)
+                    .ok_or("shared prefix longer than its key")?,
+            );
+        }
+        let end = pos
+            .checked_add(rest)
+            .filter(|e| *e <= v.len())
+            .ok_or("truncated stored keys: suffix")?;
+        t.extend_from_slice(&v[pos..end]);
+        pos = end;
+        total += t.len();
+        if total > MAX_KEYS_BYTES {
+            return Err("stored keys implausibly large".into());
+        }
+        keys.push(untransform(&t)?);
+        ring[i % WINDOW] = t;
+    }
+    if pos != v.len() {
+        return Err(format!(
+            "{} trailing bytes after stored keys",
+            v.len() - pos
+        ));
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn kb_key(i: u64) -> String {
+        let h = xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes());
+        let u = format!("{h:032x}");
+        format!(
+            "0d96d663-00c1-4ff7-8324-d97cc551d6b3/sub-{:06}/{}-{}-{}-{}-{}",
+            i % 50_000,
+            &u[0..8],
+            &u[8..12],
+            &u[12..16],
+            &u[16..20],
+            &u[20..32]
+        )
+    }
+
+    #[test]
+    fn kill_bill_keys_shrink_and_round_trip() {
+        let ks: Vec<String> = (0..5000).map(kb_key).collect();
+        let v = encode(&ks);
+        assert_eq!(decode(&v).unwrap(), ks);
+        let per = v.len() as f64 / ks.len() as f64;
+        assert!(per < 24.0, "{per:.1} bytes per 84-byte key");
+    }
+
+    #[test]
+    fn edge_cases_round_trip() {
+        let ks: Vec<String> = [
+            "",
+            "\u{1}\u{2}\u{3}",
+            "ABCDEF01-2345-6789-ABCD-EF0123456789",
+            "abcdef01-2345-6789-ABCD-ef0123456789", // mixed case: kept as text
+            "abcdef01-2345-6789-abcd-ef012345678",  // one digit short
+            "x/01234567-89ab-cdef-0123-456789abcdef/01234567-89ab-cdef-0123-456789abcdef",
+            "ü/ß/✓",
+            "ü/ß/✓",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(decode(&encode(&ks)).unwrap(), ks);
+        assert_eq!(
+            decode(&encode::<String>(&[])).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        let v = encode(&(0..50).map(kb_key).collect::<Vec<_>>());
+        for cut in 0..v.len() {
+            assert!(decode(&v[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode(&[2, 1, 5, 0, 0]).is_err()); // back-reference before the first key
+        assert!(decode(&[2, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+        assert!(decode(&[9]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_keys_round_trip(ks in proptest::collection::vec(".{0,60}", 0..40)) {
+            prop_assert_eq!(decode(&encode(&ks)).unwrap(), ks);
+        }
+
+        #[test]
+        fn any_bytes_decode_without_panic(v in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut v = v;
+            if let Some(b) = v.first_mut() { *b = VERSION; }
+            let _ = decode(&v);
+        }
+    }
+}

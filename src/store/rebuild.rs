@@ -1,0 +1,285 @@
+//! Open-time work on the digest log: load the index from it, check the part
+//! not known to be synced against the batch headers, and mend from the
+//! stored keys whatever is missing or wrong (after a power loss, or a
+//! segment file lost or damaged on disk). The keys are the source of truth:
+//! a record is `digest(route, key)`, and the header's checksum says whether
+//! what is in the log (or what the keys give) is what was committed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::api::{Trees, corrupt, digest};
+use super::batch::{self, Header};
+use super::digest_log::{
+    self, Closed, DIGESTS, DigestLog, KEYS, LogKind, LogState, RECORD, checksum,
+    decode_segment_entry, pack, unpack,
+};
+use super::error::StoreError;
+use super::index::DigestIndex;
+use super::key_codec;
+use super::keys::{self, Counters};
+
+/// Digests inserted into the index per ordered bulk step (16 MB of scratch;
+/// larger chunks order the inserts better but cost more memory).
+const REBUILD_CHUNK: usize = 1 << 20;
+
+pub(crate) struct Loaded {
+    pub index: DigestIndex,
+    pub log: DigestLog,
+    pub keys: DigestLog,
+    /// Records recomputed from keys.
+    pub repaired: u64,
+}
+
+/// Collects digests and inserts them into the index a chunk at a time.
+struct Feeder {
+    index: DigestIndex,
+    chunk: Vec<u128>,
+    scratch: Vec<u128>,
+}
+
+impl Feeder {
+    fn feed(&mut self, records: &[u8]) {
+        for rec in records.chunks_exact(RECORD) {
+            self.chunk.push(unpack(rec));
+            if self.chunk.len() >= REBUILD_CHUNK {
+                self.index.extend_bulk(&self.chunk, &mut self.scratch);
+                self.chunk.clear();
+            }
+        }
+    }
+
+    fn finish(mut self) -> DigestIndex {
+        self.index.extend_bulk(&self.chunk, &mut self.scratch);
+        self.index
+    }
+}
+
+pub(crate) fn io_err(
+    path: &Path,
+) -> impl FnOnce((&'static str, std::io::Error)) -> StoreError + use<> {
+    let path = path.to_path_buf();
+    move |(op, source)| StoreError::Io { path, op, source }
+}
+
+/// The log's recorded state and its closed segments.
+pub(crate) fn read_log_meta(
+    path: &Path,
+    trees: &Trees,
+    kind: &LogKind,
+) -> Result<(LogState, BTreeMap<u64, Closed>), StoreError> {
+    let state = match trees
+        .meta
+        .get(kind.state_key)
+        .map_err(StoreError::sled_at(path, "read meta"))?
+    {
+        Some(v) => digest_log::decode_state(&v)
+            .map_err(|d| corrupt(path, keys::TREE_META, kind.state_key, d))?,
+        None => {
+            return Err(corrupt(
+                path,
+                keys::TREE_META,
+                kind.state_key,
+                "missing in a schema-2 store".into(),
+            ));
+        }
+    };
+    let mut closed = BTreeMap::new();
+    for item in trees.meta.scan_prefix(kind.segment_prefix) {
+        let (k, v) = item.map_err(StoreError::sled_at(path, "read meta"))?;
+        let (first, c) = decode_segment_entry(kind, &k, &v)
+            .map_err(|d| corrupt(path, keys::TREE_META, &k, d))?;
+        closed.insert(first, c);
+    }
+    Ok((state, closed))
+}
+
+fn header(path: &Path, k: &[u8], v: &[u8]) -> Result<Header, StoreError> {
+    let seq = keys::decode_seq_key(k).map_err(|d| corrupt(path, keys::TREE_ID_BATCHES, k, d))?;
+    batch::decode_header(seq, v).map_err(|d| corrupt(path, keys::TREE_ID_BATCHES, k, d))
+}
+
+/// A batch's keys from the key log, checked against the header (None if
+/// the batch has none recorded: lost before its store was migrated).
+pub(crate) fn keys_of(
+    path: &Path,
+    keys_log: &DigestLog,
+    h: &Header,
+) -> Result<Option<Vec<String>>, StoreError> {
+    if h.key_len == 0 && h.info.count > 0 {
+        return Ok(None);
+    }
+    let bad = |detail: String| {
+        corrupt(
+            path,
+            keys::TREE_ID_BATCHES,
+            &keys::seq_key(h.info.seq),
+            detail,
+        )
+    };
+    let bytes = keys_log
+        .read(h.key_first, h.key_len as u64)
+        .map_err(io_err(path))?;
+    if bytes.len() != h.key_len as usize || checksum(&bytes) != h.key_checksum {
+        return Err(bad(format!(
+            "its keys in the key log (bytes {}..{}) are missing or fail their checksum",
+            h.key_first,
+            h.key_first + h.key_len as u64
+        )));
+    }
+    let ks = key_codec::decode(&bytes).map_err(bad)?;
+    if ks.len() != h.info.count as usize {
+        return Err(corrupt(
+            path,
+            keys::TREE_ID_BATCHES,
+            &keys::seq_key(h.info.seq),
+            format!("{} keys for {} digests", ks.len(), h.info.count),
+        ));
+    }
+    Ok(Some(ks))
+}
+
+/// A batch's records computed from its stored keys, checked against the
+/// header's checksum.
+pub(crate) fn records_from_keys(
+    path: &Path,
+    keys_log: &DigestLog,
+    h: &Header,
+) -> Result<Vec<u8>, StoreError> {
+    let k = keys::seq_key(h.info.seq);
+    let ks = keys_of(path, keys_log, h)?.ok_or_else(|| {
+        corrupt(
+            path,
+            keys::TREE_ID_BATCHES,
+            &k,
+            "the batch's digests are lost from the digest log and its keys are missing too".into(),
+        )
+    })?;
+    let mut records = Vec::with_capacity(ks.len() * RECORD);
+    for key in &ks {
+        pack(digest(&h.info.route, key), &mut records);
+    }
+    if checksum(&records) != h.checksum {
+        return Err(corrupt(
+            path,
+            keys::TREE_ID_BATCHES,
+            &k,
+            format!(
+                "its {} keys do not give the {} digests the batch header records",
+                ks.len(),
+                h.info.count
+            ),
+        ));
+    }
+    Ok(records)
+}
+
+/// Load the index from the digest log; check and mend it.
+pub(crate) fn load(
+    path: &Path,
+    db: &sled::Db,
+    trees: &Trees,
+    counters: Counters,
+) -> Result<Loaded, StoreError> {
+    let (key_state, key_closed) = read_log_meta(path, trees, &KEYS)?;
+    let (keys_log, key_damage) =
+        DigestLog::open(path, &KEYS, key_state, key_closed, None).map_err(io_err(path))?;
+    if !key_damage.ranges.is_empty() {
+        tracing::warn!(path = %path.display(), ranges = ?key_damage.ranges,
+            "key log segments are missing or short: lookups and exports of those batches will fail");
+    }
+    let (state, closed) = read_log_meta(path, trees, &DIGESTS)?;
+    let expected = (state.end - state.start).max(counters.digest_count) as usize;
+    let mut feeder = Feeder {
+        index: DigestIndex::with_expected(expected),
+        chunk: Vec::with_capacity(REBUILD_CHUNK.min(expected)),
+        scratch: Vec::new(),
+    };
+    let mut feed = |r: &[u8]| feeder.feed(r);
+    let (mut log, damage) = DigestLog::open(path, &DIGESTS, state, closed.clone(), Some(&mut feed))
+        .map_err(io_err(path))?;
+    let mut repaired = 0u64;
+
+    // The part not known to be synced: check each batch against its header.
+    for item in trees.id_batches.range(keys::seq_key(state.synced_seq)..) {
+        let (k, v) = item.map_err(StoreError::sled_at(path, "read id_batches"))?;
+        let h = header(path, &k, &v)?;
+        if h.records().end <= state.start || h.info.count == 0 {
+            continue;
+        }
+        let mut records = log
+            .read(h.first_record, h.info.count as u64)
+            .map_err(io_err(path))?;
+        if records.len() != h.info.count as usize * RECORD || checksum(&records) != h.checksum {
+            records = records_from_keys(path, &keys_log, &h)?;
+            log.rewrite(h.first_record, &records)
+                .map_err(io_err(path))?;
+            repaired += h.info.count as u64;
+        }
+        feeder.feed(&records);
+    }
+
+    // Synced segments that are missing or fail their CRC: every batch in them.
+    let mut touched_closed = Vec::new();
+    if !damage.ranges.is_empty() {
+        tracing::warn!(path = %path.display(), ranges = ?damage.ranges,
+            "digest log segments missing or failing their checksum; recomputing them from the stored keys");
+        let damaged = |r: u64| damage.ranges.iter().any(|(a, b)| *a <= r && r < *b);
+        for item in trees.id_batches.range(..keys::seq_key(state.synced_seq)) {
+            let (k, v) = item.map_err(StoreError::sled_at(path, "read id_batches"))?;
+            let h = header(path, &k, &v)?;
+            if h.info.count == 0 || !damaged(h.first_record) {
+                continue;
+            }
+            let records = records_from_keys(path, &keys_log, &h)?;
+            log.rewrite(h.first_record, &records)
+                .map_err(io_err(path))?;
+            repaired += h.info.count as u64;
+            feeder.feed(&records);
+        }
+        for (first, c) in &closed {
+            if damage
+                .ranges
+                .iter()
+                .any(|(a, b)| *a < first + c.records && first < b)
+            {
+                touched_closed.push(*first);
+            }
+        }
+    }
+
+    if repaired > 0 || state.synced < state.end || !touched_closed.is_empty() {
+        let new_state = log.resynced(counters.next_seq).map_err(io_err(path))?;
+        let mut b = sled::Batch::default();
+        b.insert(keys::META_DIGEST_LOG, digest_log::encode_state(&new_state));
+        let mut new_closed = Vec::new();
+        for first in touched_closed {
+            if let Some(c) = log.closed_crc(first).map_err(io_err(path))? {
+                b.insert(
+                    digest_log::segment_key(&DIGESTS, first),
+                    &digest_log::encode_segment(&c)[..],
+                );
+                new_closed.push((first, c));
+            }
+        }
+        trees
+            .meta
+            .apply_batch(b)
+            .map_err(StoreError::sled_at(path, "write meta"))?;
+        db.flush().map_err(StoreError::sled_at(path, "flush"))?;
+        log.set_state(new_state);
+        for (first, c) in new_closed {
+            log.set_closed(first, c);
+        }
+    }
+    if repaired > 0 {
+        tracing::warn!(path = %path.display(), records = repaired,
+            "digest log mended from the stored keys");
+    }
+    Ok(Loaded {
+        index: feeder.finish(),
+        log,
+        keys: keys_log,
+        repaired,
+    })
+}
