@@ -352,9 +352,9 @@ fn validate_pipeline(raw: Option<RawPipeline>) -> Result<PipelineSettings, Confi
     })
 }
 
-/// `pipeline.fetch_memory_mb`: 64 MiB keeps 1 MiB fetches for up to 21
-/// partitions (3 batches each) and 64 KiB ones for 341; more partitions
-/// share it by waiting their turn.
+/// `pipeline.fetch_memory_mb`: 64 MiB keeps full 1 MiB fetches of usage
+/// events (2–3× their bytes once decoded) for ~8 partitions with 3 batches
+/// each, 64 KiB ones for ~130; more partitions share it by taking turns.
 fn fetch_memory_mb(value: Option<u64>) -> Result<u64, ConfigError> {
     const KEY: &str = "pipeline.fetch_memory_mb";
     match value.unwrap_or(DEFAULT_FETCH_MEMORY_MB) {

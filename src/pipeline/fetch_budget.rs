@@ -5,9 +5,10 @@
 //! when the worker is done with it. So what fetched batches keep alive is
 //! bounded by one number, however many partitions this process owns.
 //!
-//! * Size: a fetch asks for `budget / (partitions × window)`, between
-//!   `MIN_FETCH_BYTES` and `kafka.fetch_max_bytes`, so that with few
-//!   partitions nothing changes and with many each keeps a fair share.
+//! * Size: a fetch may cost `budget / (partitions × window)` (at least
+//!   `MIN_FETCH_BYTES`); the fetcher asks the broker for the record bytes
+//!   that buys, up to `kafka.fetch_max_bytes`, so that with few partitions
+//!   nothing changes and with many each keeps a fair share.
 //! * Fairness: waiters are served strictly first come, first served; a
 //!   partition that just got bytes queues behind those already waiting.
 //! * Progress: a reservation is granted when it fits, or when nothing at
@@ -25,13 +26,13 @@ use tokio::sync::Notify;
 
 use crate::admin::metrics::FetchBudgetMetrics;
 
-/// The smallest per-fetch size the budget hands out (unless
-/// `kafka.fetch_max_bytes` is smaller): below it request overhead dominates.
+/// The smallest per-fetch share the budget hands out, and the fewest record
+/// bytes a fetch asks for (unless `kafka.fetch_max_bytes` is smaller):
+/// below it request overhead dominates.
 pub const MIN_FETCH_BYTES: usize = 64 * 1024;
 
 pub(crate) struct FetchBudget {
     limit: usize,
-    max_fetch: usize,
     /// Batches one partition can hold at once: the prefetch window plus the
     /// one its worker is delivering.
     window: usize,
@@ -60,16 +61,10 @@ struct Grant {
 }
 
 impl FetchBudget {
-    pub fn new(
-        limit: usize,
-        max_fetch: usize,
-        window: usize,
-        metrics: FetchBudgetMetrics,
-    ) -> Arc<FetchBudget> {
+    pub fn new(limit: usize, window: usize, metrics: FetchBudgetMetrics) -> Arc<FetchBudget> {
         metrics.limit.set(gauge_value(limit));
         Arc::new(FetchBudget {
             limit: limit.max(1),
-            max_fetch: max_fetch.max(1),
             window: window.max(1),
             partitions: AtomicUsize::new(0),
             inner: Mutex::new(Inner::default()),
@@ -83,12 +78,12 @@ impl FetchBudget {
         Member(Arc::clone(self))
     }
 
-    /// Bytes one fetch may ask for now: the partition's share of the budget
-    /// over its window, within `[MIN_FETCH_BYTES, fetch_max_bytes]`.
+    /// What one fetch may cost now: the partition's share of the budget
+    /// over its window, at least `MIN_FETCH_BYTES`.
     pub fn fetch_size(&self) -> usize {
         let partitions = self.partitions.load(Ordering::Relaxed).max(1);
         let share = self.limit / partitions.saturating_mul(self.window);
-        share.clamp(MIN_FETCH_BYTES.min(self.max_fetch), self.max_fetch)
+        share.max(MIN_FETCH_BYTES)
     }
 
     /// Waits (first come, first served) until `want` bytes fit, and holds
@@ -259,7 +254,7 @@ mod tests {
     const KIB: usize = 1024;
 
     fn budget(limit: usize) -> Arc<FetchBudget> {
-        FetchBudget::new(limit, 1024 * KIB, 3, FetchBudgetMetrics::default())
+        FetchBudget::new(limit, 3, FetchBudgetMetrics::default())
     }
 
     async fn pending<F: std::future::Future>(f: F) -> bool {
@@ -271,22 +266,24 @@ mod tests {
     #[test]
     fn fetch_size_is_a_share_within_bounds() {
         let b = budget(64 * 1024 * KIB);
-        assert_eq!(b.fetch_size(), 1024 * KIB, "no partitions yet: the cap");
+        assert_eq!(
+            b.fetch_size(),
+            64 * 1024 * KIB / 3,
+            "one partition's window"
+        );
         let members: Vec<_> = (0..8).map(|_| b.join()).collect();
-        assert_eq!(b.fetch_size(), 1024 * KIB, "8 partitions: unchanged");
+        assert_eq!(b.fetch_size(), 64 * 1024 * KIB / (8 * 3));
         let more: Vec<_> = (0..56).map(|_| b.join()).collect();
         assert_eq!(b.fetch_size(), 64 * 1024 * KIB / (64 * 3));
         let many: Vec<_> = (0..1000).map(|_| b.join()).collect();
         assert_eq!(b.fetch_size(), MIN_FETCH_BYTES, "floor");
         drop((many, more));
-        assert_eq!(b.fetch_size(), 1024 * KIB, "partitions leave: share grows");
-        drop(members);
-        let small = FetchBudget::new(1 << 30, 4 * KIB, 3, FetchBudgetMetrics::default());
         assert_eq!(
-            small.fetch_size(),
-            4 * KIB,
-            "fetch_max_bytes below the floor wins"
+            b.fetch_size(),
+            64 * 1024 * KIB / (8 * 3),
+            "share grows back"
         );
+        drop(members);
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::Shared;
 use super::backoff::Backoff;
 use super::classify::{FailureClass, classify_kafka, kafka_failure_stops_daemon};
-use super::fetch_budget::Hold;
+use super::fetch_budget::{Hold, MIN_FETCH_BYTES};
 use super::live::{PartitionLive, PartitionState};
 use super::worker::DECODED_RECORD_BYTES;
 use crate::admin::metrics::PartitionMetrics;
@@ -90,6 +90,11 @@ impl Sizer {
         (reserved.saturating_mul(self.bytes) / self.charged.max(1)).max(1)
     }
 
+    /// What `ask` record bytes are expected to cost once decoded.
+    fn cost(&self, ask: usize) -> usize {
+        ask.saturating_mul(self.charged) / self.bytes.max(1)
+    }
+
     fn saw(&mut self, reserved: usize, bytes: usize, charged: usize) {
         self.oversize = if charged > reserved {
             charged
@@ -120,7 +125,8 @@ impl Fetcher {
         let mut halted = false;
         let budget = Arc::clone(&self.shared.fetch_budget);
         let _member = budget.join();
-        let mut sizer = Sizer::new(usize::try_from(kafka.fetch_max_bytes).unwrap_or(1 << 20));
+        let max_fetch = usize::try_from(kafka.fetch_max_bytes).unwrap_or(1 << 20);
+        let mut sizer = Sizer::new(max_fetch);
         loop {
             // A place in the window first, then the bytes: a batch is only
             // fetched when it has somewhere to go.
@@ -128,15 +134,22 @@ impl Fetcher {
                 Some(Ok(slot)) => slot,
                 Some(Err(_)) | None => return, // worker gone or shutdown
             };
+            // The record bytes this partition's share buys, within what the
+            // config allows; reserved at what they are expected to cost.
             let share = budget.fetch_size();
-            let want = share.max(sizer.oversize);
+            let ask = sizer
+                .ask(share)
+                .clamp(MIN_FETCH_BYTES.min(max_fetch), max_fetch);
+            let expected = sizer.cost(ask);
+            let want = expected.max(sizer.oversize);
             let Some(mut hold) = self.wait_probing(budget.reserve(want), offset).await else {
                 return;
             };
-            let max_bytes = i32::try_from(sizer.ask(want)).unwrap_or(i32::MAX);
-            // More than the share is never held across a long poll: at the
-            // log end it would keep other partitions waiting for nothing.
-            let short_poll = want > share;
+            let max_bytes = i32::try_from(ask).unwrap_or(i32::MAX);
+            // A reservation raised for an oversized batch is never held
+            // across a long poll: at the log end it would keep other
+            // partitions waiting for nothing.
+            let short_poll = want > expected.max(share);
             let max_wait = if short_poll {
                 // Not zero: the test broker answers an empty partition's
                 // zero-wait fetch with UNKNOWN_TOPIC_OR_PARTITION.

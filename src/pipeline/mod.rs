@@ -249,7 +249,6 @@ pub async fn run(
         live: Arc::clone(&live),
         fetch_budget: FetchBudget::new(
             usize::try_from(settings.pipeline.fetch_memory_mb << 20).unwrap_or(usize::MAX),
-            usize::try_from(settings.kafka.fetch_max_bytes).unwrap_or(1 << 20),
             // The window, plus the batch its worker is delivering.
             settings.pipeline.prefetch_batches + 1,
             metrics.fetch_budget.clone(),
