@@ -459,11 +459,8 @@ impl Store {
         stats.flush_time = flush_started.elapsed();
 
         let mut index = self.write_index();
-        index.reserve(stats.ids_written);
         for (ds, _) in &filtered {
-            for d in ds.iter() {
-                index.insert(*d);
-            }
+            index.insert_all(ds);
         }
         Ok(stats)
     }
@@ -497,10 +494,11 @@ impl Store {
         let index = self.read_index();
         let mut in_commit = DigestSet::with_expected(batches.iter().map(|b| b.digests.len()).sum());
         for b in batches {
-            let fresh: Vec<bool> = b
-                .digests
-                .iter()
-                .map(|d| !index.contains(*d) && in_commit.insert(*d))
+            let fresh: Vec<bool> = index
+                .contains_each(&b.digests)
+                .into_iter()
+                .zip(&b.digests)
+                .map(|(stored, d)| !stored && in_commit.insert(*d))
                 .collect();
             if fresh.iter().all(|f| *f) {
                 filtered.push((Cow::Borrowed(&b.digests[..]), Cow::Borrowed(&b.keys[..])));
@@ -608,9 +606,7 @@ impl Store {
         // Durable first, then visible to dedupe lookups.
         let mut index = self.write_index();
         for (ds, _) in &filtered {
-            for d in ds.iter() {
-                index.insert(*d);
-            }
+            index.insert_all(ds);
         }
         Ok(stats)
     }
@@ -1165,11 +1161,8 @@ impl Store {
         self.flush_locked()?;
         stats.flush_time = flush_started.elapsed();
         let mut index = self.write_index();
-        index.reserve(stats.ids_written);
         for (ds, _) in &filtered {
-            for d in ds.iter() {
-                index.insert(*d);
-            }
+            index.insert_all(ds);
         }
         Ok(stats)
     }

@@ -128,6 +128,53 @@ fn commit_then_reopen_restores_offsets_and_index() {
 }
 
 #[test]
+fn ids_committed_while_the_index_grows_are_found_before_and_after_reopen() {
+    // Enough IDs, from an empty store, that every index shard grows several
+    // times inside the commits; a reopen rebuilds the index presized.
+    let tmp = tempfile::tempdir().unwrap();
+    let keys: Vec<String> = (0..40_000).map(|i| format!("grow-{i}")).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    {
+        let s = Store::open(&cfg(tmp.path())).unwrap();
+        let mut next = 0i64;
+        for (n, chunk) in refs.chunks(3_000).enumerate() {
+            let p = (n % 4) as i32;
+            let first = next;
+            next += chunk.len() as i64;
+            // A batch repeating a stored key and one of its own.
+            let mut with_dups = chunk.to_vec();
+            with_dups.push(refs[0]);
+            with_dups.push(chunk[0]);
+            let st = s
+                .commit(&[batch("usage", "t", p, first, next, &with_dups)])
+                .unwrap();
+            assert_eq!(
+                (st.ids_written, st.duplicates_skipped),
+                (chunk.len(), 2),
+                "{n}"
+            );
+        }
+        assert_eq!(s.id_count(), keys.len());
+        assert!(keys.iter().all(|k| s.contains(digest("usage", k))));
+    }
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert_eq!(s.id_count(), keys.len());
+    assert!(keys.iter().all(|k| s.contains(digest("usage", k))));
+    assert!(!s.contains(digest("usage", "grow-40000")));
+    let st = s
+        .commit(&[batch(
+            "usage",
+            "t",
+            0,
+            1_000_000,
+            1_000_002,
+            &[refs[7], "new"],
+        )])
+        .unwrap();
+    assert_eq!((st.ids_written, st.duplicates_skipped), (1, 1));
+}
+
+#[test]
 fn duplicates_are_stored_once() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Store::open(&cfg(tmp.path())).unwrap();
