@@ -186,3 +186,202 @@ fn sink_down_backlog_stays_within_the_fetch_budget_then_is_delivered_once() {
     assert_eq!(keys.len(), total, "distinct records accepted");
     assert_fully_committed(dir.path(), &cfg);
 }
+
+/// Restoring many partitions at once takes from the same budget: a deleted
+/// store is rebuilt from a changelog many times the budget, 32 partitions
+/// restoring together. Memory first, with `store.retention` so short that
+/// every changelog record is read, decoded and found expired (nothing is
+/// written, so the store's own growth does not blur the figure): peak RSS
+/// within idle + 2 × budget. Then a real restore: every ID is back (count,
+/// and duplicates produced afterwards are not delivered).
+#[test]
+fn restoring_many_partitions_stays_within_the_fetch_budget() {
+    const RESTORE_PARTITIONS: u32 = 32;
+    const IDS: usize = 60_000;
+    /// Random hex (incompressible for the changelog's lz4): the restored
+    /// keys are what the restore holds in memory.
+    const KEY_CHARS: usize = 600;
+    assert!(
+        (IDS * KEY_CHARS) as u64 > 4 * BUDGET_MB * MIB,
+        "the changelog must dwarf the budget, or the test proves nothing"
+    );
+    let topic = unique_topic("restore-src");
+    let changelog = unique_topic("restore-log");
+    create_topic(&topic, RESTORE_PARTITIONS);
+    create_topic(&changelog, RESTORE_PARTITIONS);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("delivered.jsonl");
+    let cfg = write_file_sink_config(
+        dir.path(),
+        &[&topic],
+        "json",
+        &format!("dedupe = \"/id\"\nchangelog_topic = {changelog:?}\n"),
+        &format!(
+            "\n[pipeline]\nfetch_memory_mb = {BUDGET_MB}\n\n[admin]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
+    );
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let expiring = dir.path().join("expiring.toml");
+    std::fs::write(
+        &expiring,
+        text.replacen("[store]\n", "[store]\nretention = \"1s\"\n", 1),
+    )
+    .expect("config");
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut key = |n: usize| -> String {
+        let mut k = format!("rs-{n:06}-");
+        while k.len() < KEY_CHARS {
+            k.push_str(&format!("{:016x}", rng.u64(..)));
+        }
+        k.truncate(KEY_CHARS);
+        k
+    };
+    let lines: Vec<String> = (0..IDS)
+        .map(|n| format!(r#"{{"id":"{}"}}"#, key(n)))
+        .collect();
+    let run = |config: &Path| {
+        TallyProcess::spawn_in(
+            dir.path(),
+            &["run", "--config", config.to_str().unwrap()],
+            &[],
+        )
+    };
+    let wait_lines = |tally: &mut TallyProcess, n: usize| {
+        wait_for("delivered", TIMEOUT, || {
+            assert!(tally.is_running(), "tally exited:\n{}", tally.stderr());
+            count_lines(&out) >= n
+        });
+    };
+    let delete_store =
+        || std::fs::remove_dir_all(dir.path().join("state")).expect("delete the store");
+
+    // Idle footprint: every partition restoring an empty changelog and
+    // fetching, a few records delivered.
+    let warmup = 2 * RESTORE_PARTITIONS as usize;
+    produce_jsonl(&topic, &lines[..warmup], Some("/id"));
+    let mut tally = run(&cfg);
+    wait_lines(&mut tally, warmup);
+    let idle_kib = status_kib(tally.pid().expect("pid"), "VmHWM:");
+    // Then the rest, through the changelog.
+    let produced = produce_jsonl(&topic, &lines[warmup..], Some("/id"));
+    assert_eq!(produced["count"], (IDS - warmup) as u64, "{produced}");
+    wait_lines(&mut tally, IDS);
+    let delivering_kib = status_kib(tally.pid().expect("pid"), "VmHWM:");
+    stop_cleanly(&mut tally);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Memory: the whole changelog read by 32 partitions at once, all expired.
+    delete_store();
+    let mut tally = run(&expiring);
+    let pid = tally.pid().expect("pid");
+    let started = std::time::Instant::now();
+    wait_for("every partition restored", TIMEOUT, || {
+        assert!(tally.is_running(), "tally exited:\n{}", tally.stderr());
+        restores_done(&tally.stderr()) == RESTORE_PARTITIONS as usize
+    });
+    let read_s = started.elapsed().as_secs_f64();
+    let peak_kib = status_kib(pid, "VmHWM:");
+    let waits = gauge(port, "tally_fetch_budget_waits_total");
+    let log = stop_cleanly(&mut tally);
+    let expired: u64 = log
+        .lines()
+        .filter(|l| l.contains("restored tracking IDs from the changelog"))
+        .map(|l| field(l, "expired_ids"))
+        .sum();
+    assert_eq!(expired, IDS as u64, "every ID read and found expired");
+    let bound_kib = idle_kib + 2 * BUDGET_MB * 1024;
+    eprintln!(
+        "changelog of {IDS} IDs ({} KiB of keys) read by {RESTORE_PARTITIONS} partitions at once: \
+         {read_s:.1} s; idle {idle_kib} KiB, peak {peak_kib} KiB (bound {bound_kib} KiB, budget waits {waits})",
+        IDS * KEY_CHARS / 1024,
+    );
+    assert!(
+        peak_kib <= bound_kib,
+        "peak RSS {peak_kib} KiB while restoring, over the bound {bound_kib} KiB \
+         (idle {idle_kib} KiB + 2 × {BUDGET_MB} MiB budget)"
+    );
+
+    // A real restore: it writes the same IDs into the store as the run that
+    // delivered them (which fetched within the same budget), so its peak
+    // stays within that run's plus the budget. Before, every partition's
+    // step held all of its IDs until its log end: the whole changelog's
+    // keys at once, on top.
+    delete_store();
+    let mut tally = run(&cfg);
+    let pid = tally.pid().expect("pid");
+    wait_for("every ID restored", TIMEOUT, || {
+        assert!(tally.is_running(), "tally exited:\n{}", tally.stderr());
+        restores_done(&tally.stderr()) == RESTORE_PARTITIONS as usize
+    });
+    assert_eq!(
+        metric(&scrape(port), "tally_changelog_restored_ids_total", &[]),
+        Some(IDS as f64)
+    );
+    let restore_kib = status_kib(pid, "VmHWM:");
+    let bound_kib = delivering_kib.max(idle_kib) + BUDGET_MB * 1024;
+    eprintln!(
+        "restore of {IDS} IDs: peak {restore_kib} KiB; delivering them peaked at {delivering_kib} KiB \
+         (bound {bound_kib} KiB)"
+    );
+    assert!(
+        restore_kib <= bound_kib,
+        "peak RSS {restore_kib} KiB restoring, over the bound {bound_kib} KiB \
+         (the delivering run's {delivering_kib} KiB + {BUDGET_MB} MiB budget)"
+    );
+    // Old IDs again, then new ones: only the new arrive.
+    produce_jsonl(&topic, &lines[..500], Some("/id"));
+    let fresh: Vec<String> = (0..RESTORE_PARTITIONS as usize)
+        .map(|n| format!(r#"{{"id":"fresh-{n}"}}"#))
+        .collect();
+    produce_jsonl(&topic, &fresh, Some("/id"));
+    wait_lines(&mut tally, IDS + fresh.len());
+    std::thread::sleep(Duration::from_millis(500));
+    stop_cleanly(&mut tally);
+    let keys: Vec<String> = read_jsonl(&out)
+        .iter()
+        .filter_map(|l| l["dedupe_key"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        keys.len(),
+        IDS + fresh.len(),
+        "a restored ID was delivered again"
+    );
+    let distinct: BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), keys.len());
+    let count = TallyProcess::run(
+        dir.path(),
+        &["ids", "count", "--config", cfg.to_str().unwrap(), "--json"],
+        &[],
+        Duration::from_secs(60),
+    );
+    assert!(count.status.success(), "{}", count.stderr);
+    assert_eq!(
+        count.json()[0]["ids"],
+        (IDS + fresh.len()) as u64,
+        "{}",
+        count.stdout
+    );
+    assert_fully_committed(dir.path(), &cfg);
+}
+
+/// Partitions whose restore finished, by their log line.
+fn restores_done(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("restored tracking IDs from the changelog"))
+        .count()
+}
+
+/// A numeric `name=` field of a (plain) log line; 0 when absent.
+fn field(line: &str, name: &str) -> u64 {
+    let pat = format!(" {name}=");
+    line.find(&pat)
+        .map(|at| {
+            line[at + pat.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
+}

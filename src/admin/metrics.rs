@@ -42,6 +42,11 @@ pub struct SinkStatus {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryClass {
     pub route: String,
     /// transient | halt
@@ -67,6 +72,8 @@ pub struct Metrics {
     lag: Family<PartitionLabels, Gauge>,
     backoff: Family<PartitionLabels, FGauge>,
     sink_latency: HistogramFamily<SinkStatus>,
+    sink_up: Family<SinkLabel, Gauge>,
+    sink_outages: Family<SinkLabel, Counter>,
     changelog: ChangelogFamilies,
     pub commit_latency: Histogram,
     pub store_size: Gauge,
@@ -124,6 +131,8 @@ impl Metrics {
             lag: Family::default(),
             backoff: Family::default(),
             sink_latency: Family::new_with_constructor(latency_histogram),
+            sink_up: Family::default(),
+            sink_outages: Family::default(),
             changelog: ChangelogFamilies::new(),
             commit_latency: latency_histogram(),
             store_size: Gauge::default(),
@@ -187,6 +196,16 @@ impl Metrics {
             "Duration of sink delivery calls by sink and result class",
             Unit::Seconds,
             m.sink_latency.clone(),
+        );
+        r.register(
+            "sink_up",
+            "0 while every delivery attempt to the sink fails transiently (endpoint down): partitions probe it with one record per backoff",
+            m.sink_up.clone(),
+        );
+        r.register(
+            "sink_outages",
+            "Times the sink went down (from answering to every attempt failing)",
+            m.sink_outages.clone(),
         );
         r.register_with_unit(
             "commit_duration",
@@ -347,6 +366,14 @@ impl Metrics {
                 })
                 .clone(),
         }
+    }
+
+    /// Handles for one sink: its up gauge (set to 1 here) and outage counter.
+    pub fn sink(&self, sink: &'static str) -> (Gauge, Counter) {
+        let l = SinkLabel { sink };
+        let up = self.sink_up.get_or_create(&l).clone();
+        up.set(1);
+        (up, self.sink_outages.get_or_create(&l).clone())
     }
 
     /// Handles for one partition.

@@ -48,11 +48,23 @@ pub fn classify_sink(e: &SinkError) -> FailureClass {
                 FailureClass::Transient
             }
         }
-        SinkError::Stopped => FailureClass::Transient,
+        SinkError::Stopped | SinkError::NotSent => FailureClass::Transient,
         SinkError::Killbill(e) => classify_killbill(e),
         SinkError::Http(e) => classify_http(e),
         SinkError::Amqp(e) => classify_amqp(e),
     }
+}
+
+/// Whether a request failed because nothing answers at the endpoint
+/// (connection refused, no route, name not resolved): every other request
+/// to it would fail the same way, so a call stops sending (see
+/// `sink::fan_out`). Timeouts are not: a slow endpoint may answer the next.
+pub fn endpoint_unreachable(e: &SinkError) -> bool {
+    matches!(
+        e,
+        SinkError::Http(HttpError::Connect { .. })
+            | SinkError::Killbill(KillbillError::Connect { .. })
+    )
 }
 
 fn classify_amqp(e: &AmqpError) -> FailureClass {

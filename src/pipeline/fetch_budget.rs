@@ -86,6 +86,13 @@ impl FetchBudget {
         share.max(MIN_FETCH_BYTES)
     }
 
+    /// One partition's share of the whole budget (its window's worth), at
+    /// least `MIN_FETCH_BYTES`: what a restore's step may grow to.
+    pub fn partition_share(&self) -> usize {
+        let partitions = self.partitions.load(Ordering::Relaxed).max(1);
+        (self.limit / partitions).max(MIN_FETCH_BYTES)
+    }
+
     /// Waits (first come, first served) until `want` bytes fit, and holds
     /// them until the returned `Hold` is dropped. Cancel-safe: a waiter
     /// dropped before or after its grant gives everything back.
@@ -123,6 +130,29 @@ impl FetchBudget {
             .wait_seconds
             .inc_by(started.elapsed().as_secs_f64());
         self.hold(want)
+    }
+
+    /// `want` bytes now if `reserve` would grant them without waiting
+    /// (nobody queued, and they fit); else None and nothing is queued. For
+    /// a caller that can free bytes of its own before it waits (a restore
+    /// applies its step).
+    pub fn try_reserve(self: &Arc<Self>, want: usize) -> Option<Hold> {
+        let mut inner = self.lock();
+        if !(inner.queue.is_empty() && self.fits(&inner, want)) {
+            return None;
+        }
+        inner.used += want;
+        self.metrics.used.set(gauge_value(inner.used));
+        Some(self.hold(want))
+    }
+
+    /// Accounts for `bytes` already in memory (a restore's step), without
+    /// waiting, beyond the limit if need be; later reservations wait for them.
+    pub fn charge(self: &Arc<Self>, bytes: usize) -> Hold {
+        let mut inner = self.lock();
+        inner.used += bytes;
+        self.metrics.used.set(gauge_value(inner.used));
+        self.hold(bytes)
     }
 
     fn hold(self: &Arc<Self>, bytes: usize) -> Hold {
@@ -275,8 +305,10 @@ mod tests {
         assert_eq!(b.fetch_size(), 64 * 1024 * KIB / (8 * 3));
         let more: Vec<_> = (0..56).map(|_| b.join()).collect();
         assert_eq!(b.fetch_size(), 64 * 1024 * KIB / (64 * 3));
+        assert_eq!(b.partition_share(), 64 * 1024 * KIB / 64);
         let many: Vec<_> = (0..1000).map(|_| b.join()).collect();
         assert_eq!(b.fetch_size(), MIN_FETCH_BYTES, "floor");
+        assert_eq!(b.partition_share(), MIN_FETCH_BYTES, "floor");
         drop((many, more));
         assert_eq!(
             b.fetch_size(),
@@ -302,6 +334,27 @@ mod tests {
         assert_eq!(b.used(), 60);
         drop(second);
         assert_eq!(b.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn try_reserve_never_overtakes_or_queues() {
+        let b = budget(100);
+        let first = b.try_reserve(60).expect("fits");
+        assert!(b.try_reserve(60).is_none(), "does not fit");
+        assert_eq!(b.used(), 60);
+        let b2 = Arc::clone(&b);
+        let queued = tokio::spawn(async move { b2.reserve(60).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Fits, but someone waits: FIFO, as `reserve`.
+        assert!(b.try_reserve(10).is_none());
+        drop(first);
+        let queued = queued.await.unwrap();
+        assert!(b.try_reserve(40).is_some(), "fits, nobody waits");
+        drop(queued);
+        assert_eq!(b.used(), 0);
+        let nothing_held = b.try_reserve(500).expect("alone, like reserve");
+        assert_eq!(b.used(), 500);
+        drop(nothing_held);
     }
 
     #[tokio::test]

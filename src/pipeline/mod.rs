@@ -18,6 +18,7 @@ mod group_assign;
 mod housekeeping;
 mod inflight;
 pub mod live;
+mod sink_health;
 mod worker;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -88,6 +89,8 @@ pub(crate) struct RouteCtx {
     pub stats: RouteMetrics,
     /// Set while the sink answers with a halt-class failure.
     pub halted: AtomicBool,
+    /// Whether the sink answers at all; shared by the routes using it.
+    pub sink_health: Arc<sink_health::SinkHealth>,
 }
 
 /// What every partition worker shares.
@@ -204,10 +207,16 @@ pub async fn run(
     let metrics = Arc::new(metrics);
 
     let mut routes = BTreeMap::new();
+    let mut health: BTreeMap<&'static str, Arc<sink_health::SinkHealth>> = BTreeMap::new();
     for route in &settings.routes {
         let sink = sinks
             .get(route.sink)
             .ok_or(SinkSetupError::NotConfigured("route sink"))?;
+        let sink_health = Arc::clone(
+            health
+                .entry(sink.name())
+                .or_insert_with(|| Arc::new(sink_health::SinkHealth::new(sink.name(), &metrics))),
+        );
         let ctx = Arc::new(RouteCtx {
             name: Arc::from(route.name.as_str()),
             route: route.clone(),
@@ -215,6 +224,7 @@ pub async fn run(
             sink,
             stats: metrics.route(&route.name),
             halted: AtomicBool::new(false),
+            sink_health,
         });
         for topic in &route.topics {
             routes.insert(topic.clone(), Arc::clone(&ctx));

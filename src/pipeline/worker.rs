@@ -394,6 +394,13 @@ impl PartitionWorker {
     /// Send until every record is delivered or permanently failed. Returns the
     /// indices (into `pending`) delivered; permanent failures are appended
     /// to `dead`.
+    ///
+    /// After an attempt that got nothing through (the sink is down, or
+    /// refuses with a halt-class failure), the next attempt after the
+    /// backoff sends one record only, the earliest: a probe. A down sink
+    /// thus costs one request per partition per backoff, not one per
+    /// record. Once a probe gets through, the rest is sent at once. While
+    /// the sink is known to be down, a call starts with a probe.
     async fn deliver(
         &self,
         pending: &[Pending],
@@ -408,11 +415,19 @@ impl PartitionWorker {
             self.shared.pipeline.retry_max,
         );
         let mut attempts = 0u32;
+        let health = &self.route.sink_health;
+        // A sink already known to be down is probed first, not sent a chunk.
+        let mut probe = health.is_down();
         while !remaining.is_empty() {
             attempts += 1;
-            let batch: Vec<&Outgoing> = remaining.iter().map(|&i| &pending[i].out).collect();
+            let sending = if probe {
+                &remaining[..1]
+            } else {
+                &remaining[..]
+            };
+            let batch: Vec<&Outgoing> = sending.iter().map(|&i| &pending[i].out).collect();
             if !self.fence.is_open() {
-                tracing::warn!(topic = %self.topic, partition = self.partition, records = batch.len(),
+                tracing::warn!(topic = %self.topic, partition = self.partition, records = remaining.len(),
                     "fenced: the group session may be over, so nothing more is sent for this partition");
                 return None;
             }
@@ -432,12 +447,18 @@ impl PartitionWorker {
             };
             self.observe_sink(&results, started);
             let mut retry = Vec::new();
+            let mut answered = 0usize;
+            // The first failure's reason, unless a halt-class one comes later.
             let mut worst: Option<(FailureClass, String)> = None;
-            for (&i, result) in remaining.iter().zip(results) {
+            for (&i, result) in sending.iter().zip(results) {
                 match result {
-                    Ok(()) => delivered.push(i),
+                    Ok(()) => {
+                        answered += 1;
+                        delivered.push(i);
+                    }
                     Err(e) => match classify_sink(&e) {
                         FailureClass::Permanent => {
+                            answered += 1;
                             self.route.stats.dead_lettered.inc();
                             tracing::warn!(
                                 route = %self.route.name, topic = %self.topic, partition = self.partition,
@@ -451,7 +472,9 @@ impl PartitionWorker {
                             ));
                         }
                         class => {
-                            if worst.as_ref().is_none_or(|(c, _)| *c != FailureClass::Halt) {
+                            if worst.as_ref().is_none_or(|(c, _)| {
+                                class == FailureClass::Halt && *c != FailureClass::Halt
+                            }) {
                                 worst = Some((class, e.to_string()));
                             }
                             retry.push(i);
@@ -459,10 +482,17 @@ impl PartitionWorker {
                     },
                 }
             }
+            let failed = retry.len();
+            retry.extend_from_slice(&remaining[sending.len()..]);
             remaining = retry;
+            if answered > 0 {
+                health.answered();
+            }
+            // Probe next while nothing gets through; send the rest once something does.
+            probe = answered == 0 && worst.is_some();
             if let Some((class, reason)) = worst {
                 let stats = &self.route.stats;
-                stats.retried.inc_by(remaining.len() as u64);
+                stats.retried.inc_by(failed as u64);
                 let delay = match class {
                     FailureClass::Halt => {
                         stats.halt_retries.inc();
@@ -470,7 +500,7 @@ impl PartitionWorker {
                         if !self.route.halted.swap(true, Ordering::Relaxed) {
                             stats.halted.set(1);
                             tracing::error!(
-                                route = %self.route.name, sink = self.route.sink.name(),
+                                route = %self.route.name, sink = self.route.sink.name(), class = "halt",
                                 "route halted: the sink refuses deliveries until an operator acts ({reason}); \
                                  retrying every {:?}, nothing is skipped",
                                 self.shared.pipeline.retry_max
@@ -481,15 +511,28 @@ impl PartitionWorker {
                     _ => {
                         stats.transient_retries.inc();
                         self.live.set_state(PartitionState::Retrying);
+                        if probe {
+                            health.attempt_failed(&reason, self.shared.pipeline.retry_max);
+                        }
                         backoff.next_delay()
                     }
                 };
                 self.live.metrics.backoff.set(delay.as_secs_f64());
-                tracing::warn!(
-                    route = %self.route.name, sink = self.route.sink.name(), topic = %self.topic,
-                    partition = self.partition, records = remaining.len(), class = class.as_str(),
-                    attempt = attempts, retry_in = ?delay, "delivery failed: {reason}"
-                );
+                // Nothing got through: the route's halt or the sink's down
+                // line already told the operator; per attempt is detail.
+                if probe {
+                    tracing::debug!(
+                        route = %self.route.name, sink = self.route.sink.name(), topic = %self.topic,
+                        partition = self.partition, records = remaining.len(), class = class.as_str(),
+                        attempt = attempts, retry_in = ?delay, "delivery failed: {reason}"
+                    );
+                } else {
+                    tracing::warn!(
+                        route = %self.route.name, sink = self.route.sink.name(), topic = %self.topic,
+                        partition = self.partition, records = failed, class = class.as_str(),
+                        attempt = attempts, retry_in = ?delay, "delivery failed: {reason}"
+                    );
+                }
                 if self.stop.is_cancelled() {
                     return None;
                 }

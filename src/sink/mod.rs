@@ -5,6 +5,7 @@
 
 pub mod amqp;
 mod envelope;
+mod fan_out;
 pub mod file;
 pub mod http;
 pub mod http_client;
@@ -34,6 +35,10 @@ pub enum SinkError {
     },
     #[error("sink writer stopped")]
     Stopped,
+    /// Not attempted: an earlier request of the same call found the
+    /// endpoint unreachable (see `fan_out`).
+    #[error("not sent: the endpoint was unreachable for an earlier request of this call")]
+    NotSent,
     #[error(transparent)]
     Killbill(#[from] killbill::KillbillError),
     #[error(transparent)]

@@ -66,6 +66,12 @@ pub struct HttpReceiver {
 impl HttpReceiver {
     /// Plain HTTP on 127.0.0.1 with a free port.
     pub fn start() -> HttpReceiver {
+        Self::start_on(0)
+    }
+
+    /// Plain HTTP on 127.0.0.1:`port` (0: a free one), e.g. the port a
+    /// tally was pointed at while nothing listened there.
+    pub fn start_on(port: u16) -> HttpReceiver {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("http-receiver")
@@ -73,7 +79,7 @@ impl HttpReceiver {
             .build()
             .expect("receiver runtime");
         let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
             .expect("bind receiver");
         let addr = listener.local_addr().expect("local addr");
         let r = HttpReceiver {

@@ -15,12 +15,19 @@ use crate::kafka::{
 };
 use crate::pipeline::backoff::Backoff;
 use crate::pipeline::classify::{FailureClass, classify_kafka, kafka_failure_stops_daemon};
+use crate::pipeline::fetch_budget::MIN_FETCH_BYTES;
 use crate::pipeline::live::{PartitionLive, PartitionState};
 use crate::pipeline::{RouteCtx, Shared};
 use crate::store::{ChangelogMark, ChangelogRestore, CommitBatch, digest};
 
-/// Bytes asked for per changelog fetch: restores read as fast as the broker serves.
-const FETCH_BYTES: i32 = 8 << 20;
+/// Most bytes asked for per changelog fetch: restores read as fast as the
+/// broker serves, within the fetch budget's share (see `attempt`).
+const FETCH_BYTES: usize = 8 << 20;
+/// The least a changelog fetch reserves: one record batch as tally's
+/// writer produces it (one produce request, plus framing). Kafka returns
+/// at least one whole batch however little is asked for, so reserving
+/// less would let many partitions' first fetches land far over the budget.
+const BATCH_BYTES: usize = record::REQUEST_MAX_BYTES + (64 << 10);
 /// Fetches in a row that may return nothing below the high watermark.
 const MAX_IDLE_FETCHES: u32 = 5;
 /// A long restore says how far it got this often.
@@ -89,6 +96,8 @@ impl Restore<'_> {
         );
         let mut totals = Totals::default();
         let mut first_attempt = true;
+        // A restoring partition counts for the budget's per-fetch share.
+        let _member = self.shared.fetch_budget.join();
         loop {
             match self.attempt(&mut totals, first_attempt).await {
                 Ok(()) => break,
@@ -162,6 +171,13 @@ impl Restore<'_> {
 
     /// One pass from the store's position to the high watermark. Each step
     /// is committed, so a retry continues where the last one stopped.
+    ///
+    /// Fetches take from the process-wide fetch budget like the fetchers'
+    /// (same queue, same share), and so does the step being collected
+    /// until it is applied (at `STEP_IDS`, or at the partition's share of
+    /// the budget). A restore that would have to wait for budget bytes
+    /// applies its step first: it never waits while holding bytes, so
+    /// restores and fetchers cannot wait on each other.
     async fn attempt(&self, totals: &mut Totals, first: bool) -> Result<(), Failure> {
         self.check_topic().await?;
         let src = self.source();
@@ -169,20 +185,51 @@ impl Restore<'_> {
         if first {
             totals.from = log.offset;
         }
+        let budget = &self.shared.fetch_budget;
         let mut step = self.step();
+        let mut step_hold = budget.charge(0);
+        let mut step_bytes = 0usize;
         let mut last_progress = Instant::now();
-        while let Some(records) = log.next(&src).await? {
+        loop {
+            let ask = budget
+                .fetch_size()
+                .clamp(MIN_FETCH_BYTES, FETCH_BYTES)
+                .max(BATCH_BYTES);
+            let mut hold = match budget.try_reserve(ask) {
+                Some(hold) => hold,
+                None => {
+                    if !step.batches.is_empty() {
+                        self.apply(&mut step, log.offset, totals).await?;
+                        step_hold.resize(0);
+                        step_bytes = 0;
+                    }
+                    self.cancellable(budget.reserve(ask)).await?
+                }
+            };
+            let Some((records, charged)) = log.next(&src, ask).await? else {
+                break;
+            };
+            hold.resize(charged);
             for r in &records {
                 match src.decode(r)? {
                     Some(rec) => {
                         let bytes = r.value.as_ref().map_or(0, |v| v.len());
-                        self.take(rec, bytes, &mut step, totals)
+                        step_bytes += self.take(rec, bytes, &mut step, totals);
                     }
                     None => totals.other_records += 1,
                 }
             }
-            if step.batches.iter().map(|b| b.keys.len()).sum::<usize>() >= STEP_IDS {
+            step_hold.resize(step_bytes);
+            // The fetched records are gone from here on; the step holds the IDs.
+            drop((records, hold));
+            // A step grows to the partition's share of the budget at most:
+            // applying it copies it once more (store staging), outside the budget.
+            if step_bytes >= budget.partition_share()
+                || step.batches.iter().map(|b| b.keys.len()).sum::<usize>() >= STEP_IDS
+            {
                 self.apply(&mut step, log.offset, totals).await?;
+                step_hold.resize(0);
+                step_bytes = 0;
             }
             if last_progress.elapsed() >= PROGRESS_EVERY {
                 last_progress = Instant::now();
@@ -196,24 +243,26 @@ impl Restore<'_> {
         // Always written, even with no records: the position it establishes
         // is what later commits move forward.
         self.apply(&mut step, log.offset, totals).await?;
+        drop(step_hold);
         totals.to = log.offset;
         Ok(())
     }
 
-    /// Add one decoded record to the current step.
+    /// Add one decoded record to the current step; returns the bytes the
+    /// step holds for it.
     fn take(
         &self,
         rec: ChangelogRecord,
         bytes: usize,
         step: &mut ChangelogRestore,
         totals: &mut Totals,
-    ) {
+    ) -> usize {
         if rec.topic != self.topic
             || rec.partition != self.partition
             || *rec.route != *self.route.name
         {
             totals.other_records += 1;
-            return;
+            return 0;
         }
         totals.records += 1;
         totals.bytes += bytes as u64;
@@ -228,7 +277,7 @@ impl Restore<'_> {
         });
         if expired {
             totals.expired_ids += rec.keys.len() as u64;
-            return;
+            return 0;
         }
         totals.ids += rec.keys.len() as u64;
         self.route
@@ -237,6 +286,7 @@ impl Restore<'_> {
             .restored_ids
             .inc_by(rec.keys.len() as u64);
         let digests = rec.keys.iter().map(|k| digest(&rec.route, k)).collect();
+        let held = ids_cost(&rec.keys);
         step.batches.push(CommitBatch {
             route: rec.route,
             topic: rec.topic,
@@ -249,6 +299,7 @@ impl Restore<'_> {
             changelog: None,
         });
         step.committed_at_ms.push(rec.committed_at_ms);
+        held
     }
 
     /// Commit the step with the changelog position `next_offset`; start a new one.
@@ -370,6 +421,14 @@ impl Restore<'_> {
     }
 }
 
+/// What one commit's IDs cost in a step: the keys, their digests, the batch.
+fn ids_cost(keys: &[String]) -> usize {
+    let per_key = size_of::<String>() + size_of::<u128>();
+    keys.iter().map(|k| k.capacity() + per_key).sum::<usize>()
+        + size_of::<CommitBatch>()
+        + size_of::<i64>()
+}
+
 /// Which of `keys` the changelog records as delivered for `src`'s route and
 /// source partition, reading from `from` (None: the log start) to the high
 /// watermark; nothing is written. For `dlq replay`: its store has not read
@@ -387,7 +446,7 @@ pub(crate) async fn recorded_keys(
     };
     let mut log = src.open(from).await.map_err(failed)?;
     let mut found = HashSet::new();
-    while let Some(records) = log.next(src).await.map_err(failed)? {
+    while let Some((records, _)) = log.next(src, FETCH_BYTES).await.map_err(failed)? {
         for r in &records {
             let Some(rec) = src.decode(r).map_err(failed)? else {
                 continue;
@@ -422,18 +481,24 @@ struct LogReader {
 }
 
 impl LogReader {
-    /// The next records, None once the high watermark is reached.
-    async fn next(&mut self, src: &Source<'_>) -> Result<Option<Vec<ConsumedRecord>>, Failure> {
+    /// The next records and what they occupy in memory (record data and
+    /// structs), asking for at most `max_bytes`; None once the high
+    /// watermark is reached.
+    async fn next(
+        &mut self,
+        src: &Source<'_>,
+        max_bytes: usize,
+    ) -> Result<Option<(Vec<ConsumedRecord>, usize)>, Failure> {
+        let max_bytes = i32::try_from(max_bytes).unwrap_or(i32::MAX);
         loop {
             if self.target.is_some_and(|t| self.offset >= t) {
                 return Ok(None);
             }
             let fetched = src
-                .cancellable(self.consumer.fetch(
-                    self.offset,
-                    FETCH_BYTES,
-                    Duration::from_millis(50),
-                ))
+                .cancellable(
+                    self.consumer
+                        .fetch(self.offset, max_bytes, Duration::from_millis(50)),
+                )
                 .await?;
             let f = match fetched {
                 Ok(f) => f,
@@ -464,7 +529,8 @@ impl LogReader {
             }
             self.idle = 0;
             self.offset = f.next_offset.max(self.offset);
-            return Ok(Some(f.records));
+            let bytes = f.bytes + f.records.capacity() * size_of::<ConsumedRecord>();
+            return Ok(Some((f.records, bytes)));
         }
     }
 }

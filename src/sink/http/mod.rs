@@ -10,8 +10,6 @@
 mod error;
 mod probe;
 
-use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use tokio::sync::Semaphore;
 
@@ -20,7 +18,7 @@ pub use error::HttpError;
 use super::envelope::{envelope, idempotency_key};
 use super::http_client::{self, ClientOptions, HttpClientError};
 use super::secrets::{self, SecretError};
-use super::{Outgoing, SinkError};
+use super::{Outgoing, SinkError, fan_out};
 use crate::config::HttpSinkSettings;
 
 #[derive(Debug, thiserror::Error)]
@@ -77,23 +75,13 @@ impl HttpSink {
         })
     }
 
-    /// Results in order. At most `max_in_flight` of a chunk's requests
-    /// exist at once (futures and bodies): a chunk retried against a down
-    /// sink costs that window, not a request per record. (Boxed and
-    /// collected first: a lazily mapped stream trips a higher-ranked
-    /// `Send` error in the spawned worker; an unpolled call allocates
-    /// nothing but its state.)
+    /// Results in order; see `fan_out` for the window and for what a
+    /// down endpoint costs.
     pub async fn deliver(&self, batch: &[&Outgoing]) -> Vec<Result<(), SinkError>> {
-        let calls: Vec<BoxFuture<'_, Result<(), SinkError>>> = batch
-            .iter()
-            .map(|o| -> BoxFuture<'_, Result<(), SinkError>> {
-                Box::pin(async move { self.deliver_one(o).await.map_err(SinkError::Http) })
-            })
-            .collect();
-        futures_util::stream::iter(calls)
-            .buffered(self.max_in_flight)
-            .collect()
-            .await
+        fan_out::each(batch, self.max_in_flight, |o| {
+            Box::pin(async move { self.deliver_one(o).await.map_err(SinkError::Http) })
+        })
+        .await
     }
 
     async fn deliver_one(&self, o: &Outgoing) -> Result<(), HttpError> {

@@ -16,14 +16,11 @@ mod response;
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
-
 pub use crate::sink::secrets::SecretError;
 pub use client::ClientSetupError;
 pub use error::{KillbillError, Op};
 
-use super::{Outgoing, SinkError};
+use super::{Outgoing, SinkError, fan_out};
 use crate::config::KillbillSinkSettings;
 use crate::format::UsageEvent;
 use crate::pipeline::classify::killbill_usage_acknowledged;
@@ -50,23 +47,13 @@ impl KillbillSink {
         })
     }
 
-    /// Results in order. At most `max_in_flight` of a chunk's requests
-    /// exist at once (futures and bodies): a chunk retried against a down
-    /// sink costs that window, not a request per record. (Boxed and
-    /// collected first: a lazily mapped stream trips a higher-ranked
-    /// `Send` error in the spawned worker; an unpolled call allocates
-    /// nothing but its state.)
+    /// Results in order; see `fan_out` for the window and for what a
+    /// down endpoint costs.
     pub async fn deliver(&self, batch: &[&Outgoing]) -> Vec<Result<(), SinkError>> {
-        let calls: Vec<BoxFuture<'_, Result<(), SinkError>>> = batch
-            .iter()
-            .map(|o| -> BoxFuture<'_, Result<(), SinkError>> {
-                Box::pin(async move { self.deliver_one(o).await.map_err(SinkError::Killbill) })
-            })
-            .collect();
-        futures_util::stream::iter(calls)
-            .buffered(self.max_in_flight)
-            .collect()
-            .await
+        fan_out::each(batch, self.max_in_flight, |o| {
+            Box::pin(async move { self.deliver_one(o).await.map_err(SinkError::Killbill) })
+        })
+        .await
     }
 
     async fn deliver_one(&self, o: &Outgoing) -> Result<(), KillbillError> {
