@@ -20,15 +20,14 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::Shared;
 use super::backoff::Backoff;
 use super::classify::{FailureClass, classify_kafka, kafka_failure_stops_daemon};
 use super::fetch_budget::{Hold, MIN_FETCH_BYTES};
 use super::live::{PartitionLive, PartitionState};
 use super::worker::DECODED_RECORD_BYTES;
-use super::{RouteCtx, Shared};
 use crate::admin::metrics::PartitionMetrics;
 use crate::config::{OutOfRangePolicy, StartPosition};
-use crate::format::{DecodeError, Decoded};
 use crate::kafka::{ConsumedRecord, ErrorKind, KafkaError, OffsetSpec, PartitionConsumer};
 
 /// A fetched batch: every offset in `[first_offset, next_offset)` is either
@@ -39,10 +38,6 @@ pub(super) struct Fetched {
     pub next_offset: i64,
     pub high_watermark: i64,
     pub records: Vec<ConsumedRecord>,
-    /// `records[i]` through the route's decoder (same length), done here so
-    /// that a partition's next batch is decoded while its worker waits for
-    /// the sink's fsync and the store commit of the current one.
-    pub decoded: Vec<Result<Decoded, DecodeError>>,
     /// This batch's bytes in the fetch budget, released with the batch.
     #[expect(
         dead_code,
@@ -53,7 +48,6 @@ pub(super) struct Fetched {
 
 pub(super) struct Fetcher {
     pub shared: Arc<Shared>,
-    pub route: Arc<RouteCtx>,
     pub consumer: PartitionConsumer,
     pub topic: Arc<str>,
     pub partition: i32,
@@ -195,25 +189,20 @@ impl Fetcher {
                         continue;
                     }
                     // What the batch keeps alive: the response's record
-                    // data, the records' structs, and every record decoded.
-                    let decoded = f.records.len() * DECODED_RECORD_BYTES;
+                    // data, the records' structs, and (while its worker
+                    // resolves it) a decoded chunk about as large again.
+                    let decoded = f.records.len().min(self.shared.pipeline.max_batch_records)
+                        * DECODED_RECORD_BYTES;
                     let charged =
                         f.bytes + f.records.capacity() * size_of::<ConsumedRecord>() + decoded;
                     hold.resize(charged);
                     sizer.saw(want, f.bytes, charged);
                     let next = f.next_offset.max(offset);
-                    let decoder = &self.route.decoder;
-                    let decoded = f
-                        .records
-                        .iter()
-                        .map(|r| decoder.decode(r.key.as_ref(), r.value.as_ref()))
-                        .collect();
                     slot.send(Fetched {
                         first_offset: offset,
                         next_offset: next,
                         high_watermark: f.high_watermark,
                         records: f.records,
-                        decoded,
                         budget: hold,
                     });
                     offset = next;

@@ -23,7 +23,6 @@ use super::fence::Fence;
 use super::fetcher::{Fetched, Fetcher, resolve_position};
 use super::live::{PartitionLive, PartitionState};
 use super::{RouteCtx, Shared};
-use crate::format::{DecodeError, Decoded};
 use crate::kafka::ConsumedRecord;
 use crate::sink::Outgoing;
 use crate::store::{CommitBatch, DeadLetter, digest};
@@ -106,7 +105,6 @@ impl PartitionWorker {
         let (tx, mut rx) = mpsc::channel(shared.pipeline.prefetch_batches);
         let fetcher = Fetcher {
             shared: Arc::clone(&shared),
-            route: Arc::clone(&self.route),
             consumer,
             topic: Arc::clone(&self.topic),
             partition: self.partition,
@@ -192,21 +190,19 @@ impl PartitionWorker {
             lag = (batch.high_watermark - batch.next_offset).max(0), "fetched"
         );
         let mut rest = batch.records;
-        let mut rest_decoded = batch.decoded;
         let mut first = batch.first_offset;
         let max = self.shared.pipeline.max_batch_records;
         while !rest.is_empty() {
-            let (tail, tail_decoded) = if rest.len() > max {
-                (rest.split_off(max), rest_decoded.split_off(max))
+            let tail = if rest.len() > max {
+                rest.split_off(max)
             } else {
-                (Vec::new(), Vec::new())
+                Vec::new()
             };
             let next = tail.first().map_or(batch.next_offset, |r| r.offset);
-            if let Delivery::Abandoned = self.resolve_chunk(rest, rest_decoded, first, next).await {
+            if let Delivery::Abandoned = self.resolve_chunk(rest, first, next).await {
                 return Delivery::Abandoned;
             }
             rest = tail;
-            rest_decoded = tail_decoded;
             first = next;
         }
         if first < batch.next_offset {
@@ -222,7 +218,6 @@ impl PartitionWorker {
     async fn resolve_chunk(
         &self,
         records: Vec<ConsumedRecord>,
-        decoded: Vec<Result<Decoded, DecodeError>>,
         first_offset: i64,
         next_offset: i64,
     ) -> Delivery {
@@ -230,19 +225,19 @@ impl PartitionWorker {
         let now = Utc::now();
         let mut dead = Vec::new();
         let mut pending = Vec::with_capacity(records.len());
-        // Every record's `Outgoing` holds the route name. The route's own Arc
-        // is shared by all partitions' workers, so its refcount would bounce
-        // between cores twice per record; this chunk's copy stays local.
-        let route_name: Arc<str> = Arc::from(&*self.route.name);
-        for (index, (record, decoded)) in records.iter().zip(decoded).enumerate() {
-            match decoded {
+        for (index, record) in records.iter().enumerate() {
+            match self
+                .route
+                .decoder
+                .decode(record.key.as_ref(), record.value.as_ref())
+            {
                 Ok(decoded) => {
                     let digest = decoded
                         .dedupe_key
                         .as_deref()
                         .map(|k| digest(&self.route.name, k));
                     let out = Outgoing {
-                        route: Arc::clone(&route_name),
+                        route: Arc::clone(&self.route.name),
                         topic: Arc::clone(&self.topic),
                         partition: self.partition,
                         offset: record.offset,
@@ -375,15 +370,10 @@ impl PartitionWorker {
         let mut send = Vec::with_capacity(tentative.len());
         let mut reserved = Vec::with_capacity(tentative.len());
         let mut duplicates = Vec::new();
-        let seen = self
-            .shared
-            .store
-            .contains_each(tentative.iter().filter_map(|&i| pending[i].digest));
-        let mut seen = seen.into_iter();
         for i in tentative {
             match pending[i].digest {
                 None => send.push(i),
-                Some(d) if seen.next().unwrap_or(false) => duplicates.push(d),
+                Some(d) if self.shared.store.contains(d) => duplicates.push(d),
                 Some(d) => {
                     reserved.push(d);
                     send.push(i);

@@ -318,14 +318,6 @@ impl Store {
         self.read_index().contains(digest)
     }
 
-    /// `contains` for each of `digests`, in order, under one read lock: a
-    /// round's lookups from all partitions would otherwise bounce the lock's
-    /// word between cores twice per record.
-    pub fn contains_each(&self, digests: impl IntoIterator<Item = u128>) -> Vec<bool> {
-        let index = self.read_index();
-        digests.into_iter().map(|d| index.contains(d)).collect()
-    }
-
     /// Number of distinct digests in the index.
     pub fn id_count(&self) -> usize {
         self.read_index().len()
