@@ -25,11 +25,17 @@ fn main() {
         "cargo:rustc-env=TALLY_TARGET={}",
         std::env::var("TARGET").unwrap_or_else(|_| "unknown".into())
     );
-    // Re-stamp when HEAD moves (a new commit or another branch).
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={dir}/{head_ref}");
+    // Re-stamp when HEAD moves (a new commit or another branch). Paths come
+    // from `--git-path`, which resolves a worktree's refs to the shared git
+    // dir; only existing files are watched, because a missing one makes
+    // cargo rerun this script, and rebuild the crate, on every build.
+    let mut watch = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    watch.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in watch {
+        if let Some(path) = git(&["rev-parse", "--git-path", &name])
+            && std::path::Path::new(&path).exists()
+        {
+            println!("cargo:rerun-if-changed={path}");
         }
     }
     println!("cargo:rerun-if-changed=build.rs");

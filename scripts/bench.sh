@@ -8,7 +8,7 @@
 #   --n N           events to generate and produce (env N, default 1000000)
 #   --partitions P  topic partitions (env P, default 8)
 #   --rows LIST     comma-separated subset of:
-#                   raw,tally-fetch,tally-decode,librdkafka,tally-run,
+#                   raw,tally-fetch,tally-decode,librdkafka,tally-run,tally-run-base,
 #                   killbill,tally-group,tally-run-changelog,tally-restore,
 #                   tally-backlog
 #                   (env ROWS, default the first six, in that order;
@@ -52,6 +52,9 @@
 #                changelog, wall = the restores' window (first start to last
 #                end, from the log), CPU as of the last restore; the sink
 #                must receive nothing. Reports IDs/s, MB/s and bytes/ID.
+#   tally-run-base  tally-run with the binary in $BENCH_BASE_TALLY (e.g. a
+#                copy of main's build): an A/B of two builds in one
+#                invocation, same broker and data; alternate it with tally-run.
 #   tally-backlog  backlog memory: `tally run` into an HTTP sink whose port
 #                refuses connections (transient: retried forever) while all
 #                N records wait; observed until every partition is assigned
@@ -108,7 +111,7 @@ done
 [[ "$P" =~ ^[0-9]+$ && "$P" -gt 0 ]] || die "P must be a positive integer"
 IFS=',' read -r -a ROW_LIST <<<"$ROWS"
 for r in "${ROW_LIST[@]}"; do
-    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|killbill|tally-group|tally-run-changelog|tally-restore|tally-backlog) ;; *) die "unknown row: $r" ;; esac
+    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|tally-run-base|killbill|tally-group|tally-run-changelog|tally-restore|tally-backlog) ;; *) die "unknown row: $r" ;; esac
 done
 
 # ---------------------------------------------------------------- tools
@@ -571,6 +574,9 @@ for r in "${ROW_LIST[@]}"; do
         tally-decode) row_fetch tally-decode tally --decode ;;
         librdkafka) row_librdkafka ;;
         tally-run) row_tally_run ;;
+        tally-run-base)
+            [[ -x "${BENCH_BASE_TALLY:-}" ]] || die "tally-run-base needs BENCH_BASE_TALLY=/path/to/another/tally"
+            TALLY="$BENCH_BASE_TALLY" row_tally_run tally-run-base ;;
         killbill) row_killbill ;;
         tally-run-changelog) row_tally_run tally-run-changelog "changelog_topic = \"$CHANGELOG\"" ;;
         tally-restore) row_tally_restore ;;
@@ -590,6 +596,7 @@ labels = {
     "tally-decode": "tally fetch + killbill-usage decode (no store/sink)",
     "librdkafka": "confluent-kafka consume (Python)",
     "tally-run": "`tally run` → file sink, durable dedupe",
+    "tally-run-base": "`tally run` → file sink, durable dedupe: BENCH_BASE_TALLY build",
     "killbill": "`tally run` → Kill Bill double, durable dedupe",
     "tally-run-changelog": "`tally run` → file sink, durable dedupe + changelog",
     "tally-restore": "restore of a deleted store from the changelog (IDs)",
