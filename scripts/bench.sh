@@ -9,7 +9,7 @@
 #   --partitions P  topic partitions (env P, default 8)
 #   --rows LIST     comma-separated subset of:
 #                   raw,tally-fetch,tally-decode,librdkafka,tally-run,tally-run-base,
-#                   killbill,tally-group,tally-run-changelog,tally-restore,
+#                   killbill,killbill-base,tally-group,tally-run-changelog,tally-restore,
 #                   tally-backlog
 #                   (env ROWS, default the first six, in that order;
 #                   rows may repeat, each run gets a fresh directory)
@@ -55,6 +55,7 @@
 #   tally-run-base  tally-run with the binary in $BENCH_BASE_TALLY (e.g. a
 #                copy of main's build): an A/B of two builds in one
 #                invocation, same broker and data; alternate it with tally-run.
+#                killbill-base does the same for the killbill row.
 #   tally-backlog  backlog memory: `tally run` into an HTTP sink whose port
 #                refuses connections (transient: retried forever) while all
 #                N records wait; observed until every partition is assigned
@@ -111,7 +112,7 @@ done
 [[ "$P" =~ ^[0-9]+$ && "$P" -gt 0 ]] || die "P must be a positive integer"
 IFS=',' read -r -a ROW_LIST <<<"$ROWS"
 for r in "${ROW_LIST[@]}"; do
-    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|tally-run-base|killbill|tally-group|tally-run-changelog|tally-restore|tally-backlog) ;; *) die "unknown row: $r" ;; esac
+    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|tally-run-base|killbill|killbill-base|tally-group|tally-run-changelog|tally-restore|tally-backlog) ;; *) die "unknown row: $r" ;; esac
 done
 
 # ---------------------------------------------------------------- tools
@@ -550,7 +551,7 @@ EOF
 }
 
 row_killbill() {
-    local name=killbill b0 b1 out limit="${KB_LIMIT:-$(( DISTINCT < 100000 ? DISTINCT : 100000 ))}"
+    local name="${1:-killbill}" b0 b1 out limit="${KB_LIMIT:-$(( DISTINCT < 100000 ? DISTINCT : 100000 ))}"
     b0=$(proc_cpu "$BROKER_PID")
     out=$(TALLY_TEST_BROKER="$BROKER" TALLY_BIN="$TALLY" "$KB_BENCH" row "$TOPIC" "$EVENTS" "$KB_LATENCY_MS" "$limit") \
         || die "killbill row failed"
@@ -578,6 +579,9 @@ for r in "${ROW_LIST[@]}"; do
             [[ -x "${BENCH_BASE_TALLY:-}" ]] || die "tally-run-base needs BENCH_BASE_TALLY=/path/to/another/tally"
             TALLY="$BENCH_BASE_TALLY" row_tally_run tally-run-base ;;
         killbill) row_killbill ;;
+        killbill-base)
+            [[ -x "${BENCH_BASE_TALLY:-}" ]] || die "killbill-base needs BENCH_BASE_TALLY=/path/to/another/tally"
+            TALLY="$BENCH_BASE_TALLY" row_killbill killbill-base ;;
         tally-run-changelog) row_tally_run tally-run-changelog "changelog_topic = \"$CHANGELOG\"" ;;
         tally-restore) row_tally_restore ;;
         tally-group) row_tally_run tally-group ;;
@@ -598,6 +602,7 @@ labels = {
     "tally-run": "`tally run` → file sink, durable dedupe",
     "tally-run-base": "`tally run` → file sink, durable dedupe: BENCH_BASE_TALLY build",
     "killbill": "`tally run` → Kill Bill double, durable dedupe",
+    "killbill-base": "`tally run` → Kill Bill double, durable dedupe: BENCH_BASE_TALLY build",
     "tally-run-changelog": "`tally run` → file sink, durable dedupe + changelog",
     "tally-restore": "restore of a deleted store from the changelog (IDs)",
     "tally-group": "`tally run`, group mode (1 member) → file sink",
