@@ -269,6 +269,8 @@ fn restoring_many_partitions_stays_within_the_fetch_budget() {
     wait_lines(&mut tally, IDS);
     let delivering_kib = status_kib(tally.pid().expect("pid"), "VmHWM:");
     stop_cleanly(&mut tally);
+    // Not a race to wait out: the next run must find every stored ID older
+    // than its `retention = "1s"`, so time itself has to pass.
     std::thread::sleep(Duration::from_millis(1500));
 
     // Memory: the whole changelog read by 32 partitions at once, all expired.
@@ -336,7 +338,12 @@ fn restoring_many_partitions_stays_within_the_fetch_budget() {
         .collect();
     produce_jsonl(&topic, &fresh, Some("/id"));
     wait_lines(&mut tally, IDS + fresh.len());
-    std::thread::sleep(Duration::from_millis(500));
+    // The fresh IDs may land in other partitions than the old ones: wait
+    // until every partition has resolved what was produced, so a wrongly
+    // delivered old ID would be in the sink before the stop.
+    wait_for("every partition resolved to its end", TIMEOUT, || {
+        metric(&scrape(port), "tally_partition_lag", &[]) == Some(0.0)
+    });
     stop_cleanly(&mut tally);
     let keys: Vec<String> = read_jsonl(&out)
         .iter()
