@@ -304,11 +304,12 @@ fn restoring_many_partitions_stays_within_the_fetch_budget() {
          (idle {idle_kib} KiB + 2 × {BUDGET_MB} MiB budget)"
     );
 
-    // A real restore: it writes the same IDs into the store as the run that
-    // delivered them (which fetched within the same budget), so its peak
-    // stays within that run's plus the budget. Before, every partition's
-    // step held all of its IDs until its log end: the whole changelog's
-    // keys at once, on top.
+    // A real restore: every ID is back. Its peak RSS is printed, not
+    // bounded: beside the delivering run's peak it was measured at -2 to
+    // +12 MB on this code and +8.8 MB on the code before the restore took
+    // from the budget (BENCHMARKS "Changelog restore within the fetch
+    // budget"), so that comparison neither separates the two nor holds
+    // steady on a loaded box. The memory claim is the all-expired read above.
     delete_store();
     let mut tally = run(&cfg);
     let pid = tally.pid().expect("pid");
@@ -321,15 +322,8 @@ fn restoring_many_partitions_stays_within_the_fetch_budget() {
         Some(IDS as f64)
     );
     let restore_kib = status_kib(pid, "VmHWM:");
-    let bound_kib = delivering_kib.max(idle_kib) + BUDGET_MB * 1024;
     eprintln!(
-        "restore of {IDS} IDs: peak {restore_kib} KiB; delivering them peaked at {delivering_kib} KiB \
-         (bound {bound_kib} KiB)"
-    );
-    assert!(
-        restore_kib <= bound_kib,
-        "peak RSS {restore_kib} KiB restoring, over the bound {bound_kib} KiB \
-         (the delivering run's {delivering_kib} KiB + {BUDGET_MB} MiB budget)"
+        "restore of {IDS} IDs: peak {restore_kib} KiB; delivering them peaked at {delivering_kib} KiB"
     );
     // Old IDs again, then new ones: only the new arrive.
     produce_jsonl(&topic, &lines[..500], Some("/id"));
