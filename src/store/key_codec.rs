@@ -315,6 +315,30 @@ mod tests {
         );
     }
 
+    /// The same for keys at the transform's edges: UUIDs back to back or
+    /// after a hex digit, upper case, mixed case, marker bytes.
+    #[test]
+    fn edge_encoding_is_stable() {
+        let u = "01234567-89ab-cdef-0123-456789abcdef";
+        let ks: Vec<String> = vec![
+            format!("{u}{u}"),
+            format!("a{u}/{u}"),
+            format!("-{u}-{u}-"),
+            u.to_uppercase(),
+            "0123ABCD-89ab-cdef-0123-456789abcdef".to_string(),
+            format!("\u{1}{u}\u{2}\u{3}{u}"),
+            format!("{u}\u{3}"),
+            "deadbeef/cafe/0123456789abcdef0123456789abcdef".to_string(),
+        ];
+        let v = encode(&ks);
+        assert_eq!(
+            (v.len(), xxhash_rust::xxh3::xxh3_64(&v)),
+            (312, 15973538713205122247),
+            "the encoding of schema-2 keys changed"
+        );
+        assert_eq!(decode(&v).unwrap(), ks);
+    }
+
     #[test]
     fn edge_cases_round_trip() {
         let ks: Vec<String> = [
