@@ -3,24 +3,23 @@
 //! serializer). JSON text never starts with a 0 byte, so a framed value is
 //! recognised without configuration and plain values pass untouched.
 
-use bytes::Bytes;
-
 use super::DecodeError;
 
 const MAGIC: u8 = 0;
 const HEADER: usize = 5;
 
-/// The schema id (if framed) and the value without its frame. No copy: the
-/// body is a slice of the same buffer.
-pub(super) fn strip(value: &Bytes) -> Result<(Option<u32>, Bytes), DecodeError> {
+/// The schema id (if framed) and where the body starts in `value` (0 for
+/// a plain value). An index, not a slice: the caller cuts the event out of
+/// the buffer once (each `Bytes` slice is a refcount round trip per record).
+pub(super) fn strip(value: &[u8]) -> Result<(Option<u32>, usize), DecodeError> {
     if value.first() != Some(&MAGIC) {
-        return Ok((None, value.clone()));
+        return Ok((None, 0));
     }
     let Some(id) = value.get(1..HEADER) else {
         return Err(DecodeError::TruncatedFrame(value.len()));
     };
     let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
-    Ok((Some(id), value.slice(HEADER..)))
+    Ok((Some(id), HEADER))
 }
 
 /// The schema id of a framed value, whatever its body holds (for labelling
@@ -34,26 +33,26 @@ pub fn schema_id(value: &[u8]) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+
     use super::*;
 
     #[test]
     fn plain_values_pass_untouched() {
         let v = Bytes::from_static(b"{\"a\":1}");
-        assert_eq!(strip(&v).unwrap(), (None, v.clone()));
-        assert_eq!(strip(&Bytes::new()).unwrap(), (None, Bytes::new()));
+        assert_eq!(strip(&v).unwrap(), (None, 0));
+        assert_eq!(strip(&Bytes::new()).unwrap(), (None, 0));
     }
 
     #[test]
     fn frame_is_stripped_and_id_kept() {
         let v = Bytes::from_static(b"\x00\x00\x01\x00\x2a{\"a\":1}");
-        assert_eq!(
-            strip(&v).unwrap(),
-            (Some(65_578), Bytes::from_static(b"{\"a\":1}"))
-        );
+        assert_eq!(&v[HEADER..], b"{\"a\":1}");
+        assert_eq!(strip(&v).unwrap(), (Some(65_578), HEADER));
         // A frame with an empty body is a frame; the body then fails to decode.
         assert_eq!(
             strip(&Bytes::from_static(b"\x00\xff\xff\xff\xff")).unwrap(),
-            (Some(u32::MAX), Bytes::new())
+            (Some(u32::MAX), HEADER)
         );
     }
 

@@ -147,10 +147,10 @@ impl Decoder {
                 max: self.max_record_bytes,
             });
         }
-        let (schema_id, body) = frame::strip(value)?;
+        let (schema_id, body_at) = frame::strip(value)?;
         match schema_id {
-            None => self.decode_body(key, &body),
-            Some(id) => match self.decode_body(key, &body) {
+            None => self.decode_body(key, value, body_at),
+            Some(id) => match self.decode_body(key, value, body_at) {
                 Ok(decoded) => Ok(Decoded {
                     schema_id: Some(id),
                     ..decoded
@@ -169,16 +169,27 @@ impl Decoder {
 
     /// The format's own checks first (their reasons are the most specific),
     /// then the route's schema, if any.
-    fn decode_body(&self, key: Option<&Bytes>, value: &Bytes) -> Result<Decoded, DecodeError> {
-        let decoded = self.decode_format(key, value)?;
+    /// `value[body_at..]` is the body (after a schema-registry frame).
+    fn decode_body(
+        &self,
+        key: Option<&Bytes>,
+        value: &Bytes,
+        body_at: usize,
+    ) -> Result<Decoded, DecodeError> {
+        let decoded = self.decode_format(key, value, body_at)?;
         if let Some(schema) = &self.schema {
             schema.check(&decoded.event)?;
         }
         Ok(decoded)
     }
 
-    fn decode_format(&self, key: Option<&Bytes>, value: &Bytes) -> Result<Decoded, DecodeError> {
-        let event = trim_json(value);
+    fn decode_format(
+        &self,
+        key: Option<&Bytes>,
+        value: &Bytes,
+        body_at: usize,
+    ) -> Result<Decoded, DecodeError> {
+        let event = trim_json(value, body_at);
         match self.kind {
             FormatKind::KillbillUsage if !self.keep_usage => Ok(Decoded {
                 dedupe_key: Some(killbill_usage::parse_key(&event)?),
@@ -237,16 +248,18 @@ pub fn json_plain_prefix(bytes: &[u8]) -> usize {
     scan::skip_plain(bytes, 0)
 }
 
-/// Slice off JSON-insignificant whitespace (a trailing newline from a
-/// producer reading JSON lines is common) without copying.
-fn trim_json(value: &Bytes) -> Bytes {
+/// The body `value[from..]` with JSON-insignificant whitespace sliced off
+/// (a trailing newline from a producer reading JSON lines is common),
+/// without copying.
+fn trim_json(value: &Bytes, from: usize) -> Bytes {
     let is_ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
-    let start = value.iter().position(|b| !is_ws(b)).unwrap_or(value.len());
-    let end = value
+    let body = value.get(from..).unwrap_or_default();
+    let start = body.iter().position(|b| !is_ws(b)).unwrap_or(body.len());
+    let end = body
         .iter()
         .rposition(|b| !is_ws(b))
         .map_or(start, |i| i + 1);
-    value.slice(start..end)
+    value.slice(from + start..from + end)
 }
 
 #[cfg(test)]

@@ -294,6 +294,51 @@ mod tests {
         assert!(per < 24.0, "{per:.1} bytes per 84-byte key");
     }
 
+    /// The stored bytes are schema 2's on-disk format: a faster encoder
+    /// must produce exactly these (length and hash of 7,000 keys' encoding).
+    #[test]
+    fn encoding_is_stable() {
+        // One tenant, and then five tenants whose keys interleave.
+        let mut ks: Vec<String> = (0..5000).map(kb_key).collect();
+        ks.extend((0..2000u64).map(|i| {
+            format!(
+                "{:08x}-9b7d-4c1e-a3f5-2d8b7c9e4f10/sub-{:02}/t-{i}",
+                i % 5,
+                i % 20
+            )
+        }));
+        let v = encode(&ks);
+        assert_eq!(
+            (v.len(), xxhash_rust::xxh3::xxh3_64(&v)),
+            (131576, 8135645628662088449),
+            "the encoding of schema-2 keys changed"
+        );
+    }
+
+    /// The same for keys at the transform's edges: UUIDs back to back or
+    /// after a hex digit, upper case, mixed case, marker bytes.
+    #[test]
+    fn edge_encoding_is_stable() {
+        let u = "01234567-89ab-cdef-0123-456789abcdef";
+        let ks: Vec<String> = vec![
+            format!("{u}{u}"),
+            format!("a{u}/{u}"),
+            format!("-{u}-{u}-"),
+            u.to_uppercase(),
+            "0123ABCD-89ab-cdef-0123-456789abcdef".to_string(),
+            format!("\u{1}{u}\u{2}\u{3}{u}"),
+            format!("{u}\u{3}"),
+            "deadbeef/cafe/0123456789abcdef0123456789abcdef".to_string(),
+        ];
+        let v = encode(&ks);
+        assert_eq!(
+            (v.len(), xxhash_rust::xxh3::xxh3_64(&v)),
+            (312, 15973538713205122247),
+            "the encoding of schema-2 keys changed"
+        );
+        assert_eq!(decode(&v).unwrap(), ks);
+    }
+
     #[test]
     fn edge_cases_round_trip() {
         let ks: Vec<String> = [
