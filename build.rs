@@ -29,13 +29,26 @@ fn main() {
     // from `--git-path`, which resolves a worktree's refs to the shared git
     // dir; only existing files are watched, because a missing one makes
     // cargo rerun this script, and rebuild the crate, on every build.
-    let mut watch = vec!["HEAD".to_string(), "packed-refs".to_string()];
-    watch.extend(git(&["symbolic-ref", "-q", "HEAD"]));
-    for name in watch {
-        if let Some(path) = git(&["rev-parse", "--git-path", &name])
-            && std::path::Path::new(&path).exists()
-        {
-            println!("cargo:rerun-if-changed={path}");
+    let watch_path =
+        |name: &str| git(&["rev-parse", "--git-path", name]).map(std::path::PathBuf::from);
+    for name in ["HEAD", "packed-refs"] {
+        if let Some(path) = watch_path(name).filter(|p| p.exists()) {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    // A branch whose ref is only in `packed-refs` gets its loose ref file at
+    // its next commit: until then the refs directory holding it is watched
+    // instead (cargo scans a watched directory), so that commit re-stamps.
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
+        && let Some(path) = watch_path(&branch)
+    {
+        let watched = if path.exists() {
+            Some(path.as_path())
+        } else {
+            path.parent().filter(|dir| dir.exists())
+        };
+        if let Some(watched) = watched {
+            println!("cargo:rerun-if-changed={}", watched.display());
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
