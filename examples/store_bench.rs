@@ -236,11 +236,20 @@ fn write(args: &[String]) {
     let commit_time = total - prep_time;
     let disk = store.size_on_disk().unwrap();
     let stored = store.id_count() as u64;
+    // A clean close, as `tally run` stops: writes the index snapshot.
+    let close_started = Instant::now();
+    store.close().unwrap();
+    let close_s = close_started.elapsed().as_secs_f64();
     drop(store);
+    let snapshot_bytes = std::fs::metadata(dir.join("index.snapshot")).map_or(0, |m| m.len());
     let files = dir_bytes(&dir);
     println!(
         "write ids={ids} batch={batch} partitions={parts} keys={} group={group} commits={commits} first_key={first_key} age_s={age_s} (store {before} -> {stored} ids)",
         if realistic { "realistic" } else { "short" }
+    );
+    println!(
+        "  close (flush + index snapshot) {close_s:.2}s; snapshot {snapshot_bytes} bytes = {:.1} B/ID",
+        snapshot_bytes as f64 / stored.max(1) as f64
     );
     println!(
         "  commit wall {commit_time:.2}s (excl. key generation {prep_time:.2}s) => {:.0} ids/s; slowest commit {:.1} ms",
