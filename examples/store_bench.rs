@@ -99,26 +99,34 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Bytes of the digest log, the key log and the rest (sled's files).
-fn disk_split(dir: &std::path::Path) -> (u64, u64, u64) {
+/// Bytes of the digest log, the key log, the index snapshot and the rest
+/// (sled's files).
+fn disk_split(dir: &std::path::Path) -> (u64, u64, u64, u64) {
     let sub = |name: &str| {
         let p = dir.join(name);
         if p.exists() { dir_bytes(&p) } else { 0 }
     };
     let (digests, keys) = (sub("digests"), sub("keys"));
-    (digests, keys, dir_bytes(dir) - digests - keys)
+    let snapshot = std::fs::metadata(dir.join("index.snapshot")).map_or(0, |m| m.len());
+    (
+        digests,
+        keys,
+        snapshot,
+        dir_bytes(dir) - digests - keys - snapshot,
+    )
 }
 
 fn print_disk(label: &str, dir: &std::path::Path, ids: u64) {
-    let (d, k, s) = disk_split(dir);
+    let (d, k, x, s) = disk_split(dir);
     let per = |b: u64| b as f64 / ids.max(1) as f64;
     println!(
-        "  {label}: digests/ {d} B ({:.1} B/id) + keys/ {k} B ({:.1} B/id) + sled {s} B ({:.1} B/id) = {} B ({:.1} B/id)",
+        "  {label}: digests/ {d} B ({:.1} B/id) + keys/ {k} B ({:.1} B/id) + sled {s} B ({:.1} B/id) = {} B ({:.1} B/id); index snapshot {x} B ({:.1} B/id)",
         per(d),
         per(k),
         per(s),
         d + k + s,
-        per(d + k + s)
+        per(d + k + s),
+        per(x)
     );
 }
 
