@@ -82,6 +82,12 @@ fn a_clean_stop_writes_the_snapshot_the_next_start_loads() {
         "",
         &format!("\n[pipeline]\nmax_batch_records = {MAX_BATCH}\nprefetch_batches = 1\n"),
     );
+    // Small fetches too (as in tests/crash.rs), so run 3 is still
+    // delivering when it is killed, however fast the machine.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[kafka]\n", "[kafka]\nfetch_max_bytes = 16384\n");
+    std::fs::write(&config, text).unwrap();
     let config_arg = config.to_str().unwrap().to_string();
     let out = dir.path().join("delivered.jsonl");
 
@@ -116,7 +122,7 @@ fn a_clean_stop_writes_the_snapshot_the_next_start_loads() {
 
     // Run 3, killed mid-delivery of many small batches; run 4 loads run 2's
     // snapshot plus what run 3 committed after it, from the log.
-    let c = gen_usage(12_000, 0.0, 3, 903);
+    let c = gen_usage(20_000, 0.0, 3, 903);
     let c_keys = keys_of(&c);
     assert!(c_keys.is_disjoint(&a_keys) && c_keys.is_disjoint(&b_keys));
     produce_jsonl(&topic, &a, Some("/trackingId"));
@@ -130,6 +136,11 @@ fn a_clean_stop_writes_the_snapshot_the_next_start_loads() {
     });
     tally.kill();
     let at_kill = delivered(&out);
+    eprintln!(
+        "killed run 3 with {} of {} new keys delivered",
+        c_keys.iter().filter(|k| at_kill.contains_key(*k)).count(),
+        c_keys.len()
+    );
     assert!(
         c_keys.iter().any(|k| !at_kill.contains_key(k)),
         "run 3 finished before the kill"
