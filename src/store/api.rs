@@ -1,5 +1,5 @@
-//! `Store`: open (lock, schema, migration, index rebuild), group commit,
-//! offsets, lookup, prune, dead letters.
+//! `Store`: open (lock, schema, migration, index load), group commit,
+//! offsets, lookup, prune, dead letters, close (index snapshot).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -316,7 +316,8 @@ impl Store {
         self.created_at_ms
     }
 
-    /// How long the digest index took to rebuild at open.
+    /// How long loading the digest index took at open (from the snapshot
+    /// and the log after it, or from the whole log).
     pub fn rebuild_time(&self) -> Duration {
         self.rebuild_time
     }
