@@ -13,22 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
 use support::*;
 
 const PARTITIONS: u32 = 4;
 /// Small batches make many commits, so the kill lands between them.
 const MAX_BATCH: usize = 64;
-
-fn usage_key(event: &str) -> String {
-    let v: Value = serde_json::from_str(event).expect("generated event is JSON");
-    format!(
-        "{}/{}/{}",
-        v["tenantId"].as_str().unwrap(),
-        v["subscriptionExternalKey"].as_str().unwrap(),
-        v["trackingId"].as_str().unwrap()
-    )
-}
 
 fn keys_of(events: &[String]) -> BTreeSet<String> {
     events.iter().map(|e| usage_key(e)).collect()
