@@ -99,26 +99,34 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// Bytes of the digest log, the key log and the rest (sled's files).
-fn disk_split(dir: &std::path::Path) -> (u64, u64, u64) {
+/// Bytes of the digest log, the key log, the index snapshot and the rest
+/// (sled's files).
+fn disk_split(dir: &std::path::Path) -> (u64, u64, u64, u64) {
     let sub = |name: &str| {
         let p = dir.join(name);
         if p.exists() { dir_bytes(&p) } else { 0 }
     };
     let (digests, keys) = (sub("digests"), sub("keys"));
-    (digests, keys, dir_bytes(dir) - digests - keys)
+    let snapshot = std::fs::metadata(dir.join("index.snapshot")).map_or(0, |m| m.len());
+    (
+        digests,
+        keys,
+        snapshot,
+        dir_bytes(dir) - digests - keys - snapshot,
+    )
 }
 
 fn print_disk(label: &str, dir: &std::path::Path, ids: u64) {
-    let (d, k, s) = disk_split(dir);
+    let (d, k, x, s) = disk_split(dir);
     let per = |b: u64| b as f64 / ids.max(1) as f64;
     println!(
-        "  {label}: digests/ {d} B ({:.1} B/id) + keys/ {k} B ({:.1} B/id) + sled {s} B ({:.1} B/id) = {} B ({:.1} B/id)",
+        "  {label}: digests/ {d} B ({:.1} B/id) + keys/ {k} B ({:.1} B/id) + sled {s} B ({:.1} B/id) = {} B ({:.1} B/id); index snapshot {x} B ({:.1} B/id)",
         per(d),
         per(k),
         per(s),
         d + k + s,
-        per(d + k + s)
+        per(d + k + s),
+        per(x)
     );
 }
 
@@ -236,11 +244,20 @@ fn write(args: &[String]) {
     let commit_time = total - prep_time;
     let disk = store.size_on_disk().unwrap();
     let stored = store.id_count() as u64;
+    // A clean close, as `tally run` stops: writes the index snapshot.
+    let close_started = Instant::now();
+    store.close().unwrap();
+    let close_s = close_started.elapsed().as_secs_f64();
     drop(store);
+    let snapshot_bytes = std::fs::metadata(dir.join("index.snapshot")).map_or(0, |m| m.len());
     let files = dir_bytes(&dir);
     println!(
         "write ids={ids} batch={batch} partitions={parts} keys={} group={group} commits={commits} first_key={first_key} age_s={age_s} (store {before} -> {stored} ids)",
         if realistic { "realistic" } else { "short" }
+    );
+    println!(
+        "  close (flush + index snapshot) {close_s:.2}s; snapshot {snapshot_bytes} bytes = {:.1} B/ID",
+        snapshot_bytes as f64 / stored.max(1) as f64
     );
     println!(
         "  commit wall {commit_time:.2}s (excl. key generation {prep_time:.2}s) => {:.0} ids/s; slowest commit {:.1} ms",

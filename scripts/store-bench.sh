@@ -29,7 +29,10 @@
 #             without retention both skipped.
 #
 # Environment: TALLY_BIN=/path/to/tally measures that binary (e.g. the static
-# musl build of scripts/build-static.sh) instead of target/release/tally.
+# musl build of scripts/build-static.sh) instead of target/release/tally;
+# STORE_BENCH_BASE_TALLY=/path/to/other/tally also runs that one (startup:
+# alternating with the binary under test, on copies of the same store), for
+# a before/after in one invocation.
 #
 # Both scenarios run by default. Needs the test broker's tools
 # (TALLY_TOOLS, see scripts/broker.sh); starts its own broker and stops it.
@@ -165,7 +168,7 @@ disk() { du -sb "$1/state" "$1/state/digests" "$1/state/keys" | awk '{printf "%s
 # first delivered line; MODE consume waits for WANT lines, then (prune runs)
 # produces the correctness events and waits for them.
 run_tally() {
-    "$PY" - "$TALLY" "$@" <<'EOF'
+    "$PY" - "${RUN_BIN:-$TALLY}" "$@" <<'EOF'
 import json, os, re, signal, subprocess, sys, time, urllib.request
 from datetime import datetime
 
@@ -239,6 +242,9 @@ def read_log():
             ev.setdefault("starting_s", t)
         elif msg == "opened tally store":
             ev["opened_s"], ev["rebuild_ms"], ev["ids_at_open"] = t, j.get("rebuild_ms"), j.get("ids")
+            ev["snapshot"], ev["from_log"] = j.get("snapshot", "-"), j.get("from_log")
+        elif msg == "wrote index snapshot":
+            ev["snapshot_write_ms"], ev["snapshot_bytes"] = j.get("write_ms"), j.get("bytes")
         elif msg == "partition assigned":
             ev.setdefault("assigned_s", t)
         elif msg == "fetched":
@@ -306,6 +312,7 @@ try:
 except subprocess.TimeoutExpired:
     p.kill()
     rc = p.wait()
+read_log()  # the stop's lines (the index snapshot written at close)
 result.update(ev)
 result.update({
     "rc": rc, "lines": sum(1 for _ in open(f"{d}/delivered.jsonl", "rb")) if os.path.exists(f"{d}/delivered.jsonl") else 0,
@@ -330,32 +337,49 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 field() { "$PY" -c 'import json,sys; v=json.loads(sys.stdin.read()).get(sys.argv[1]); print("-" if v is None else (f"{v:.3f}" if isinstance(v, float) else v))' "$1"; }
 
 scenario_startup() {
-    local base="$WORK/startup-base" out r dir
+    local base="$WORK/startup-base" out r dir bin bins
     log "startup: writing a $IDS-ID store (store_bench write, groups of 4 x 5000)"
     "$SB" write "$base" "$IDS" 5000 8 realistic 4 >"$WORK/startup-write.txt"
     sed 's/^/  /' "$WORK/startup-write.txt" >&2
+    # With STORE_BENCH_BASE_TALLY, each run measures that binary first, then
+    # the one under test, on fresh copies of the same store.
+    bins=("$TALLY")
+    [[ -n "${STORE_BENCH_BASE_TALLY:-}" ]] && bins=("$STORE_BENCH_BASE_TALLY" "$TALLY")
     printf '\n## startup: %s stored IDs, %s events on %s (%s partitions), cold page cache: %s\n' "$IDS" "$EVENTS" "$TOPIC" "$P" "$([[ $COLD -eq 1 ]] && echo yes || echo no)"
-    printf '%-4s %-6s %9s %9s %9s %9s %11s %11s %8s %8s\n' run load starting opened rebuild assigned first-fetch first-line cpu rss
+    printf '%-4s %-5s %-6s %9s %9s %9s %-9s %9s %11s %11s %8s %8s %9s\n' run bin load starting opened rebuild snapshot assigned first-fetch first-line cpu rss close-snap
+    : >"$WORK/startup-base.jsonl"
     : >"$WORK/startup.jsonl"
     for r in $(seq 1 "$RUNS"); do
-        dir="$WORK/startup-$r"
-        copy_store "$base" "$dir"
-        tally_config "$dir" "\"$TOPIC\"" ""
-        local load
-        load=$(cut -d' ' -f1 /proc/loadavg)
-        out=$(run_tally "$dir" first-line)
-        echo "$out" >>"$WORK/startup.jsonl"
-        printf '%-4s %-6s %9s %9s %9s %9s %11s %11s %8s %8s\n' "$r" "$load" \
-            "$(field starting_s <<<"$out")" "$(field opened_s <<<"$out")" "$(field rebuild_ms <<<"$out")ms" \
-            "$(field assigned_s <<<"$out")" "$(field first_fetch_s <<<"$out")" "$(field first_line_s <<<"$out")" \
-            "$(field cpu_at_first_line_s <<<"$out")" "$(field rss_mb_at_first_line <<<"$out")MB"
-        [[ "$(field ids_at_open <<<"$out")" == "$IDS" ]] || die "run $r opened $(field ids_at_open <<<"$out") IDs, not $IDS (see $dir/tally.log)"
-        rm -rf "$dir"
+        for bin in "${bins[@]}"; do
+            local label=test jsonl="$WORK/startup.jsonl"
+            if [[ ${#bins[@]} -gt 1 && "$bin" == "${bins[0]}" ]]; then
+                label=base jsonl="$WORK/startup-base.jsonl"
+            fi
+            dir="$WORK/startup-$r"
+            copy_store "$base" "$dir"
+            tally_config "$dir" "\"$TOPIC\"" ""
+            local load
+            load=$(cut -d' ' -f1 /proc/loadavg)
+            out=$(RUN_BIN="$bin" run_tally "$dir" first-line)
+            echo "$out" >>"$jsonl"
+            printf '%-4s %-5s %-6s %9s %9s %9s %-9s %9s %11s %11s %8s %8s %9s\n' "$r" "$label" "$load" \
+                "$(field starting_s <<<"$out")" "$(field opened_s <<<"$out")" "$(field rebuild_ms <<<"$out")ms" \
+                "$(field snapshot <<<"$out")" \
+                "$(field assigned_s <<<"$out")" "$(field first_fetch_s <<<"$out")" "$(field first_line_s <<<"$out")" \
+                "$(field cpu_at_first_line_s <<<"$out")" "$(field rss_mb_at_first_line <<<"$out")MB" \
+                "$(field snapshot_write_ms <<<"$out")ms"
+            [[ "$(field ids_at_open <<<"$out")" == "$IDS" ]] || die "run $r opened $(field ids_at_open <<<"$out") IDs, not $IDS (see $dir/tally.log)"
+            rm -rf "$dir"
+        done
     done
-    for f in first_fetch_s first_line_s; do
-        printf '%s: min %s s, median %s s (spawn -> %s)\n' "$f" \
-            "$(while read -r l; do field "$f" <<<"$l"; done <"$WORK/startup.jsonl" | sort -g | head -1)" \
-            "$(while read -r l; do field "$f" <<<"$l"; done <"$WORK/startup.jsonl" | median)" "${f%_s}"
+    local f j
+    for j in "$WORK/startup-base.jsonl" "$WORK/startup.jsonl"; do
+        [[ -s "$j" ]] || continue
+        for f in rebuild_ms first_fetch_s first_line_s; do
+            printf '%s%s: min %s, median %s\n' "$([[ "$j" == *base* ]] && echo "base ")" "$f" \
+                "$(while read -r l; do field "$f" <<<"$l"; done <"$j" | sort -g | head -1)" \
+                "$(while read -r l; do field "$f" <<<"$l"; done <"$j" | median)"
+        done
     done
     rm -rf "$base"
 }

@@ -254,6 +254,11 @@ fn prune(
             let stats =
                 store.prune_older_than_with(age, |s| progress.update(s.batches as u64, total))?;
             progress.finish();
+            // The old index snapshot covers the pruned batches: write the
+            // pruned index, so the daemon's next start need not rebuild it.
+            if stats.batches > 0 {
+                store.close()?;
+            }
             serde_json::json!({
                 "batches": stats.batches,
                 "ids": stats.ids,

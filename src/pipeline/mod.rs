@@ -317,7 +317,8 @@ pub async fn run(
     if let Some(message) = store_failure {
         return Err(PipelineError::StoreFailed(message));
     }
-    tokio::task::spawn_blocking(move || store.flush())
+    // A clean stop: flush, then the index snapshot the next start loads.
+    tokio::task::spawn_blocking(move || store.close())
         .await
         .map_err(|e| PipelineError::Task(e.to_string()))??;
     if let Some(e) = fatal {

@@ -1,5 +1,5 @@
-//! `Store`: open (lock, schema, migration, index rebuild), group commit,
-//! offsets, lookup, prune, dead letters.
+//! `Store`: open (lock, schema, migration, index load), group commit,
+//! offsets, lookup, prune, dead letters, close (index snapshot).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -20,6 +20,7 @@ use super::index::{DigestIndex, DigestSet};
 use super::keys::{self, Counters, OffsetEntry};
 use super::lock::{self, DirLock};
 use super::rebuild::{self, io_err};
+use super::snapshot::{self, Covers};
 use super::staging::{Appended, Staging};
 use super::{migrate, schema};
 
@@ -146,6 +147,9 @@ struct Writer {
     /// to pass around by value.
     log: Box<DigestLog>,
     keys: Box<DigestLog>,
+    /// What the index snapshot on disk covers, if it is known to be usable
+    /// (boxed like the logs).
+    snapshot: Option<Box<Covers>>,
 }
 
 pub struct Store {
@@ -163,6 +167,8 @@ pub struct Store {
     rebuild_time: Duration,
     /// Digest records recomputed from keys at open (see `rebuild.rs`).
     mended_at_open: u64,
+    /// Whether the open loaded the index snapshot (`snapshot.rs`).
+    opened_from_snapshot: bool,
     // Declared last so it is dropped after sled has closed its files.
     _lock: DirLock,
 }
@@ -238,18 +244,29 @@ impl Store {
                 next_seq,
                 ..meta.counters
             },
+            meta.created_at_ms,
         )?;
         let log_state = loaded.log.state();
         let index = loaded.index;
         let rebuild_time = started.elapsed();
+        // rebuild_ms: the whole index load, from the snapshot (`snapshot =
+        // "used"`, then `from_log` is the records after its prefix) or from
+        // the digest log alone.
         tracing::info!(
             path = %path.display(),
             ids = index.len(),
             index_mb = index.heap_bytes() >> 20,
             rebuild_ms = rebuild_time.as_millis() as u64,
+            snapshot = loaded.snapshot.label(),
+            from_log = loaded.fed,
             mended = loaded.repaired,
             "opened tally store"
         );
+        let snapshot = match loaded.snapshot {
+            rebuild::SnapshotUse::Used(c) => Some(Box::new(c)),
+            _ => None,
+        };
+        let opened_from_snapshot = snapshot.is_some();
         Ok(Store {
             path,
             db,
@@ -262,11 +279,13 @@ impl Store {
                 },
                 log: Box::new(loaded.log),
                 keys: Box::new(loaded.keys),
+                snapshot,
             }),
             failed: AtomicBool::new(false),
             created_at_ms: meta.created_at_ms,
             rebuild_time,
             mended_at_open: loaded.repaired,
+            opened_from_snapshot,
             _lock: dir_lock,
         })
     }
@@ -297,7 +316,8 @@ impl Store {
         self.created_at_ms
     }
 
-    /// How long the digest index took to rebuild at open.
+    /// How long loading the digest index took at open (from the snapshot
+    /// and the log after it, or from the whole log).
     pub fn rebuild_time(&self) -> Duration {
         self.rebuild_time
     }
@@ -306,6 +326,12 @@ impl Store {
     /// (lost or damaged in the digest log; normally 0).
     pub fn mended_at_open(&self) -> u64 {
         self.mended_at_open
+    }
+
+    /// Whether the open loaded the index from its snapshot (otherwise it
+    /// was rebuilt from the digest log alone).
+    pub fn opened_from_snapshot(&self) -> bool {
+        self.opened_from_snapshot
     }
 
     /// Bytes held by the in-memory digest index.
@@ -979,6 +1005,49 @@ impl Store {
             w.log.set_state(synced);
         }
         self.flush_locked()
+    }
+
+    /// A clean close: `flush`, then write the index snapshot (unless the
+    /// one on disk already covers the whole log), so the next open loads
+    /// the index instead of rebuilding it. A snapshot that cannot be
+    /// written is logged, not an error: the next open rebuilds.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.flush()?;
+        let mut w = self.lock_writer()?;
+        self.write_snapshot_locked(&mut w)
+    }
+
+    fn write_snapshot_locked(&self, w: &mut Writer) -> Result<(), StoreError> {
+        let state = w.log.state();
+        let Some(covers) =
+            rebuild::current_covers(&self.path, &self.trees, &state, self.created_at_ms)?
+        else {
+            // Nothing to cover: an old snapshot would only be rejected.
+            if let Err(e) = snapshot::remove(&self.path) {
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove the index snapshot");
+            }
+            w.snapshot = None;
+            return Ok(());
+        };
+        if w.snapshot.as_deref() == Some(&covers) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        // Under the writer lock: no commit or prune changes the index
+        // while it is written, so it holds exactly the digests `covers` names.
+        let index = self.read_index();
+        match snapshot::write(&self.path, &covers, &index) {
+            Ok(bytes) => {
+                tracing::info!(path = %self.path.display(), ids = index.len(), bytes,
+                    write_ms = started.elapsed().as_millis() as u64, "wrote index snapshot");
+                w.snapshot = Some(Box::new(covers));
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e,
+                    "could not write the index snapshot; the next open rebuilds the index from the digest log");
+            }
+        }
+        Ok(())
     }
 
     fn flush_locked(&self) -> Result<(), StoreError> {

@@ -222,7 +222,8 @@ pub(crate) struct Pending {
 }
 
 /// Receives the verified records of the digest log at open.
-pub(crate) type Loader<'a> = dyn FnMut(&[u8]) + 'a;
+/// Arguments: the number of the first record, the records.
+pub(crate) type Loader<'a> = dyn FnMut(u64, &[u8]) + 'a;
 
 pub(crate) struct DigestLog {
     kind: &'static LogKind,
@@ -269,7 +270,9 @@ fn read_at_most(f: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize>
 
 impl DigestLog {
     /// Open the log `state` describes. With `load`, feed every live record
-    /// up to `state.synced` that passes its segment's CRC to it, in order;
+    /// from `feed_from` up to `state.synced` whose segment passes its CRC to
+    /// it, in order, with the number of the first record fed (every live
+    /// segment's CRC is checked, fed or not);
     /// segments that are missing or fail are reported in `Damage`, not fed;
     /// records past `synced` are not fed (the caller checks them against the
     /// batch headers, `read`). Without `load` (the key log, read on demand
@@ -282,6 +285,7 @@ impl DigestLog {
         state: LogState,
         closed: BTreeMap<u64, Closed>,
         mut load: Option<&mut Loader<'_>>,
+        feed_from: u64,
     ) -> IoResult<(DigestLog, Damage)> {
         let record = kind.record;
         let dir = store.join(kind.dir);
@@ -336,6 +340,7 @@ impl DigestLog {
             // (one segment, ~13 MB) and hand them over once it checks out.
             let mut crc_acc = 0u32;
             let mut staged: Vec<u8> = Vec::new();
+            let feed_start = live_from.max(feed_from);
             let mut pos = 0u64;
             let mut short = false;
             while pos < records {
@@ -351,7 +356,7 @@ impl DigestLog {
                 let bytes = &buf[..n * record];
                 crc_acc = crc32c::crc32c_append(crc_acc, bytes);
                 let ord = first + pos;
-                let skip = live_from.saturating_sub(ord).min(n as u64) as usize;
+                let skip = feed_start.saturating_sub(ord).min(n as u64) as usize;
                 staged.extend_from_slice(&bytes[skip * record..]);
                 pos += n as u64;
             }
@@ -359,7 +364,9 @@ impl DigestLog {
                 damage.ranges.push((live_from, first + records));
                 continue;
             }
-            load(&staged);
+            if !staged.is_empty() {
+                load(feed_start, &staged);
+            }
         }
         // Files the state does not name: a prune's leftovers (wholly below
         // `start`) or a segment started by a commit that never finished.

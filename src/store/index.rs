@@ -392,6 +392,117 @@ impl DigestIndex {
     }
 }
 
+/// Snapshot serialisation (`snapshot.rs` writes the file around it): each
+/// shard as it is in memory — `cap`, `len`, the zero flag, the slot count,
+/// then the tag bytes and the 12 bytes of bits per slot (little endian) — so
+/// loading is a sequential copy into arrays of the same layout, with no
+/// rehash and no second copy of the index.
+impl DigestIndex {
+    /// Bytes `write_to` writes.
+    pub(crate) fn serialized_len(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| SHARD_HEADER as u64 + s.tags.len() as u64 * 13)
+            .sum()
+    }
+
+    pub(crate) fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(SERIAL_CHUNK * 12);
+        for s in &self.shards {
+            w.write_all(&(s.cap as u64).to_le_bytes())?;
+            w.write_all(&(s.len as u64).to_le_bytes())?;
+            w.write_all(&[s.has_zero as u8])?;
+            w.write_all(&(s.tags.len() as u64).to_le_bytes())?;
+            w.write_all(&s.tags)?;
+            for chunk in s.bits.chunks(SERIAL_CHUNK) {
+                buf.clear();
+                for b in chunk {
+                    for v in b {
+                        buf.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
+                w.write_all(&buf)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The index `write_to` wrote, read from `r`, which holds at most
+    /// `limit` bytes of it (so a damaged length cannot make it allocate more
+    /// than the file could hold). Any error is a reason not to use it.
+    pub(crate) fn read_from(r: &mut impl std::io::Read, limit: u64) -> Result<DigestIndex, String> {
+        let io = |e: std::io::Error| format!("reading it failed: {e}");
+        let mut left = limit;
+        let mut shards = Vec::with_capacity(SHARDS);
+        let mut buf = vec![0u8; SERIAL_CHUNK * 12];
+        for i in 0..SHARDS {
+            let mut head = [0u8; SHARD_HEADER];
+            r.read_exact(&mut head).map_err(io)?;
+            let u64_at = |at: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&head[at..at + 8]);
+                u64::from_le_bytes(b)
+            };
+            let (cap, len, zero, slots) = (u64_at(0), u64_at(8), head[16], u64_at(17));
+            let bad = |what: &str| format!("shard {i}: {what}");
+            if zero > 1 {
+                return Err(bad("bad zero flag"));
+            }
+            left = left
+                .checked_sub(SHARD_HEADER as u64)
+                .ok_or_else(|| bad("past the end"))?;
+            if slots.checked_mul(13).is_none_or(|n| n > left) {
+                return Err(bad("more slots than the file holds"));
+            }
+            left -= slots * 13;
+            let (cap, len, slots) = (cap as usize, len as usize, slots as usize);
+            if (cap == 0 && (slots != 0 || len != 0)) || (cap != 0 && slots < cap + TAIL) {
+                return Err(bad("slot count does not fit its capacity"));
+            }
+            let mut tags: Vec<u8> = Vec::with_capacity(slots);
+            advise_huge_pages(&mut tags);
+            while tags.len() < slots {
+                let n = (slots - tags.len()).min(buf.len());
+                r.read_exact(&mut buf[..n]).map_err(io)?;
+                tags.extend_from_slice(&buf[..n]);
+            }
+            if tags.last().is_some_and(|t| *t != 0)
+                || tags.iter().filter(|t| **t != 0).count() != len
+            {
+                return Err(bad("tags do not match its length"));
+            }
+            let mut bits: Vec<[u32; 3]> = Vec::with_capacity(slots);
+            advise_huge_pages(&mut bits);
+            let word = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            while bits.len() < slots {
+                let n = (slots - bits.len()).min(SERIAL_CHUNK);
+                r.read_exact(&mut buf[..n * 12]).map_err(io)?;
+                bits.extend(
+                    buf[..n * 12]
+                        .chunks_exact(12)
+                        .map(|b| [word(&b[0..4]), word(&b[4..8]), word(&b[8..12])]),
+                );
+            }
+            shards.push(DigestSet {
+                tags,
+                bits,
+                cap,
+                len,
+                has_zero: zero == 1,
+            });
+        }
+        Ok(DigestIndex { shards })
+    }
+
+    /// Number of shards (a snapshot of another shard count is not loaded).
+    pub(crate) const SHARDS: usize = SHARDS;
+}
+
+/// Bytes before a shard's arrays in a snapshot: cap, len, zero flag, slots.
+const SHARD_HEADER: usize = 8 + 8 + 1 + 8;
+/// Slots converted per step when writing or reading a snapshot (1.5 MB of buffer).
+const SERIAL_CHUNK: usize = 1 << 17;
+
 /// A zeroed vector whose pages are touched once, in order, up front.
 /// calloc'd memory is faulted in lazily at random positions during the
 /// build otherwise, which measured ~2x slower lookups afterwards.

@@ -509,6 +509,11 @@ fn crash_child_commit_loop() {
         if round.is_multiple_of(17) {
             s.flush().unwrap();
         }
+        // A close mid-run writes the index snapshot, so kills land before,
+        // during and after snapshot writes too.
+        if round.is_multiple_of(23) {
+            s.close().unwrap();
+        }
         if prune == "prune" && round.is_multiple_of(5) {
             s.prune_older_than(Duration::from_millis(30)).unwrap();
         }
@@ -547,6 +552,7 @@ fn sigkill_during_commits_never_splits_ids_from_offsets() {
         let tmp = tempfile::tempdir().unwrap();
         let mut rng = fastrand::Rng::with_seed(now_ms() as u64);
         let mut kills = 0;
+        let mut from_snapshot = 0;
         for _ in 0..8 {
             let mut child = std::process::Command::new(&exe)
                 .args([
@@ -566,13 +572,22 @@ fn sigkill_during_commits_never_splits_ids_from_offsets() {
             }
             child.kill().unwrap();
             child.wait().unwrap();
-            check_consistent(tmp.path(), prune == "prune");
+            from_snapshot += check_consistent(tmp.path(), prune == "prune") as usize;
         }
         assert!(kills >= 6, "the child exited early {} times", 8 - kills);
+        // Without prunes every open after the first has a snapshot to use.
+        if prune != "prune" {
+            assert!(
+                from_snapshot >= 4,
+                "{prune}: {from_snapshot} opens used the snapshot"
+            );
+        }
         // The kills landed in real work, not before the first commit.
         let s = Store::open(&cfg(tmp.path())).unwrap();
         let done = s.offset("t", 0).unwrap().map_or(0, |e| e.next_offset);
-        eprintln!("{prune}: {kills} kills, partition 0 committed to {done}");
+        eprintln!(
+            "{prune}: {kills} kills, {from_snapshot} opens from the snapshot, partition 0 committed to {done}"
+        );
         assert!(done > 200, "only {done} offsets committed");
         if prune == "restore" {
             let restored = s.offset("t", 3).unwrap().map_or(0, |e| e.next_offset);
@@ -581,7 +596,8 @@ fn sigkill_during_commits_never_splits_ids_from_offsets() {
     }
 }
 
-fn check_consistent(dir: &Path, pruned: bool) {
+/// Returns whether the open loaded the index snapshot.
+fn check_consistent(dir: &Path, pruned: bool) -> bool {
     let s = Store::open(&cfg(dir)).unwrap();
     // Restored IDs, offset and changelog position land together or not at all.
     let restored = s.offset("t", 3).unwrap().map(|e| e.next_offset);
@@ -634,4 +650,189 @@ fn check_consistent(dir: &Path, pruned: bool) {
             }
         }
     }
+    // The next child opens from this snapshot (or from a later one its
+    // own closes write), then is killed.
+    s.close().unwrap();
+    s.opened_from_snapshot()
+}
+
+/// A copy of the store directory (sled's files and both logs), for
+/// opening the same store with and without its snapshot.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else if e.file_name() != "tally.lock" {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+fn snapshot_file(dir: &Path) -> PathBuf {
+    dir.join(super::snapshot::FILE)
+}
+
+/// Every key of `0..to` on 4 partitions, plus misses: the answers of `a`
+/// and `b` must agree on each.
+fn assert_same_answers(a: &Store, b: &Store, to: i64) {
+    for p in 0..4 {
+        for k in keys_for(p, 0, to + 50) {
+            let d = digest("usage", &k);
+            assert_eq!(a.contains(d), b.contains(d), "{k}");
+        }
+    }
+    assert_eq!(a.id_count(), b.id_count());
+}
+
+/// A clean close writes the snapshot; the next open loads it and reads
+/// only the records committed after it from the log, and answers every
+/// `contains` exactly as an open that rebuilds from the log alone.
+#[test]
+fn an_open_from_the_snapshot_answers_like_a_rebuild() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = fill(tmp.path());
+    s.close().unwrap();
+    assert!(snapshot_file(tmp.path()).exists());
+    // Records after the snapshot's prefix: a tail read from the log.
+    s.commit(&(0..4).map(|p| batch(p, 300, 340)).collect::<Vec<_>>())
+        .unwrap();
+    drop(s);
+    let plain = tempfile::tempdir().unwrap();
+    copy_dir(tmp.path(), plain.path());
+    std::fs::remove_file(snapshot_file(plain.path())).unwrap();
+
+    let a = Store::open(&cfg(tmp.path())).unwrap();
+    let b = Store::open(&cfg(plain.path())).unwrap();
+    assert!(a.opened_from_snapshot());
+    assert!(!b.opened_from_snapshot());
+    assert_holds(&a, 4, 340);
+    assert_same_answers(&a, &b, 340);
+    // Both keep working the same after the open.
+    for s in [&a, &b] {
+        s.commit(&(0..4).map(|p| batch(p, 340, 345)).collect::<Vec<_>>())
+            .unwrap();
+        assert_holds(s, 4, 345);
+    }
+    // A close with nothing new keeps the snapshot as it is.
+    a.close().unwrap();
+    let written = std::fs::metadata(snapshot_file(tmp.path()))
+        .unwrap()
+        .modified()
+        .unwrap();
+    a.close().unwrap();
+    let again = std::fs::metadata(snapshot_file(tmp.path()))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(written, again);
+    drop(a);
+    let a = Store::open(&cfg(tmp.path())).unwrap();
+    assert!(a.opened_from_snapshot());
+    assert_same_answers(&a, &b, 345);
+}
+
+/// A prune after the snapshot was written (retention, `tally ids prune`
+/// without a close after it) leaves a snapshot holding pruned digests: it
+/// is not used.
+#[test]
+fn a_snapshot_from_before_a_prune_is_not_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = fill(tmp.path());
+    s.close().unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    s.commit(&[batch(0, 300, 310)]).unwrap();
+    assert_eq!(
+        s.prune_older_than(Duration::from_millis(600)).unwrap().ids,
+        1200
+    );
+    drop(s);
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert!(!s.opened_from_snapshot());
+    assert_eq!(s.id_count(), 10);
+    assert!(!s.contains(digest("usage", "tenant/sub-0/k-0-5")));
+    // The close writes one of the pruned index; the next open uses it.
+    s.close().unwrap();
+    drop(s);
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert!(s.opened_from_snapshot());
+    assert_eq!(s.id_count(), 10);
+    assert!(s.contains(digest("usage", "tenant/sub-0/k-0-305")));
+    assert!(!s.contains(digest("usage", "tenant/sub-0/k-0-5")));
+    // Pruned to nothing: the snapshot goes too.
+    std::thread::sleep(Duration::from_millis(700));
+    s.prune_older_than(Duration::from_millis(600)).unwrap();
+    s.close().unwrap();
+    assert!(!snapshot_file(tmp.path()).exists());
+}
+
+/// A store put back from a backup taken before the snapshot was written
+/// (its log ends before the snapshot's prefix), or another store's
+/// snapshot copied in: not used, and the rebuilt index is the store's own.
+#[test]
+fn a_snapshot_of_a_longer_log_or_another_store_is_not_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    let s = fill(tmp.path());
+    s.flush().unwrap();
+    copy_dir(tmp.path(), backup.path());
+    s.commit(&(0..4).map(|p| batch(p, 300, 320)).collect::<Vec<_>>())
+        .unwrap();
+    s.close().unwrap();
+    drop(s);
+    std::fs::copy(snapshot_file(tmp.path()), snapshot_file(backup.path())).unwrap();
+    let s = Store::open(&cfg(backup.path())).unwrap();
+    assert!(!s.opened_from_snapshot());
+    assert_holds(&s, 4, 300);
+    drop(s);
+
+    // Same commits, another store (another creation time).
+    std::thread::sleep(Duration::from_millis(5));
+    let other = tempfile::tempdir().unwrap();
+    let o = fill(other.path());
+    o.commit(&(0..4).map(|p| batch(p, 300, 320)).collect::<Vec<_>>())
+        .unwrap();
+    drop(o);
+    std::fs::copy(snapshot_file(tmp.path()), snapshot_file(other.path())).unwrap();
+    let o = Store::open(&cfg(other.path())).unwrap();
+    assert!(!o.opened_from_snapshot());
+    assert_holds(&o, 4, 320);
+}
+
+/// Power loss after a clean close and more commits: the unsynced tail is
+/// lost and mended from the keys, a covered segment rots too. The snapshot
+/// still holds its prefix (mending restores what the headers say was
+/// committed), and the open checks and mends the log as without one.
+#[test]
+fn the_log_is_checked_and_mended_under_a_snapshot_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = fill(tmp.path());
+    s.close().unwrap();
+    s.commit(&(0..4).map(|p| batch(p, 300, 330)).collect::<Vec<_>>())
+        .unwrap();
+    drop(s); // no flush: the tail stays unsynced
+    let segs = segments(tmp.path());
+    let last = segs.last().unwrap();
+    let len = std::fs::metadata(last).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(last)
+        .unwrap()
+        .set_len(len / 2 / RECORD as u64 * RECORD as u64)
+        .unwrap();
+    let mut bytes = std::fs::read(&segs[0]).unwrap();
+    bytes[RECORD * 3 + 5] ^= 0x40;
+    std::fs::write(&segs[0], &bytes).unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert!(s.opened_from_snapshot());
+    assert!(s.mended_at_open() > 0);
+    assert_holds(&s, 4, 330);
+    drop(s);
+    // Mended: a rebuild from the log alone agrees.
+    std::fs::remove_file(snapshot_file(tmp.path())).unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert_eq!(s.mended_at_open(), 0);
+    assert_holds(&s, 4, 330);
 }

@@ -89,10 +89,10 @@ pub(crate) fn run(
     let started = Instant::now();
     let (state, closed) = read_log_meta(path, trees, &DIGESTS)?;
     let (mut log, _) =
-        DigestLog::open(path, &DIGESTS, state, closed, None).map_err(io_err(path))?;
+        DigestLog::open(path, &DIGESTS, state, closed, None, 0).map_err(io_err(path))?;
     let (state, closed) = read_log_meta(path, trees, &KEYS)?;
     let (mut keys_log, _) =
-        DigestLog::open(path, &KEYS, state, closed, None).map_err(io_err(path))?;
+        DigestLog::open(path, &KEYS, state, closed, None, 0).map_err(io_err(path))?;
     let mut done = Migrated::default();
     let mut next = from;
     loop {

@@ -7,8 +7,9 @@
 //! keys), then ONE sled transaction records the batch headers, the partition
 //! offsets, any dead letters and both logs' new ends, followed by one flush:
 //! that transaction is the commit point (`staging.rs`). Dedupe lookups are
-//! served from an in-memory digest index rebuilt at open by reading the
-//! digest log front to back (`rebuild.rs`). Schema-1 stores (digests and
+//! served from an in-memory digest index, loaded at open from the index
+//! snapshot a clean close wrote (`snapshot.rs`) plus the digest log after
+//! the prefix it covers, or rebuilt by reading the whole log (`rebuild.rs`). Schema-1 stores (digests and
 //! keys inside sled) migrate in resumable chunks (`migrate.rs`).
 
 mod api;
@@ -28,6 +29,7 @@ mod migrate;
 mod perms;
 mod rebuild;
 mod schema;
+mod snapshot;
 mod staging;
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,7 @@ use super::error::StoreError;
 use super::index::DigestIndex;
 use super::key_codec;
 use super::keys::{self, Counters};
+use super::snapshot::{self, Covers, LastBatch};
 
 /// Digests inserted into the index per ordered bulk step (16 MB of scratch;
 /// larger chunks order the inserts better but cost more memory).
@@ -29,17 +30,50 @@ pub(crate) struct Loaded {
     pub keys: DigestLog,
     /// Records recomputed from keys.
     pub repaired: u64,
+    /// Whether the index snapshot was used, and what it covers if so.
+    pub snapshot: SnapshotUse,
+    /// Records read from the digest log into the index (all of them
+    /// without a snapshot; those after its prefix with one).
+    pub fed: u64,
 }
 
-/// Collects digests and inserts them into the index a chunk at a time.
+/// What became of the index snapshot at open (for the open log line).
+#[derive(Debug)]
+pub(crate) enum SnapshotUse {
+    Missing,
+    Rejected,
+    Used(Covers),
+}
+
+impl SnapshotUse {
+    pub fn label(&self) -> &'static str {
+        match self {
+            SnapshotUse::Missing => "none",
+            SnapshotUse::Rejected => "rejected",
+            SnapshotUse::Used(_) => "used",
+        }
+    }
+}
+
+/// Collects digests and inserts them into the index a chunk at a time;
+/// records before `from` (those the snapshot holds) are skipped.
 struct Feeder {
     index: DigestIndex,
     chunk: Vec<u128>,
     scratch: Vec<u128>,
+    from: u64,
+    fed: u64,
 }
 
 impl Feeder {
-    fn feed(&mut self, records: &[u8]) {
+    /// `records` start at record number `first`.
+    fn feed(&mut self, first: u64, records: &[u8]) {
+        let skip = self
+            .from
+            .saturating_sub(first)
+            .min((records.len() / RECORD) as u64) as usize;
+        let records = &records[skip * RECORD..];
+        self.fed += (records.len() / RECORD) as u64;
         for rec in records.chunks_exact(RECORD) {
             self.chunk.push(unpack(rec));
             if self.chunk.len() >= REBUILD_CHUNK {
@@ -174,30 +208,43 @@ pub(crate) fn records_from_keys(
     Ok(records)
 }
 
-/// Load the index from the digest log; check and mend it.
+/// Load the index from the snapshot where it holds a prefix of the log,
+/// and from the digest log for the rest; check and mend the log.
 pub(crate) fn load(
     path: &Path,
     db: &sled::Db,
     trees: &Trees,
     counters: Counters,
+    created_at_ms: i64,
 ) -> Result<Loaded, StoreError> {
     let (key_state, key_closed) = read_log_meta(path, trees, &KEYS)?;
     let (keys_log, key_damage) =
-        DigestLog::open(path, &KEYS, key_state, key_closed, None).map_err(io_err(path))?;
+        DigestLog::open(path, &KEYS, key_state, key_closed, None, 0).map_err(io_err(path))?;
     if !key_damage.ranges.is_empty() {
         tracing::warn!(path = %path.display(), ranges = ?key_damage.ranges,
             "key log segments are missing or short: lookups and exports of those batches will fail");
     }
     let (state, closed) = read_log_meta(path, trees, &DIGESTS)?;
-    let expected = (state.end - state.start).max(counters.digest_count) as usize;
+    let (index, snapshot) = load_snapshot(path, trees, &state, created_at_ms);
+    let (index, from, expected) = match (index, &snapshot) {
+        (Some(index), SnapshotUse::Used(c)) => (index, c.end, state.end - c.end),
+        _ => {
+            let expected = (state.end - state.start).max(counters.digest_count);
+            (DigestIndex::with_expected(expected as usize), 0, expected)
+        }
+    };
+    let expected = expected as usize;
     let mut feeder = Feeder {
-        index: DigestIndex::with_expected(expected),
+        index,
         chunk: Vec::with_capacity(REBUILD_CHUNK.min(expected)),
         scratch: Vec::new(),
+        from,
+        fed: 0,
     };
-    let mut feed = |r: &[u8]| feeder.feed(r);
-    let (mut log, damage) = DigestLog::open(path, &DIGESTS, state, closed.clone(), Some(&mut feed))
-        .map_err(io_err(path))?;
+    let mut feed = |first: u64, r: &[u8]| feeder.feed(first, r);
+    let (mut log, damage) =
+        DigestLog::open(path, &DIGESTS, state, closed.clone(), Some(&mut feed), from)
+            .map_err(io_err(path))?;
     let mut repaired = 0u64;
 
     // The part not known to be synced: check each batch against its header.
@@ -216,7 +263,7 @@ pub(crate) fn load(
                 .map_err(io_err(path))?;
             repaired += h.info.count as u64;
         }
-        feeder.feed(&records);
+        feeder.feed(h.first_record, &records);
     }
 
     // Synced segments that are missing or fail their CRC: every batch in them.
@@ -235,7 +282,7 @@ pub(crate) fn load(
             log.rewrite(h.first_record, &records)
                 .map_err(io_err(path))?;
             repaired += h.info.count as u64;
-            feeder.feed(&records);
+            feeder.feed(h.first_record, &records);
         }
         for (first, c) in &closed {
             if damage
@@ -276,10 +323,136 @@ pub(crate) fn load(
         tracing::warn!(path = %path.display(), records = repaired,
             "digest log mended from the stored keys");
     }
+    let fed = feeder.fed;
     Ok(Loaded {
         index: feeder.finish(),
         log,
         keys: keys_log,
         repaired,
+        snapshot,
+        fed,
     })
+}
+
+/// The index snapshot, if there is one that still holds exactly a prefix of
+/// this store's digest log (`snapshot.rs` says why these checks suffice).
+/// A snapshot that does not is logged and left for the next close to
+/// overwrite.
+fn load_snapshot(
+    path: &Path,
+    trees: &Trees,
+    state: &LogState,
+    created_at_ms: i64,
+) -> (Option<DigestIndex>, SnapshotUse) {
+    let mut stale = false;
+    let check = |c: &Covers| {
+        stale = true;
+        if c.created_at_ms != created_at_ms {
+            return Err(format!(
+                "it was taken from another store (created at {}, this one at {created_at_ms})",
+                c.created_at_ms
+            ));
+        }
+        if c.start != state.start {
+            return Err(format!(
+                "the store was pruned since (the digest log starts at record {}, the snapshot at {})",
+                state.start, c.start
+            ));
+        }
+        if c.end > state.end {
+            return Err(format!(
+                "it covers records up to {} but the digest log ends at {}",
+                c.end, state.end
+            ));
+        }
+        let last = covered_batch(path, trees, c.last.seq)?;
+        let want = c.last;
+        if last.first_record != want.first_record
+            || last.count != want.count
+            || last.checksum != want.checksum
+        {
+            return Err(format!(
+                "batch {} is not the one it was taken after (now {last:?}, then {want:?})",
+                want.seq
+            ));
+        }
+        stale = false;
+        Ok(())
+    };
+    match snapshot::read(path, check) {
+        snapshot::Outcome::Missing => (None, SnapshotUse::Missing),
+        snapshot::Outcome::Loaded(index, covers) => (Some(index), SnapshotUse::Used(covers)),
+        snapshot::Outcome::Rejected(why) => {
+            let file = snapshot::path(path);
+            if stale {
+                tracing::info!(file = %file.display(), reason = %why,
+                    "index snapshot out of date; rebuilding the index from the digest log");
+            } else {
+                tracing::warn!(file = %file.display(), reason = %why,
+                    "index snapshot unusable; rebuilding the index from the digest log");
+            }
+            (None, SnapshotUse::Rejected)
+        }
+    }
+}
+
+/// The batch header a snapshot names, as it now is.
+fn covered_batch(path: &Path, trees: &Trees, seq: u64) -> Result<LastBatch, String> {
+    let k = keys::seq_key(seq);
+    let v = trees
+        .id_batches
+        .get(k)
+        .map_err(|e| format!("reading batch {seq} failed: {e}"))?
+        .ok_or_else(|| format!("batch {seq}, the last it covers, is gone"))?;
+    let h = header(path, &k, &v).map_err(|e| e.to_string())?;
+    Ok(LastBatch {
+        seq,
+        first_record: h.first_record,
+        count: h.info.count,
+        checksum: h.checksum,
+    })
+}
+
+/// What a snapshot of the store's current index covers: its whole live
+/// log, named by the last batch with records (None: nothing to cover).
+pub(crate) fn current_covers(
+    path: &Path,
+    trees: &Trees,
+    state: &LogState,
+    created_at_ms: i64,
+) -> Result<Option<Covers>, StoreError> {
+    if state.end == state.start {
+        return Ok(None);
+    }
+    for item in trees.id_batches.iter().rev() {
+        let (k, v) = item.map_err(StoreError::sled_at(path, "read id_batches"))?;
+        let h = header(path, &k, &v)?;
+        if h.info.count == 0 {
+            continue;
+        }
+        if h.records().end != state.end {
+            return Err(corrupt(
+                path,
+                keys::TREE_ID_BATCHES,
+                &k,
+                format!(
+                    "the last batch's records end at {}, the digest log at {}",
+                    h.records().end,
+                    state.end
+                ),
+            ));
+        }
+        return Ok(Some(Covers {
+            created_at_ms,
+            start: state.start,
+            end: state.end,
+            last: LastBatch {
+                seq: h.info.seq,
+                first_record: h.first_record,
+                count: h.info.count,
+                checksum: h.checksum,
+            },
+        }));
+    }
+    Ok(None)
 }

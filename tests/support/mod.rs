@@ -272,6 +272,19 @@ pub fn gen_usage(count: usize, dup_ratio: f64, tenants: u32, seed: u64) -> Vec<S
     stdout.lines().map(str::to_owned).collect()
 }
 
+/// The dedupe key tally gives a `gen_usage` event (Kill Bill's scope:
+/// `tenantId/subscriptionExternalKey/trackingId`).
+pub fn usage_key(event: &str) -> String {
+    let v: Value = serde_json::from_str(event).expect("generated event is JSON");
+    let field = |name: &str| v[name].as_str().unwrap_or_default().to_string();
+    format!(
+        "{}/{}/{}",
+        field("tenantId"),
+        field("subscriptionExternalKey"),
+        field("trackingId")
+    )
+}
+
 /// Polls `cond` every 25 ms until it returns true or `timeout` passes.
 /// Returns whether it became true.
 #[must_use]
