@@ -104,6 +104,8 @@ fn a_clean_stop_writes_the_snapshot_the_next_start_loads() {
     let log = stop_cleanly(&mut tally);
     assert_eq!(snapshot_at_open(&log), "used", "{}", logs::tail(&log));
     assert!(log.contains("from_log=0"), "{}", logs::tail(&log));
+    // The snapshot is the store's own file, not something foreign in it.
+    assert!(!log.contains("unexpected files"), "{}", logs::tail(&log));
     assert_eq!(logs::summary_field(&log, "duplicates"), a_keys.len() as u64);
     let got = delivered(&out);
     assert_eq!(got.len(), a_keys.len() + b_keys.len());

@@ -16,7 +16,8 @@ use super::lock::LOCK_FILE;
 /// (`migrate.rs`).
 pub const SCHEMA_VERSION: u32 = 2;
 
-/// Files sled 0.34 keeps in its directory, and our digest log.
+/// Files sled 0.34 keeps in its directory, our digest and key logs, and
+/// the index snapshot (with its temporary file while one is written).
 fn is_store_entry(name: &str) -> bool {
     name == "conf"
         || name == "db"
@@ -24,6 +25,8 @@ fn is_store_entry(name: &str) -> bool {
         || name.starts_with("snap.")
         || name == super::digest_log::DIGESTS.dir
         || name == super::digest_log::KEYS.dir
+        || name == super::snapshot::FILE
+        || name == super::snapshot::TMP
 }
 
 /// What we found in the directory before opening sled.

@@ -31,7 +31,7 @@ use super::index::DigestIndex;
 
 /// The snapshot's file name inside the store directory.
 pub(crate) const FILE: &str = "index.snapshot";
-const TMP: &str = "index.snapshot.tmp";
+pub(crate) const TMP: &str = "index.snapshot.tmp";
 const MAGIC: &[u8; 8] = b"TALLYIDX";
 /// Bumped whenever the layout (of this file or of the index) changes.
 pub(crate) const VERSION: u32 = 1;
