@@ -241,6 +241,13 @@ pub fn killbill_checked_path(bytes: &[u8]) -> Result<UsageEvent, DecodeError> {
     killbill_usage::parse_checked(bytes)
 }
 
+/// Length of the longest prefix of `bytes` that a JSON string can hold
+/// without escapes (no `"`, `\\` or control character): for writers that
+/// copy plain text straight into JSON output.
+pub fn json_plain_prefix(bytes: &[u8]) -> usize {
+    scan::skip_plain(bytes, 0)
+}
+
 /// The body `value[from..]` with JSON-insignificant whitespace sliced off
 /// (a trailing newline from a producer reading JSON lines is common),
 /// without copying.
