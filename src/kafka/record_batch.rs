@@ -374,7 +374,10 @@ fn decode_records(
                 format!("record {i}: negative length {len}"),
             ));
         }
-        let mut rec = Reader::new(r.bytes(len as usize, "record").map_err(e)?);
+        // The record's fields are read in place: `rec` is the batch's
+        // reader, limited to this record until `leave`.
+        let outer = r.enter(len as usize, "record").map_err(e)?;
+        let rec = &mut r;
         let _attributes = rec.i8("record attributes").map_err(e)?;
         let ts_delta = rec.varlong("timestampDelta").map_err(e)?;
         let offset_delta = rec.varint("offsetDelta").map_err(e)?;
@@ -405,6 +408,7 @@ fn decode_records(
             let value = rec.varint_bytes("header value").map_err(e)?;
             headers.push(RecordHeader { key, value });
         }
+        rec.leave(outer);
         if offset >= min_offset {
             out.push(ConsumedRecord {
                 offset,

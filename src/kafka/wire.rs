@@ -19,15 +19,38 @@ fn short(what: &str) -> WireError {
 pub struct Reader {
     buf: Bytes,
     pos: usize,
+    /// Where reading stops: the buffer's end, or the end of the field
+    /// entered with `enter`.
+    end: usize,
 }
 
 impl Reader {
     pub fn new(buf: Bytes) -> Self {
-        Reader { buf, pos: 0 }
+        let end = buf.len();
+        Reader { buf, pos: 0, end }
     }
 
     pub fn remaining(&self) -> usize {
-        self.buf.len() - self.pos
+        self.end - self.pos
+    }
+
+    /// Read the next `n` bytes as a field of their own: until `leave`,
+    /// the reader ends where they end. The same as reading a
+    /// `Reader::new(self.bytes(n)?)`, without a second handle (a refcount
+    /// round trip) on the shared buffer per field. Returns the outer end.
+    pub fn enter(&mut self, n: usize, what: &str) -> WireResult<usize> {
+        if self.remaining() < n {
+            return Err(short(what));
+        }
+        let outer = self.end;
+        self.end = self.pos + n;
+        Ok(outer)
+    }
+
+    /// Skip what is left of the entered field and read on after it.
+    pub fn leave(&mut self, outer_end: usize) {
+        self.pos = self.end;
+        self.end = outer_end.max(self.end);
     }
 
     fn take(&mut self, n: usize, what: &str) -> WireResult<&[u8]> {
@@ -133,13 +156,13 @@ impl Reader {
     fn uvarint(&mut self, max_len: usize, what: &str) -> WireResult<u64> {
         // One byte (values below 128) is the common case: lengths of small
         // fields, deltas, header counts.
-        if let Some(&b) = self.buf.get(self.pos)
+        let rest = self.buf.get(self.pos..self.end).unwrap_or_default();
+        if let Some(&b) = rest.first()
             && b & 0x80 == 0
         {
             self.pos += 1;
             return Ok(u64::from(b));
         }
-        let rest = self.buf.get(self.pos..).unwrap_or_default();
         let mut value: u64 = 0;
         for (i, &b) in rest.iter().take(max_len).enumerate() {
             value |= u64::from(b & 0x7f) << (7 * i);
@@ -249,6 +272,23 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An entered field reads like a reader of its own: nothing past its
+    /// end (not even a varint's continuation), and `leave` skips its rest.
+    #[test]
+    fn entered_field_ends_where_it_ends() {
+        let mut r = Reader::new(Bytes::from_static(&[0x02, 0x81, 0x01, 7, 9]));
+        let outer = r.enter(2, "field").unwrap();
+        assert_eq!(r.varint("a").unwrap(), 1);
+        assert_eq!(r.remaining(), 1);
+        assert!(r.varint("b").is_err(), "a varint cut by the field's end");
+        assert!(r.bytes(2, "c").is_err());
+        r.leave(outer);
+        assert_eq!(r.remaining(), 3);
+        assert_eq!(r.bytes(2, "d").unwrap(), Bytes::from_static(&[0x01, 7]));
+        assert!(r.enter(2, "e").is_err());
+        assert_eq!(r.i8("f").unwrap(), 9);
+    }
 
     #[test]
     fn varint_roundtrip_and_known_encodings() {

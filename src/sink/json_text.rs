@@ -15,18 +15,38 @@ pub(crate) fn push_str(buf: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// Append `n` in decimal, as `n.to_string()` would spell it.
+/// "00" to "99": two digits per division.
+const DIGIT_PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Append `n` in decimal, as `n.to_string()` would spell it. Two digits
+/// per step (whole-process callgrind: ~108 instructions for a 6-digit
+/// offset one digit at a time).
 pub(crate) fn push_int(buf: &mut Vec<u8>, n: i64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     let mut rest = n.unsigned_abs();
-    loop {
+    while rest >= 100 {
+        let pair = (rest % 100) as usize * 2;
+        rest /= 100;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    }
+    if rest >= 10 {
+        let pair = rest as usize * 2;
+        at -= 2;
+        digits[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+    } else {
         at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
+        digits[at] = b'0' + rest as u8;
     }
     if n < 0 {
         buf.push(b'-');
@@ -69,7 +89,19 @@ mod tests {
             i64::MAX,
             i64::MIN,
             -1,
+            9,
+            -9,
+            101,
+            1000,
+            123_456,
+            -99_999,
+            i64::MIN + 1,
         ] {
+            let mut buf = Vec::new();
+            push_int(&mut buf, n);
+            assert_eq!(buf, n.to_string().into_bytes(), "{n}");
+        }
+        for n in (-100_000..100_000).step_by(7) {
             let mut buf = Vec::new();
             push_int(&mut buf, n);
             assert_eq!(buf, n.to_string().into_bytes(), "{n}");

@@ -43,12 +43,6 @@ const HEX: [u8; 256] = {
     }
     t
 };
-/// Where the 32 hex digits of a canonical UUID sit.
-const DIGITS: [usize; 32] = [
-    0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28, 29,
-    30, 31, 32, 33, 34, 35,
-];
-
 fn is_hex(b: u8) -> bool {
     HEX[b as usize] & NOT_HEX == 0
 }
@@ -57,49 +51,91 @@ fn is_hex(b: u8) -> bool {
 /// is upper case (mixed case is not canonical: kept as text).
 fn uuid_at(s: &[u8]) -> Option<([u8; 16], bool)> {
     // The dashes first: most positions fail there at once.
-    if s.len() < 36 || s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
+    let s: &[u8; 36] = s.get(..36)?.try_into().ok()?;
+    if s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
         return None;
     }
+    // The 32 digits as four words of eight, each decoded at once (SWAR).
+    let word = |a: usize, b: usize| {
+        u64::from(u32::from_le_bytes([s[a], s[a + 1], s[a + 2], s[a + 3]]))
+            | u64::from(u32::from_le_bytes([s[b], s[b + 1], s[b + 2], s[b + 3]])) << 32
+    };
     let mut out = [0u8; 16];
-    let mut flags = 0u8;
-    for (n, pair) in DIGITS.chunks_exact(2).enumerate() {
-        let hi = HEX[s[pair[0]] as usize];
-        let lo = HEX[s[pair[1]] as usize];
-        flags |= hi | lo;
-        out[n] = (hi & 15) << 4 | (lo & 15);
+    let mut case = 0u64;
+    for (n, w) in [word(0, 4), word(9, 14), word(19, 24), word(28, 32)]
+        .into_iter()
+        .enumerate()
+    {
+        let (bytes, lower, upper) = hex8(w)?;
+        out[4 * n..4 * n + 4].copy_from_slice(&bytes);
+        case |= u64::from(lower) | u64::from(upper) << 1;
     }
-    if flags & NOT_HEX != 0 || flags & (LOWER | UPPER) == LOWER | UPPER {
+    if case == 3 {
         return None;
     }
-    Some((out, flags & UPPER != 0))
+    Some((out, case == 2))
+}
+
+/// Eight ASCII hex digits (the first in the lowest byte) as four bytes,
+/// and whether any is a lower / upper case letter; `None` if one is not
+/// a hex digit. Each byte's range test is one add per bound on all eight
+/// at once: below 0x80 nothing carries into the next byte.
+#[inline(always)]
+fn hex8(w: u64) -> Option<([u8; 4], bool, bool)> {
+    const LO: u64 = u64::from_le_bytes([1; 8]);
+    const HI: u64 = LO << 7;
+    // The high bit of each byte of `w` that lies in `lo..=hi`.
+    let within = |lo: u8, hi: u8| {
+        (w.wrapping_add(LO * u64::from(0x80 - lo)) & !w.wrapping_add(LO * u64::from(0x7f - hi)))
+            & HI
+    };
+    if w & HI != 0 {
+        return None;
+    }
+    let digit = within(b'0', b'9');
+    let lower = within(b'a', b'f');
+    let upper = within(b'A', b'F');
+    if digit | lower | upper != HI {
+        return None;
+    }
+    // Digits are their low nibble; letters their low nibble + 9.
+    let nibbles = (w & (LO * 0x0f)) + ((lower | upper) >> 7) * 9;
+    // Byte k = nibble k << 4 | nibble k+1; keep the even bytes, packed.
+    let pairs = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let pairs = (pairs | pairs >> 8) & 0x0000_ffff_0000_ffff;
+    let packed = (pairs | pairs >> 16) as u32;
+    Some((packed.to_le_bytes(), lower != 0, upper != 0))
 }
 
 fn transform(key: &str, out: &mut Vec<u8>) {
     let b = key.as_bytes();
     out.reserve(b.len() + 1);
     // Plain bytes are copied in runs; `lit` is where the current run began.
+    // A UUID is looked for only where a hex run starts (it is kept as text
+    // otherwise, which decodes the same), so the rest of a run, and the hex
+    // bytes right after a UUID, are skipped without a look.
     let (mut i, mut lit) = (0, 0);
     while i < b.len() {
         let c = b[i];
+        if is_hex(c) {
+            if let Some((bytes, upper)) = uuid_at(&b[i..]) {
+                out.extend_from_slice(&b[lit..i]);
+                out.push(if upper { UUID_UPPER } else { UUID_LOWER });
+                out.extend_from_slice(&bytes);
+                i += 36;
+                lit = i;
+            } else {
+                i += 1;
+            }
+            while i < b.len() && is_hex(b[i]) {
+                i += 1;
+            }
+            continue;
+        }
         if matches!(c, UUID_LOWER | UUID_UPPER | ESCAPE) {
             out.extend_from_slice(&b[lit..i]);
             out.extend_from_slice(&[ESCAPE, c]);
-            i += 1;
-            lit = i;
-            continue;
-        }
-        // A UUID is looked for only where a hex run starts (it is kept as
-        // text otherwise, which decodes the same).
-        if is_hex(c)
-            && (i == 0 || !is_hex(b[i - 1]))
-            && let Some((bytes, upper)) = uuid_at(&b[i..])
-        {
-            out.extend_from_slice(&b[lit..i]);
-            out.push(if upper { UUID_UPPER } else { UUID_LOWER });
-            out.extend_from_slice(&bytes);
-            i += 36;
-            lit = i;
-            continue;
+            lit = i + 1;
         }
         i += 1;
     }
@@ -271,6 +307,63 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Where the 32 hex digits of a canonical UUID sit.
+    const DIGITS: [usize; 32] = [
+        0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 14, 15, 16, 17, 19, 20, 21, 22, 24, 25, 26, 27, 28,
+        29, 30, 31, 32, 33, 34, 35,
+    ];
+
+    /// `uuid_at` one digit at a time (schema 2's first encoder): the
+    /// oracle for the word-at-a-time one.
+    fn uuid_at_bytewise(s: &[u8]) -> Option<([u8; 16], bool)> {
+        if s.len() < 36 || s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
+            return None;
+        }
+        let mut out = [0u8; 16];
+        let mut flags = 0u8;
+        for (n, pair) in DIGITS.chunks_exact(2).enumerate() {
+            let hi = HEX[s[pair[0]] as usize];
+            let lo = HEX[s[pair[1]] as usize];
+            flags |= hi | lo;
+            out[n] = (hi & 15) << 4 | (lo & 15);
+        }
+        if flags & NOT_HEX != 0 || flags & (LOWER | UPPER) == LOWER | UPPER {
+            return None;
+        }
+        Some((out, flags & UPPER != 0))
+    }
+
+    #[test]
+    fn uuid_at_agrees_with_the_bytewise_decoder() {
+        let u = "01234567-89ab-cdef-0123-456789abcdef";
+        let mut cases: Vec<Vec<u8>> = vec![
+            u.as_bytes().to_vec(),
+            u.to_uppercase().into_bytes(),
+            b"0123ABCD-89ab-cdef-0123-456789abcdef".to_vec(),
+            u.as_bytes()[..35].to_vec(),
+            format!("{u}xyz").into_bytes(),
+        ];
+        // Every position, with every byte value: each digit's bounds, the
+        // dashes, bytes above 0x7f.
+        for pos in 0..36 {
+            for byte in 0..=255u8 {
+                let mut v = u.as_bytes().to_vec();
+                v[pos] = byte;
+                cases.push(v.clone());
+                v.make_ascii_uppercase();
+                cases.push(v);
+            }
+        }
+        for c in &cases {
+            assert_eq!(
+                uuid_at(c),
+                uuid_at_bytewise(c),
+                "{:?}",
+                String::from_utf8_lossy(c)
+            );
+        }
+    }
+
     fn kb_key(i: u64) -> String {
         let h = xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes());
         let u = format!("{h:032x}");
@@ -376,6 +469,13 @@ mod tests {
         #[test]
         fn any_keys_round_trip(ks in proptest::collection::vec(".{0,60}", 0..40)) {
             prop_assert_eq!(decode(&encode(&ks)).unwrap(), ks);
+        }
+
+        #[test]
+        fn uuid_at_agrees_on_any_bytes(v in proptest::collection::vec(
+            prop_oneof![Just(b'-'), 0x2fu8..0x3b, 0x40u8..0x48, 0x60u8..0x68, any::<u8>()], 36..40,
+        )) {
+            prop_assert_eq!(uuid_at(&v), uuid_at_bytewise(&v));
         }
 
         #[test]
