@@ -456,7 +456,11 @@ impl DigestIndex {
             }
             left -= slots * 13;
             let (cap, len, slots) = (cap as usize, len as usize, slots as usize);
-            if (cap == 0 && (slots != 0 || len != 0)) || (cap != 0 && slots < cap + TAIL) {
+            // Checked: a cap near 2^64 must not wrap past this test into a
+            // table whose home slots lie beyond its arrays.
+            if (cap == 0 && (slots != 0 || len != 0))
+                || (cap != 0 && cap.checked_add(TAIL).is_none_or(|n| slots < n))
+            {
                 return Err(bad("slot count does not fit its capacity"));
             }
             let mut tags: Vec<u8> = Vec::with_capacity(slots);

@@ -118,8 +118,14 @@ fn decode_header(h: &[u8; HEADER_LEN]) -> Result<(Covers, u64), String> {
             count: u32_at(64),
         },
     };
+    // Checked sums: a damaged or hostile header must be a rejection, not
+    // an overflow (a panic in a debug build, a wrapped "match" in release).
     if covers.start > covers.end
-        || covers.last.first_record + covers.last.count as u64 != covers.end
+        || covers
+            .last
+            .first_record
+            .checked_add(covers.last.count as u64)
+            != Some(covers.end)
     {
         return Err(format!("inconsistent header {covers:?}"));
     }
@@ -227,10 +233,11 @@ fn read_file(
     r.read_exact(&mut head)
         .map_err(|_| format!("shorter than its header ({file_len} bytes)"))?;
     let (covers, index_len) = decode_header(&head)?;
-    if HEADER_LEN as u64 + index_len + 4 != file_len {
+    let want_len = index_len.checked_add(HEADER_LEN as u64 + 4);
+    if want_len != Some(file_len) {
         return Err(format!(
             "{file_len} bytes, its header says {} (truncated or overwritten)",
-            HEADER_LEN as u64 + index_len + 4
+            want_len.map_or("more than 2^64".to_string(), |n| n.to_string())
         ));
     }
     check(&covers)?;
@@ -377,6 +384,50 @@ mod tests {
         magic[0] = b'X';
         std::fs::write(path(dir.path()), &magic).unwrap();
         assert!(rejected(dir.path()).contains("magic"));
+    }
+
+    /// `bytes` with its trailer recomputed: what a hostile (or carelessly
+    /// hand-edited) file looks like, past the CRC.
+    fn with_crc(mut bytes: Vec<u8>) -> Vec<u8> {
+        let n = bytes.len() - 4;
+        let crc = crc32c::crc32c(&bytes[..n]);
+        bytes[n..].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// Length and position fields near 2^64, with a valid CRC: rejected,
+    /// not a panic on overflow, nor (a shard's cap + TAIL wrapping in a
+    /// release build) a table whose home slots lie past its arrays.
+    #[test]
+    fn rejects_fields_that_overflow_with_a_valid_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, covers) = sample(2_000);
+        write(dir.path(), &covers, &index).unwrap();
+        let good = std::fs::read(path(dir.path())).unwrap();
+        let edits: [(usize, u64, &str); 2] = [
+            // last.first_record: first_record + count overflows.
+            (48, u64::MAX - 2, "inconsistent header"),
+            // shard 0's cap: cap + TAIL wraps below its slot count.
+            (HEADER_LEN, u64::MAX - 63, "slot count"),
+        ];
+        for (at, v, why) in edits {
+            let mut bad = good.clone();
+            bad[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            std::fs::write(path(dir.path()), with_crc(bad)).unwrap();
+            let got = rejected(dir.path());
+            assert!(got.contains(why), "field at {at}: {got}");
+        }
+        // An index length claiming ~2^64 bytes in a small file.
+        let mut bad = good.clone();
+        bad[68..76].copy_from_slice(&(u64::MAX - 10).to_le_bytes());
+        std::fs::write(path(dir.path()), with_crc(bad)).unwrap();
+        assert!(rejected(dir.path()).contains("bytes"));
+        // A shard claiming 2^60 slots (~15 EB) in a small file: rejected
+        // before anything that size is allocated.
+        let mut bad = good;
+        bad[HEADER_LEN + 17..HEADER_LEN + 25].copy_from_slice(&(1u64 << 60).to_le_bytes());
+        std::fs::write(path(dir.path()), with_crc(bad)).unwrap();
+        assert!(rejected(dir.path()).contains("more slots"));
     }
 
     #[test]
