@@ -836,3 +836,40 @@ fn the_log_is_checked_and_mended_under_a_snapshot_too() {
     assert_eq!(s.mended_at_open(), 0);
     assert_holds(&s, 4, 330);
 }
+
+/// A store put back from a backup, with a later snapshot left beside it:
+/// the first open rejects the snapshot (it covers more than the log holds)
+/// and must not leave it there, or it can pass later. Here the restored
+/// store commits other IDs where the original committed A, then the same
+/// last batch B (same sequence, place and checksum), and is killed before a
+/// clean close: the old snapshot's header now matches, and loading it would
+/// skip A's IDs (never committed here: lost) and miss C's (sent twice).
+#[test]
+fn a_rejected_snapshot_cannot_pass_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    let s = fill(tmp.path());
+    s.flush().unwrap();
+    copy_dir(tmp.path(), backup.path());
+    s.commit(&[batch(1, 300, 310)]).unwrap(); // A
+    s.commit(&[batch(0, 300, 310)]).unwrap(); // B
+    s.close().unwrap();
+    drop(s);
+    std::fs::copy(snapshot_file(tmp.path()), snapshot_file(backup.path())).unwrap();
+
+    let s = Store::open(&cfg(backup.path())).unwrap();
+    assert!(!s.opened_from_snapshot());
+    s.commit(&[batch(2, 300, 310)]).unwrap(); // C, where A was
+    s.commit(&[batch(0, 300, 310)]).unwrap(); // B again
+    drop(s); // killed: no close, no snapshot of its own
+
+    let s = Store::open(&cfg(backup.path())).unwrap();
+    assert!(!s.opened_from_snapshot());
+    for k in keys_for(2, 300, 310) {
+        assert!(s.contains(digest("usage", &k)), "{k} committed, missing");
+    }
+    for k in keys_for(1, 300, 310) {
+        assert!(!s.contains(digest("usage", &k)), "{k} never committed here");
+    }
+    assert_eq!(s.id_count(), 1220);
+}

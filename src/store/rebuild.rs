@@ -336,8 +336,7 @@ pub(crate) fn load(
 
 /// The index snapshot, if there is one that still holds exactly a prefix of
 /// this store's digest log (`snapshot.rs` says why these checks suffice).
-/// A snapshot that does not is logged and left for the next close to
-/// overwrite.
+/// A snapshot that does not is logged and removed.
 fn load_snapshot(
     path: &Path,
     trees: &Trees,
@@ -384,6 +383,14 @@ fn load_snapshot(
         snapshot::Outcome::Loaded(index, covers) => (Some(index), SnapshotUse::Used(covers)),
         snapshot::Outcome::Rejected(why) => {
             let file = snapshot::path(path);
+            // Not left for the next close to overwrite: a store restored
+            // from a backup can commit its way back to the header's end and
+            // last batch with other IDs before it (then a crash, no close),
+            // and the header would match while the index does not.
+            if let Err(e) = snapshot::remove(path) {
+                tracing::warn!(file = %file.display(), error = %e,
+                    "could not remove the rejected index snapshot");
+            }
             if stale {
                 tracing::info!(file = %file.display(), reason = %why,
                     "index snapshot out of date; rebuilding the index from the digest log");
