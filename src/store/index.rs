@@ -500,6 +500,36 @@ impl DigestIndex {
 
     /// Number of shards (a snapshot of another shard count is not loaded).
     pub(crate) const SHARDS: usize = SHARDS;
+
+    /// The wrapping sum of `fingerprint_of` over every digest held: with
+    /// `len`, what a loaded snapshot is checked against the digest log's
+    /// records by (the digests are uniformly random, so two different sets
+    /// of one size agree only with probability ~2^-104).
+    pub(crate) fn fingerprint(&self) -> u128 {
+        let mut sum = 0u128;
+        for s in &self.shards {
+            for (tag, bits) in s.tags.iter().zip(&s.bits) {
+                if *tag != 0 {
+                    sum = sum.wrapping_add(slot_fingerprint(*tag, bits));
+                }
+            }
+        }
+        sum
+    }
+}
+
+/// The 104 bits of `d` the index keeps (0 for the digest 0, kept by a flag).
+pub(crate) fn fingerprint_of(d: u128) -> u128 {
+    if d == 0 {
+        return 0;
+    }
+    let k = key(d);
+    slot_fingerprint(k.tag, &k.bits)
+}
+
+#[inline]
+fn slot_fingerprint(tag: u8, bits: &[u32; 3]) -> u128 {
+    (tag as u128) << 96 | (bits[2] as u128) << 64 | (bits[1] as u128) << 32 | bits[0] as u128
 }
 
 /// Bytes before a shard's arrays in a snapshot: cap, len, zero flag, slots.

@@ -873,3 +873,75 @@ fn a_rejected_snapshot_cannot_pass_later() {
     }
     assert_eq!(s.id_count(), 1220);
 }
+
+/// A store copied to run a second instance (same `created_at`) that then
+/// diverged: the same last batch (same sequence, place, checksum) after
+/// other IDs. The copy's snapshot put into the original matches its header;
+/// the records before that batch differ, and the open must see it.
+#[test]
+fn a_snapshot_of_a_diverged_copy_is_not_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let s = fill(tmp.path());
+    s.flush().unwrap();
+    copy_dir(tmp.path(), copy.path());
+    s.commit(&[batch(1, 300, 310)]).unwrap();
+    s.commit(&[batch(0, 300, 310)]).unwrap();
+    drop(s);
+    let c = Store::open(&cfg(copy.path())).unwrap();
+    c.commit(&[batch(2, 300, 310)]).unwrap();
+    c.commit(&[batch(0, 300, 310)]).unwrap();
+    c.close().unwrap();
+    drop(c);
+    std::fs::copy(snapshot_file(copy.path()), snapshot_file(tmp.path())).unwrap();
+
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert!(!s.opened_from_snapshot());
+    for k in keys_for(1, 300, 310) {
+        assert!(s.contains(digest("usage", &k)), "{k} committed, missing");
+    }
+    for k in keys_for(2, 300, 310) {
+        assert!(!s.contains(digest("usage", &k)), "{k} never committed here");
+    }
+    assert_eq!(s.id_count(), 1220);
+    assert!(!snapshot_file(tmp.path()).exists());
+}
+
+/// A snapshot whose header is the store's own but whose index is not what
+/// the log holds — one digest more (never committed: it would be skipped),
+/// or one swapped for another (the committed one would be sent again) —
+/// is not used, and is removed.
+#[test]
+fn a_snapshot_whose_index_differs_from_the_log_is_not_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = fill(tmp.path());
+    s.close().unwrap();
+    drop(s);
+    let good = std::fs::read(snapshot_file(tmp.path())).unwrap();
+    let stranger = digest("usage", "tenant/never/committed");
+    let committed = digest("usage", "tenant/sub-3/k-3-17");
+    for swap in [false, true] {
+        std::fs::write(snapshot_file(tmp.path()), &good).unwrap();
+        let (mut index, covers) = match super::snapshot::read(tmp.path(), |_| Ok(())) {
+            super::snapshot::Outcome::Loaded(i, c) => (i, c),
+            _ => panic!("the store's own snapshot did not load"),
+        };
+        if swap {
+            assert!(index.remove(committed));
+        }
+        assert!(index.insert(stranger));
+        super::snapshot::write(tmp.path(), &covers, &index).unwrap();
+
+        let s = Store::open(&cfg(tmp.path())).unwrap();
+        assert!(!s.opened_from_snapshot(), "swap={swap}");
+        assert!(!s.contains(stranger), "swap={swap}");
+        assert_holds(&s, 4, 300);
+        assert!(!snapshot_file(tmp.path()).exists());
+        drop(s);
+    }
+    // The store's own snapshot still loads.
+    std::fs::write(snapshot_file(tmp.path()), &good).unwrap();
+    let s = Store::open(&cfg(tmp.path())).unwrap();
+    assert!(s.opened_from_snapshot());
+    assert_holds(&s, 4, 300);
+}

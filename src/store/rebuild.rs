@@ -217,6 +217,17 @@ pub(crate) fn load(
     counters: Counters,
     created_at_ms: i64,
 ) -> Result<Loaded, StoreError> {
+    load_with(path, db, trees, counters, created_at_ms, true)
+}
+
+fn load_with(
+    path: &Path,
+    db: &sled::Db,
+    trees: &Trees,
+    counters: Counters,
+    created_at_ms: i64,
+    use_snapshot: bool,
+) -> Result<Loaded, StoreError> {
     let (key_state, key_closed) = read_log_meta(path, trees, &KEYS)?;
     let (keys_log, key_damage) =
         DigestLog::open(path, &KEYS, key_state, key_closed, None, 0).map_err(io_err(path))?;
@@ -225,7 +236,13 @@ pub(crate) fn load(
             "key log segments are missing or short: lookups and exports of those batches will fail");
     }
     let (state, closed) = read_log_meta(path, trees, &DIGESTS)?;
-    let (index, snapshot) = load_snapshot(path, trees, &state, created_at_ms);
+    let (index, snapshot) = if use_snapshot {
+        load_snapshot(path, trees, &state, created_at_ms)
+    } else {
+        (None, SnapshotUse::Rejected)
+    };
+    // What the snapshot holds, checked against the log once it is mended.
+    let held = index.as_ref().map(|i| (i.len() as u64, i.fingerprint()));
     let (index, from, expected) = match (index, &snapshot) {
         (Some(index), SnapshotUse::Used(c)) => (index, c.end, state.end - c.end),
         _ => {
@@ -323,6 +340,21 @@ pub(crate) fn load(
         tracing::warn!(path = %path.display(), records = repaired,
             "digest log mended from the stored keys");
     }
+    if let (SnapshotUse::Used(c), Some(held)) = (&snapshot, held) {
+        // The header names the prefix by its ends and last batch only; the
+        // records before that batch are checked here, against the log.
+        if prefix_fingerprint(path, trees, &log, c)? != Some(held) {
+            let file = snapshot::path(path);
+            tracing::warn!(file = %file.display(),
+                "index snapshot does not hold the digests of the log prefix its header names; removing it and rebuilding the index from the digest log");
+            if let Err(e) = snapshot::remove(path) {
+                tracing::warn!(file = %file.display(), error = %e,
+                    "could not remove the rejected index snapshot");
+            }
+            drop((log, keys_log, feeder));
+            return load_with(path, db, trees, counters, created_at_ms, false);
+        }
+    }
     let fed = feeder.fed;
     Ok(Loaded {
         index: feeder.finish(),
@@ -401,6 +433,38 @@ fn load_snapshot(
             (None, SnapshotUse::Rejected)
         }
     }
+}
+
+/// The number and `index::fingerprint_of` sum of the digest log's records
+/// in the prefix `c` covers (None if the log is short there).
+fn prefix_fingerprint(
+    path: &Path,
+    trees: &Trees,
+    log: &DigestLog,
+    c: &Covers,
+) -> Result<Option<(u64, u128)>, StoreError> {
+    let (mut count, mut sum) = (0u64, 0u128);
+    for item in trees.id_batches.iter() {
+        let (k, v) = item.map_err(StoreError::sled_at(path, "read id_batches"))?;
+        let h = header(path, &k, &v)?;
+        if h.first_record >= c.end {
+            break;
+        }
+        if h.info.count == 0 || h.records().end <= c.start {
+            continue;
+        }
+        let records = log
+            .read(h.first_record, h.info.count as u64)
+            .map_err(io_err(path))?;
+        if records.len() != h.info.count as usize * RECORD {
+            return Ok(None);
+        }
+        for rec in records.chunks_exact(RECORD) {
+            sum = sum.wrapping_add(super::index::fingerprint_of(unpack(rec)));
+        }
+        count += h.info.count as u64;
+    }
+    Ok(Some((count, sum)))
 }
 
 /// The batch header a snapshot names, as it now is.

@@ -12,7 +12,12 @@
 //! what the batch header's checksum says they were — and a prune only moves
 //! `start`, so at open the snapshot holds exactly the digests of that prefix
 //! when the log still starts at `start`, reaches `end`, and that batch is
-//! still there with the same place and checksum. It is only ever written
+//! still there with the same place and checksum — for a log with this
+//! history. A restored backup or a diverged copy of the store can pass those
+//! checks with other records before that batch, so once the log is checked
+//! and mended the open also compares the loaded index's count and digest
+//! fingerprint with the log's records `start..end` (`rebuild::load`), and
+//! rebuilds on any difference. It is only ever written
 //! from the index of a store whose commits are durable (under the writer
 //! lock, after sled's flush), so it never covers a commit a crash can undo.
 //!
