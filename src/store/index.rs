@@ -519,12 +519,26 @@ impl DigestIndex {
 }
 
 /// The 104 bits of `d` the index keeps (0 for the digest 0, kept by a flag).
-pub(crate) fn fingerprint_of(d: u128) -> u128 {
+#[cfg(test)]
+fn fingerprint_of(d: u128) -> u128 {
     if d == 0 {
         return 0;
     }
     let k = key(d);
     slot_fingerprint(k.tag, &k.bits)
+}
+
+/// `fingerprint_of(digest_log::unpack(rec))`, straight from a digest-log
+/// record's bytes (the open's pass over a whole snapshot prefix).
+#[inline]
+pub(crate) fn record_fingerprint(rec: &[u8; 13]) -> u128 {
+    let [top, h0, h1, h2, h3, low @ ..] = *rec;
+    let low = u64::from_be_bytes(low);
+    let high = u32::from_be_bytes([h0, h1, h2, h3]);
+    if top == 0 && high == 0 && low == 0 {
+        return 0;
+    }
+    (top.max(1) as u128) << 96 | (high as u128) << 64 | low as u128
 }
 
 #[inline]
@@ -801,5 +815,33 @@ mod tests {
         assert_eq!(t.len(), ds.len());
         assert!(ds.iter().all(|d| t.contains(*d)));
         assert!(t.heap_bytes() < ds.len() * 13 * 2);
+    }
+
+    /// The fingerprint from a log record is the one from its digest, and
+    /// the index's is the sum over what it holds (top byte 0, the digest 0).
+    #[test]
+    fn fingerprints_agree_between_log_records_and_the_index() {
+        use crate::store::digest_log::{RECORD, pack, unpack};
+        let mut ds: Vec<u128> = (0..5_000u64)
+            .map(|i| xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes()))
+            .collect();
+        ds.extend([0, 1, 0x00ff_ffff_1234_0000_0000_0000_0000_0001, u128::MAX]);
+        let mut index = DigestIndex::default();
+        let mut sum = 0u128;
+        for d in &ds {
+            let mut rec = Vec::new();
+            pack(*d, &mut rec);
+            let rec: [u8; RECORD] = rec.try_into().unwrap();
+            assert_eq!(
+                record_fingerprint(&rec),
+                fingerprint_of(unpack(&rec)),
+                "{d:x}"
+            );
+            sum = sum.wrapping_add(record_fingerprint(&rec));
+            index.insert(unpack(&rec));
+        }
+        assert_eq!(index.fingerprint(), sum);
+        index.remove(ds[7]);
+        assert_ne!(index.fingerprint(), sum);
     }
 }

@@ -444,6 +444,7 @@ fn prefix_fingerprint(
     c: &Covers,
 ) -> Result<Option<(u64, u128)>, StoreError> {
     let (mut count, mut sum) = (0u64, 0u128);
+    let mut records = Vec::new();
     for item in trees.id_batches.iter() {
         let (k, v) = item.map_err(StoreError::sled_at(path, "read id_batches"))?;
         let h = header(path, &k, &v)?;
@@ -453,14 +454,14 @@ fn prefix_fingerprint(
         if h.info.count == 0 || h.records().end <= c.start {
             continue;
         }
-        let records = log
-            .read(h.first_record, h.info.count as u64)
+        log.read_into(h.first_record, h.info.count as u64, &mut records)
             .map_err(io_err(path))?;
         if records.len() != h.info.count as usize * RECORD {
             return Ok(None);
         }
-        for rec in records.chunks_exact(RECORD) {
-            sum = sum.wrapping_add(super::index::fingerprint_of(unpack(rec)));
+        let (recs, _) = records.as_chunks::<RECORD>();
+        for rec in recs {
+            sum = sum.wrapping_add(super::index::record_fingerprint(rec));
         }
         count += h.info.count as u64;
     }
