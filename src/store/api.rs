@@ -872,17 +872,19 @@ impl Store {
             self.flush_locked()?;
             // Durable first, then forget: a crash in between only keeps
             // digests (and segment files, removed at the next open) longer.
+            // The index forgets before the files go, so a failed file
+            // removal cannot leave the running index holding pruned IDs.
+            let mut index = self.write_index();
+            for d in &digests {
+                index.remove(*d);
+            }
+            drop(index);
             w.log
                 .remove_segments(&dropped_segments)
                 .map_err(io_err(&self.path))?;
             w.keys
                 .remove_segments(&dropped_key_segments)
                 .map_err(io_err(&self.path))?;
-            let mut index = self.write_index();
-            for d in &digests {
-                index.remove(*d);
-            }
-            drop(index);
             stats.batches += chunk.len();
             stats.ids += ids as usize;
             start = last_seq + 1;
