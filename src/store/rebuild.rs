@@ -477,12 +477,17 @@ fn covered_batch(path: &Path, trees: &Trees, seq: u64) -> Result<LastBatch, Stri
         .map_err(|e| format!("reading batch {seq} failed: {e}"))?
         .ok_or_else(|| format!("batch {seq}, the last it covers, is gone"))?;
     let h = header(path, &k, &v).map_err(|e| e.to_string())?;
-    Ok(LastBatch {
-        seq,
+    Ok(last_batch(&h))
+}
+
+/// How a snapshot names a batch: where its records are and their checksum.
+fn last_batch(h: &Header) -> LastBatch {
+    LastBatch {
+        seq: h.info.seq,
         first_record: h.first_record,
         count: h.info.count,
         checksum: h.checksum,
-    })
+    }
 }
 
 /// What a snapshot of the store's current index covers: its whole live
@@ -518,12 +523,7 @@ pub(crate) fn current_covers(
             created_at_ms,
             start: state.start,
             end: state.end,
-            last: LastBatch {
-                seq: h.info.seq,
-                first_record: h.first_record,
-                count: h.info.count,
-                checksum: h.checksum,
-            },
+            last: last_batch(&h),
         }));
     }
     Ok(None)
