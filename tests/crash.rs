@@ -42,10 +42,7 @@ fn sigkill_restarts_lose_nothing_and_duplicate_only_within_bounds() {
         "",
         &format!("\n[pipeline]\nmax_batch_records = {MAX_BATCH}\nprefetch_batches = 1\n"),
     );
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[kafka]\n", "[kafka]\nfetch_max_bytes = 16384\n");
-    std::fs::write(&config, text).unwrap();
+    add_kafka_setting(&config, "fetch_max_bytes = 16384");
     let config_arg = config.to_str().unwrap().to_string();
 
     let events = gen_usage(EVENTS, DUP_RATIO, 3, 4242);

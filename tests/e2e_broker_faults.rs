@@ -186,10 +186,7 @@ fn a_topic_created_after_start_is_picked_up_by_metadata_refresh() {
     let topic = unique_topic("late-topic");
     let dir = tempfile::tempdir().unwrap();
     let config = write_file_sink_config(dir.path(), &[&topic], "killbill-usage", "", "");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[kafka]\n", "[kafka]\nmetadata_refresh = \"1s\"\n");
-    std::fs::write(&config, text).unwrap();
+    add_kafka_setting(&config, r#"metadata_refresh = "1s""#);
     let out = dir.path().join("delivered.jsonl");
     let mut tally = TallyProcess::spawn_in(
         dir.path(),

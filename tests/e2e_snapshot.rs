@@ -73,10 +73,7 @@ fn a_clean_stop_writes_the_snapshot_the_next_start_loads() {
     );
     // Small fetches too (as in tests/crash.rs), so run 3 is still
     // delivering when it is killed, however fast the machine.
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[kafka]\n", "[kafka]\nfetch_max_bytes = 16384\n");
-    std::fs::write(&config, text).unwrap();
+    add_kafka_setting(&config, "fetch_max_bytes = 16384");
     let config_arg = config.to_str().unwrap().to_string();
     let out = dir.path().join("delivered.jsonl");
 

@@ -418,6 +418,15 @@ pub fn assert_fully_committed(dir: &Path, config: &Path) {
     }
 }
 
+/// Adds `setting` (one `key = value` line) to the `[kafka]` table of a
+/// config written by `write_file_sink_config`.
+pub fn add_kafka_setting(config: &Path, setting: &str) {
+    let text = std::fs::read_to_string(config).expect("read config");
+    assert!(text.contains("[kafka]\n"), "no [kafka] table in {config:?}");
+    let text = text.replacen("[kafka]\n", &format!("[kafka]\n{setting}\n"), 1);
+    std::fs::write(config, text).expect("write config");
+}
+
 /// Writes a minimal single-route config into `dir/tally.toml` and returns its
 /// path: static assignment (member 0 of 1), store `dir/state`, file sink
 /// `dir/delivered.jsonl`. `route_extra` is appended inside the `[[routes]]`
