@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
+use support::admin_http::{free_port, metric, scrape};
 use support::*;
 
 const PARTITIONS: u32 = 4;
@@ -64,12 +65,15 @@ fn a_clean_stop_writes_the_snapshot_the_next_start_loads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let topic = unique_topic("snapshot");
     create_topic(&topic, PARTITIONS);
+    let port = free_port();
     let config = write_file_sink_config(
         dir.path(),
         &[&topic],
         "killbill-usage",
         "",
-        &format!("\n[pipeline]\nmax_batch_records = {MAX_BATCH}\nprefetch_batches = 1\n"),
+        &format!(
+            "\n[pipeline]\nmax_batch_records = {MAX_BATCH}\nprefetch_batches = 1\n\n[admin]\nlisten = \"127.0.0.1:{port}\"\n"
+        ),
     );
     // Small fetches too (as in tests/crash.rs), so run 3 is still
     // delivering when it is killed, however fast the machine.
@@ -134,7 +138,16 @@ fn a_clean_stop_writes_the_snapshot_the_next_start_loads() {
         "run 3 finished before the kill"
     );
     let mut tally = run_until(dir.path(), &config_arg, &out, &c_keys);
-    std::thread::sleep(Duration::from_millis(500));
+    // Every partition resolved to its end (what `assert_fully_committed`
+    // reads after the stop).
+    wait_for(
+        "every partition resolved to its end",
+        Duration::from_secs(60),
+        || {
+            assert!(tally.is_running(), "tally exited:\n{}", tally.stderr());
+            metric(&scrape(port), "tally_partition_lag", &[]) == Some(0.0)
+        },
+    );
     let log = stop_cleanly(&mut tally);
     assert_eq!(snapshot_at_open(&log), "used", "{}", logs::tail(&log));
     assert!(!log.contains("from_log=0"), "{}", logs::tail(&log));
