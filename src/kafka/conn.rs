@@ -64,6 +64,8 @@ fn tls_or(
 /// Largest response frame accepted; bounds what a broker (or a stray
 /// non-Kafka peer) can make us allocate. Fetch sizes are capped below it.
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// A response up to this size gets its buffer in one allocation.
+const PREALLOC_MAX: usize = 16 << 20;
 
 pub struct BrokerConn {
     addr: String,
@@ -188,10 +190,14 @@ impl BrokerConn {
             });
         }
         let len = len as usize;
-        // Grow with the data actually received, not the size announced.
-        let mut buf = BytesMut::with_capacity(len.min(1 << 20));
+        // The announced size is allocated at once up to PREALLOC_MAX (a
+        // fetch response is fetch_max_bytes plus headers: starting at 1 MiB
+        // re-grew, and copied, every full 1 MiB fetch once); past it, grow
+        // with the data actually received, so a garbled length cannot make
+        // us allocate MAX_FRAME up front.
+        let mut buf = BytesMut::with_capacity(len.min(PREALLOC_MAX));
         while buf.len() < len {
-            buf.reserve((len - buf.len()).min(1 << 20));
+            buf.reserve((len - buf.len()).min(PREALLOC_MAX));
             let want = len - buf.len();
             let n = (&mut self.stream)
                 .take(want as u64)
