@@ -117,7 +117,7 @@ EOF
     done <<'EOF'
 worker resolve_chunk|pipeline::worker::PartitionWorker::resolve_chunk
 — Decoder::decode|format::Decoder::decode
-— file sink write_line|sink::file::line::write_line
+— file sink write_line|sink::file::line::(LineWriter::)?write_line
 —— push_str|sink::json_text::push_str
 —— push_int|sink::json_text::push_int
 — pick_round|pipeline::worker::PartitionWorker::pick_round
