@@ -456,6 +456,13 @@ impl Fields<'_> {
     #[inline]
     fn uvarint(&mut self, max_len: usize) -> Result<u64, FieldError> {
         let rest = self.buf.get(self.pos..self.end).unwrap_or_default();
+        // One byte: header counts, null lengths, small deltas and keys.
+        if let Some(&b) = rest.first()
+            && b & 0x80 == 0
+        {
+            self.pos += 1;
+            return Ok(u64::from(b));
+        }
         let mut value: u64 = 0;
         for (i, &b) in rest.iter().take(max_len).enumerate() {
             value |= u64::from(b & 0x7f) << (7 * i);
@@ -523,7 +530,11 @@ impl Fields<'_> {
         if n_headers < 0 || n_headers as usize > self.end - self.pos {
             return Err(("", FieldError::BadHeaderCount(n_headers)));
         }
-        let mut headers = Vec::with_capacity(n_headers as usize);
+        let mut headers = if n_headers == 0 {
+            Vec::new()
+        } else {
+            Vec::with_capacity(n_headers as usize)
+        };
         for _ in 0..n_headers {
             let k = self
                 .field()
