@@ -104,7 +104,10 @@ EOF
     VG_PID=""
     lines=$(wc -l <"$dir/delivered.jsonl")
     ((lines == DISTINCT)) || { tail -5 "$dir/tally.log" >&2; echo "$bin delivered $lines of $DISTINCT lines" >&2; exit 1; }
-    callgrind_annotate --inclusive=yes --threshold=100 "$dir/cg.out" >"$dir/annotate.txt" 2>/dev/null
+    # From a directory where the crate's relative source paths do not
+    # resolve: from the repo, callgrind_annotate splits a function's
+    # inclusive count by the source file of its inlined parts.
+    (cd "$dir" && callgrind_annotate --inclusive=yes --threshold=100 cg.out >annotate.txt 2>/dev/null)
     [[ -n "${CALLGRIND_KEEP:-}" ]] && cp "$dir/cg.out" "$CALLGRIND_KEEP.$run.out"
     total=$(grep -E 'PROGRAM TOTALS' "$dir/annotate.txt" | awk '{gsub(",","",$1); print $1}')
     echo
