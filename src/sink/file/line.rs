@@ -71,7 +71,8 @@ impl LineWriter {
             },
         }
         buf.extend_from_slice(b",\"dedupe_key\":");
-        match &r.dedupe_key {
+        match r.dedupe_key.as_deref() {
+            Some(k) if is_plain_ascii(k.as_bytes()) => push_plain(buf, k.as_bytes()),
             Some(k) => push_str(buf, k),
             None => buf.extend_from_slice(b"null"),
         }
