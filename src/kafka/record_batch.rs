@@ -820,38 +820,27 @@ mod tests {
     #[test]
     fn varints_read_what_the_writer_wrote() {
         use super::super::wire::Writer;
-        let fields = |buf: &[u8]| Fields {
-            buf: &[],
-            pos: 0,
-            end: buf.len(),
-        };
+        fn at(buf: &[u8]) -> Fields<'_> {
+            Fields {
+                buf,
+                pos: 0,
+                end: buf.len(),
+            }
+        }
         for v in [0, 1, -1, 63, -64, 64, 300, i32::MAX, i32::MIN] {
             let mut w = Writer::new();
             w.varint(v);
-            let buf = w.buf;
-            let mut f = Fields {
-                buf: &buf,
-                ..fields(&buf)
-            };
+            let mut f = at(&w.buf);
             assert_eq!(f.varint(), Ok(v));
-            assert_eq!(f.pos, buf.len());
+            assert_eq!(f.pos, w.buf.len());
         }
         for v in [0i64, -1, i64::MAX, i64::MIN, 1 << 40] {
             let mut w = Writer::new();
             w.varlong(v);
-            let buf = w.buf;
-            let mut f = Fields {
-                buf: &buf,
-                ..fields(&buf)
-            };
-            assert_eq!(f.varlong(), Ok(v));
+            assert_eq!(at(&w.buf).varlong(), Ok(v));
         }
         // zigzag: -1 -> 1, 1 -> 2, 150 -> 300 = 0xac 0x02
-        let buf = [0x01, 0x02, 0xac, 0x02];
-        let mut f = Fields {
-            buf: &buf,
-            ..fields(&buf)
-        };
+        let mut f = at(&[0x01, 0x02, 0xac, 0x02]);
         assert_eq!(
             (f.varint(), f.varint(), f.varint()),
             (Ok(-1), Ok(1), Ok(150))
