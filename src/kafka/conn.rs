@@ -64,8 +64,9 @@ fn tls_or(
 /// Largest response frame accepted; bounds what a broker (or a stray
 /// non-Kafka peer) can make us allocate. Fetch sizes are capped below it.
 pub const MAX_FRAME: usize = 256 * 1024 * 1024;
-/// A response up to this size gets its buffer in one allocation.
-const PREALLOC_MAX: usize = 16 << 20;
+
+/// Largest response buffer allocated before its bytes arrive.
+const PREALLOC_MAX: usize = 16 * 1024 * 1024;
 
 pub struct BrokerConn {
     addr: String,
@@ -190,11 +191,11 @@ impl BrokerConn {
             });
         }
         let len = len as usize;
-        // The announced size is allocated at once up to PREALLOC_MAX (a
-        // fetch response is fetch_max_bytes plus headers: starting at 1 MiB
-        // re-grew, and copied, every full 1 MiB fetch once); past it, grow
-        // with the data actually received, so a garbled length cannot make
-        // us allocate MAX_FRAME up front.
+        // A length up to PREALLOC_MAX is taken at its word: one allocation
+        // and no copy (at 1 MiB fetches a response is a little over 1 MiB,
+        // and growing from 1 MiB copied the whole buffer once per fetch).
+        // Past that, grow with the data actually received, so a forged
+        // length cannot make us allocate MAX_FRAME up front.
         let mut buf = BytesMut::with_capacity(len.min(PREALLOC_MAX));
         while buf.len() < len {
             buf.reserve((len - buf.len()).min(PREALLOC_MAX));

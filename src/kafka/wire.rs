@@ -34,25 +34,6 @@ impl Reader {
         self.end - self.pos
     }
 
-    /// Read the next `n` bytes as a field of their own: until `leave`,
-    /// the reader ends where they end. The same as reading a
-    /// `Reader::new(self.bytes(n)?)`, without a second handle (a refcount
-    /// round trip) on the shared buffer per field. Returns the outer end.
-    pub fn enter(&mut self, n: usize, what: &str) -> WireResult<usize> {
-        if self.remaining() < n {
-            return Err(short(what));
-        }
-        let outer = self.end;
-        self.end = self.pos + n;
-        Ok(outer)
-    }
-
-    /// Skip what is left of the entered field and read on after it.
-    pub fn leave(&mut self, outer_end: usize) {
-        self.pos = self.end;
-        self.end = outer_end.max(self.end);
-    }
-
     fn take(&mut self, n: usize, what: &str) -> WireResult<&[u8]> {
         if self.remaining() < n {
             return Err(short(what));
@@ -135,57 +116,6 @@ impl Reader {
             )));
         }
         Ok(Some(n))
-    }
-
-    /// Zigzag-encoded unsigned LEB128, at most 5 bytes (Kafka "varint").
-    pub fn varint(&mut self, what: &str) -> WireResult<i32> {
-        let raw = self.uvarint(5, what)?;
-        if raw > u32::MAX as u64 {
-            return Err(WireError(format!("{what}: varint overflows 32 bits")));
-        }
-        let raw = raw as u32;
-        Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32))
-    }
-
-    /// Zigzag-encoded unsigned LEB128, at most 10 bytes (Kafka "varlong").
-    pub fn varlong(&mut self, what: &str) -> WireResult<i64> {
-        let raw = self.uvarint(10, what)?;
-        Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
-    }
-
-    fn uvarint(&mut self, max_len: usize, what: &str) -> WireResult<u64> {
-        // One byte (values below 128) is the common case: lengths of small
-        // fields, deltas, header counts.
-        let rest = self.buf.get(self.pos..self.end).unwrap_or_default();
-        if let Some(&b) = rest.first()
-            && b & 0x80 == 0
-        {
-            self.pos += 1;
-            return Ok(u64::from(b));
-        }
-        let mut value: u64 = 0;
-        for (i, &b) in rest.iter().take(max_len).enumerate() {
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                self.pos += i + 1;
-                return Ok(value);
-            }
-        }
-        if rest.len() < max_len {
-            return Err(short(what));
-        }
-        Err(WireError(format!(
-            "{what}: varint longer than {max_len} bytes"
-        )))
-    }
-
-    /// Length-prefixed (varint) byte field of a record; -1 = null.
-    pub fn varint_bytes(&mut self, what: &str) -> WireResult<Option<Bytes>> {
-        let len = self.varint(what)?;
-        if len < 0 {
-            return Ok(None);
-        }
-        self.bytes(len as usize, what).map(Some)
     }
 }
 
@@ -273,50 +203,8 @@ impl Writer {
 mod tests {
     use super::*;
 
-    /// An entered field reads like a reader of its own: nothing past its
-    /// end (not even a varint's continuation), and `leave` skips its rest.
     #[test]
-    fn entered_field_ends_where_it_ends() {
-        let mut r = Reader::new(Bytes::from_static(&[0x02, 0x81, 0x01, 7, 9]));
-        let outer = r.enter(2, "field").unwrap();
-        assert_eq!(r.varint("a").unwrap(), 1);
-        assert_eq!(r.remaining(), 1);
-        assert!(r.varint("b").is_err(), "a varint cut by the field's end");
-        assert!(r.bytes(2, "c").is_err());
-        r.leave(outer);
-        assert_eq!(r.remaining(), 3);
-        assert_eq!(r.bytes(2, "d").unwrap(), Bytes::from_static(&[0x01, 7]));
-        assert!(r.enter(2, "e").is_err());
-        assert_eq!(r.i8("f").unwrap(), 9);
-    }
-
-    #[test]
-    fn varint_roundtrip_and_known_encodings() {
-        for v in [0, 1, -1, 63, -64, 64, 300, i32::MAX, i32::MIN] {
-            let mut w = Writer::new();
-            w.varint(v);
-            let mut r = Reader::new(Bytes::from(w.buf));
-            assert_eq!(r.varint("v").unwrap(), v);
-            assert_eq!(r.remaining(), 0);
-        }
-        for v in [0i64, -1, i64::MAX, i64::MIN, 1 << 40] {
-            let mut w = Writer::new();
-            w.varlong(v);
-            let mut r = Reader::new(Bytes::from(w.buf));
-            assert_eq!(r.varlong("v").unwrap(), v);
-        }
-        // zigzag: -1 -> 1, 1 -> 2, 150 -> 300 = 0xac 0x02
-        let mut w = Writer::new();
-        w.varint(-1).varint(1).varint(150);
-        assert_eq!(w.buf, vec![0x01, 0x02, 0xac, 0x02]);
-    }
-
-    #[test]
-    fn rejects_overlong_and_truncated() {
-        let mut r = Reader::new(Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]));
-        assert!(r.varint("v").is_err());
-        let mut r = Reader::new(Bytes::from_static(&[0x80]));
-        assert!(r.varint("v").is_err());
+    fn rejects_truncated() {
         let mut r = Reader::new(Bytes::from_static(&[0, 0, 0, 9, 1]));
         assert!(r.nullable_bytes("b").is_err());
         let mut r = Reader::new(Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff]));

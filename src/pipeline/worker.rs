@@ -217,7 +217,7 @@ impl PartitionWorker {
 
     async fn resolve_chunk(
         &self,
-        records: Vec<ConsumedRecord>,
+        mut records: Vec<ConsumedRecord>,
         first_offset: i64,
         next_offset: i64,
     ) -> Delivery {
@@ -225,7 +225,7 @@ impl PartitionWorker {
         let now = Utc::now();
         let mut dead = Vec::new();
         let mut pending = Vec::with_capacity(records.len());
-        for (index, record) in records.iter().enumerate() {
+        for (index, record) in records.iter_mut().enumerate() {
             match self
                 .route
                 .decoder
@@ -241,7 +241,10 @@ impl PartitionWorker {
                         topic: Arc::clone(&self.topic),
                         partition: self.partition,
                         offset: record.offset,
-                        key: record.key.clone(),
+                        // Moved, not cloned (a refcount round trip on the
+                        // fetched buffer per record): a dead letter of a
+                        // delivered record takes its key from here.
+                        key: record.key.take(),
                         dedupe_key: decoded.dedupe_key,
                         event: decoded.event,
                         usage: decoded.usage,
@@ -260,7 +263,8 @@ impl PartitionWorker {
                         offset = record.offset, class = classify_decode(&e).as_str(),
                         "undecodable record skipped (kept in dead letters): {e}"
                     );
-                    dead.push(self.dead_letter(record, e.to_string(), "decode", 1));
+                    let key = record.key.as_ref();
+                    dead.push(self.dead_letter(record, key, e.to_string(), "decode", 1));
                 }
             }
         }
@@ -466,6 +470,7 @@ impl PartitionWorker {
                             );
                             dead.push(self.dead_letter(
                                 &records[pending[i].record],
+                                pending[i].out.key.as_ref(),
                                 e.to_string(),
                                 "permanent",
                                 attempts,
@@ -626,9 +631,12 @@ impl PartitionWorker {
         }
     }
 
+    /// `key` is the record's Kafka key: once decoded, it lives in the
+    /// record's `Outgoing`, not in `record`.
     fn dead_letter(
         &self,
         record: &ConsumedRecord,
+        key: Option<&bytes::Bytes>,
         reason: String,
         class: &str,
         attempts: u32,
@@ -640,7 +648,7 @@ impl PartitionWorker {
             partition: self.partition,
             offset: record.offset,
             timestamp_ms: record.timestamp_ms,
-            key: record.key.as_ref().map(|k| k.to_vec()),
+            key: key.map(|k| k.to_vec()),
             headers: record
                 .headers
                 .iter()

@@ -15,6 +15,42 @@ pub(crate) fn push_str(buf: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// Whether `b` is printable ASCII with nothing a JSON string must escape
+/// (no `"`, `\\`, control character or byte above 0x7f): then `"b"` is
+/// its JSON string, and it is UTF-8. Eight bytes at a time.
+pub(crate) fn is_plain_ascii(b: &[u8]) -> bool {
+    const LO: u64 = u64::from_le_bytes([1; 8]);
+    const HI: u64 = LO << 7;
+    // Each test flags only where a byte matches or above one that does, so
+    // "any flag" is exact.
+    let zero_byte = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let mut words = b.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let stop = (w & HI)
+            | zero_byte(w ^ (LO * u64::from(b'"')))
+            | zero_byte(w ^ (LO * u64::from(b'\\')))
+            | (w.wrapping_sub(LO * 0x20) & !w & HI);
+        if stop != 0 {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&c| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\')
+}
+
+/// Append `s`, which `is_plain_ascii` accepted, as a JSON string.
+pub(crate) fn push_plain(buf: &mut Vec<u8>, s: &[u8]) {
+    buf.reserve(s.len() + 2);
+    buf.push(b'"');
+    buf.extend_from_slice(s);
+    buf.push(b'"');
+}
+
 /// "00" to "99": two digits per division.
 const DIGIT_PAIRS: [u8; 200] = {
     let mut t = [0u8; 200];
@@ -74,6 +110,30 @@ mod tests {
             push_str(&mut buf, s);
             assert_eq!(buf, serde_json::to_vec(s).unwrap(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn plain_ascii_is_exactly_what_needs_no_escape() {
+        // Every byte value, alone and at each position of a 17-byte string
+        // (both the word loop and the tail).
+        for c in 0u8..=255 {
+            let plain = (0x20..0x80).contains(&c) && c != b'"' && c != b'\\';
+            for at in 0..17 {
+                let mut s = vec![b'a'; 17];
+                s[at] = c;
+                assert_eq!(is_plain_ascii(&s), plain, "byte {c:#x} at {at}");
+                if plain {
+                    let text = std::str::from_utf8(&s).unwrap();
+                    let mut ours = Vec::new();
+                    push_plain(&mut ours, &s);
+                    assert_eq!(ours, serde_json::to_vec(text).unwrap());
+                }
+            }
+            assert_eq!(is_plain_ascii(&[c]), plain);
+        }
+        assert!(is_plain_ascii(b""));
+        assert!(is_plain_ascii(b"4f7c2a1e-9b3d-4c8e-a2f1-0d9e8b7c6a5f"));
+        assert!(!is_plain_ascii("é".as_bytes()));
     }
 
     #[test]

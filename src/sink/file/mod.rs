@@ -54,8 +54,9 @@ impl FileSink {
 
     pub async fn deliver(&self, batch: &[&Outgoing]) -> Vec<Result<(), SinkError>> {
         let mut buf = Vec::with_capacity(batch.iter().map(|o| line::capacity(o)).sum());
+        let mut lines = line::LineWriter::default();
         for record in batch {
-            line::write_line(&mut buf, record);
+            lines.write_line(&mut buf, record);
         }
         let (ack_tx, ack_rx) = oneshot::channel();
         let result = match self.tx.send((buf, ack_tx)).await {
