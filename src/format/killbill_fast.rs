@@ -27,12 +27,49 @@ macro_rules! field {
         let c: &mut Cursor<'_> = $c;
         c.ws();
         let first = c.byte_at(1);
-        let field = $(if first == Some($name[1]) && c.eat($name) { $field } else)+ {
+        let field = $(if first == Some($name.as_bytes()[0])
+            && c.eat(concat!("\"", $name, "\"").as_bytes()) { $field } else)+ {
             c.string()?.plain()?;
             OTHER
         };
         c.expect(b':')?;
         field
+    }};
+}
+
+/// After `{`: the first member's field (`None`: an empty object, which no
+/// level of an event may be). Compact JSON's `{"name":` is one compare.
+macro_rules! first_field {
+    ($c:expr, $($name:literal => $field:expr),+ $(,)?) => {{
+        let c: &mut Cursor<'_> = $c;
+        c.ws();
+        let first = c.byte_at(2);
+        $(if first == Some($name.as_bytes()[0])
+            && c.eat(concat!("{\"", $name, "\":").as_bytes()) { $field } else)+ {
+            c.expect(b'{')?;
+            if c.empty(b'}')? {
+                return None;
+            }
+            field!(c, $($name => $field),+)
+        }
+    }};
+}
+
+/// After a member's value: the next member's field, or `None` at the
+/// object's `}`. Compact JSON's `,"name":` is one compare; anything else
+/// (whitespace, an unknown name) takes the general path, to the same
+/// answer.
+macro_rules! next_field {
+    ($c:expr, $($name:literal => $field:expr),+ $(,)?) => {{
+        let c: &mut Cursor<'_> = $c;
+        let first = c.byte_at(2);
+        $(if first == Some($name.as_bytes()[0])
+            && c.eat(concat!(",\"", $name, "\":").as_bytes()) { Some($field) } else)+
+        if c.more(b'}')? {
+            Some(field!(c, $($name => $field),+))
+        } else {
+            None
+        }
     }};
 }
 
@@ -48,7 +85,7 @@ const AMOUNT: u8 = 8;
 
 pub(super) fn parse(bytes: &[u8]) -> Option<UsageEvent> {
     let mut unit_usage_records = Vec::new();
-    let top = walk::<true>(bytes, &mut unit_usage_records)?;
+    let top = walk::<true>(bytes, Some(&mut unit_usage_records))?;
     Some(UsageEvent {
         subscription_external_key: text(top.subscription)?.to_owned(),
         tracking_id: text(top.tracking)?.to_owned(),
@@ -61,7 +98,7 @@ pub(super) fn parse(bytes: &[u8]) -> Option<UsageEvent> {
 /// allocation): for sinks that never read the parsed event. Equal to
 /// `parse(bytes).map(|e| e.dedupe_key())` on every input.
 pub(super) fn dedupe_key(bytes: &[u8]) -> Option<String> {
-    let top = walk::<false>(bytes, &mut Vec::new())?;
+    let top = walk::<false>(bytes, None)?;
     let (t, s, k) = (top.tenant, top.subscription, top.tracking);
     let mut key = Vec::with_capacity(t.len() + s.len() + k.len() + 2);
     key.extend_from_slice(t);
@@ -90,22 +127,23 @@ struct TopLevel<'a> {
 /// validation alone is compiled).
 fn walk<'a, const BUILD: bool>(
     bytes: &'a [u8],
-    units_out: &mut Vec<UnitUsage>,
+    mut units_out: Option<&mut Vec<UnitUsage>>,
 ) -> Option<TopLevel<'a>> {
     let mut c = Cursor::bytes(bytes);
-    c.expect(b'{')?;
+    macro_rules! top_fields {
+        ($m:ident) => {
+            $m!(&mut c,
+                "subscriptionExternalKey" => SUBSCRIPTION,
+                "trackingId" => TRACKING,
+                "tenantId" => TENANT,
+                "unitUsageRecords" => UNITS,
+            )
+        };
+    }
     let (mut subscription, mut tracking, mut tenant) = (None, None, None);
     let mut units_seen = false;
-    if c.empty(b'}')? {
-        return None;
-    }
+    let mut field = top_fields!(first_field);
     loop {
-        let field = field!(&mut c,
-            b"\"subscriptionExternalKey\"" => SUBSCRIPTION,
-            b"\"trackingId\"" => TRACKING,
-            b"\"tenantId\"" => TENANT,
-            b"\"unitUsageRecords\"" => UNITS,
-        );
         match field {
             SUBSCRIPTION => once(&mut subscription, non_empty(&mut c)?)?,
             TRACKING => once(&mut tracking, non_empty(&mut c)?)?,
@@ -121,12 +159,13 @@ fn walk<'a, const BUILD: bool>(
                 if std::mem::replace(&mut units_seen, true) {
                     return None;
                 }
-                units::<BUILD>(&mut c, units_out)?;
+                units::<BUILD>(&mut c, units_out.as_deref_mut())?;
             }
             _ => c.skip_value()?,
         }
-        if !c.more(b'}')? {
-            break;
+        match top_fields!(next_field) {
+            Some(next) => field = next,
+            None => break,
         }
     }
     if !c.at_end() || !units_seen {
@@ -146,6 +185,7 @@ fn once<'a>(slot: &mut Option<&'a [u8]>, value: &'a [u8]) -> Option<()> {
 
 /// A string field that must not be blank (null, escapes or another type:
 /// the checked path).
+#[inline(always)]
 fn non_empty<'a>(c: &mut Cursor<'a>) -> Option<&'a [u8]> {
     let s = c.string()?.plain()?;
     // A visible first character settles it without walking the string;
@@ -155,13 +195,16 @@ fn non_empty<'a>(c: &mut Cursor<'a>) -> Option<&'a [u8]> {
 }
 
 /// `[unit, …]`, not empty.
-fn units<const BUILD: bool>(c: &mut Cursor<'_>, out: &mut Vec<UnitUsage>) -> Option<()> {
+fn units<const BUILD: bool>(
+    c: &mut Cursor<'_>,
+    mut out: Option<&mut Vec<UnitUsage>>,
+) -> Option<()> {
     c.expect(b'[')?;
     if c.empty(b']')? {
         return None;
     }
     loop {
-        unit::<BUILD>(c, out)?;
+        unit::<BUILD>(c, out.as_deref_mut())?;
         if !c.more(b']')? {
             return Some(());
         }
@@ -169,16 +212,18 @@ fn units<const BUILD: bool>(c: &mut Cursor<'_>, out: &mut Vec<UnitUsage>) -> Opt
 }
 
 /// `{"unitType": …, "usageRecords": [record, …]}` in any order.
-fn unit<const BUILD: bool>(c: &mut Cursor<'_>, out: &mut Vec<UnitUsage>) -> Option<()> {
-    c.expect(b'{')?;
-    if c.empty(b'}')? {
-        return None;
+fn unit<const BUILD: bool>(c: &mut Cursor<'_>, out: Option<&mut Vec<UnitUsage>>) -> Option<()> {
+    macro_rules! unit_fields {
+        ($m:ident) => {
+            $m!(c, "unitType" => UNIT_TYPE, "usageRecords" => USAGE_RECORDS)
+        };
     }
     let mut unit_type = None;
     let mut records_seen = false;
-    let mut usage_records = Vec::new();
+    // Only the building instance has a vector to fill (and to drop).
+    let mut usage_records = BUILD.then(Vec::new);
+    let mut field = unit_fields!(first_field);
     loop {
-        let field = field!(c, b"\"unitType\"" => UNIT_TYPE, b"\"usageRecords\"" => USAGE_RECORDS);
         match field {
             UNIT_TYPE => once(&mut unit_type, non_empty(c)?)?,
             USAGE_RECORDS => {
@@ -191,8 +236,8 @@ fn unit<const BUILD: bool>(c: &mut Cursor<'_>, out: &mut Vec<UnitUsage>) -> Opti
                 }
                 loop {
                     let (date, amount) = record(c)?;
-                    if BUILD {
-                        usage_records.push(UsageRecord {
+                    if let Some(records) = usage_records.as_mut() {
+                        records.push(UsageRecord {
                             record_date: date.instant()?,
                             amount: Decimal::parse(text(amount)?)?,
                         });
@@ -204,15 +249,16 @@ fn unit<const BUILD: bool>(c: &mut Cursor<'_>, out: &mut Vec<UnitUsage>) -> Opti
             }
             _ => c.skip_value()?,
         }
-        if !c.more(b'}')? {
-            break;
+        match unit_fields!(next_field) {
+            Some(next) => field = next,
+            None => break,
         }
     }
     let unit_type = unit_type?;
     if !records_seen {
         return None;
     }
-    if BUILD {
+    if let (Some(out), Some(usage_records)) = (out, usage_records) {
         out.push(UnitUsage {
             unit_type: text(unit_type)?.to_owned(),
             usage_records,
@@ -224,14 +270,15 @@ fn unit<const BUILD: bool>(c: &mut Cursor<'_>, out: &mut Vec<UnitUsage>) -> Opti
 /// `{"recordDate": …, "amount": …}` in any order, validated: the date and
 /// the amount's decimal text.
 fn record<'a>(c: &mut Cursor<'a>) -> Option<(RecordDate, &'a [u8])> {
-    c.expect(b'{')?;
-    if c.empty(b'}')? {
-        return None;
+    macro_rules! record_fields {
+        ($m:ident) => {
+            $m!(c, "recordDate" => RECORD_DATE, "amount" => AMOUNT)
+        };
     }
     let mut date = None;
     let mut amount: Option<&[u8]> = None;
+    let mut field = record_fields!(first_field);
     loop {
-        let field = field!(c, b"\"recordDate\"" => RECORD_DATE, b"\"amount\"" => AMOUNT);
         match field {
             RECORD_DATE => {
                 if date.replace(record_date(c)?).is_some() {
@@ -246,8 +293,9 @@ fn record<'a>(c: &mut Cursor<'a>) -> Option<(RecordDate, &'a [u8])> {
             }
             _ => c.skip_value()?,
         }
-        if !c.more(b'}')? {
-            break;
+        match record_fields!(next_field) {
+            Some(next) => field = next,
+            None => break,
         }
     }
     Some((date?, amount?))

@@ -160,11 +160,12 @@ impl<'a> Cursor<'a> {
     }
 
     /// Consume `lit` if the input continues with exactly it (no whitespace
-    /// skipped). A constant length lets the compiler compare it inline.
+    /// skipped). Always inlined: with a literal the length is a constant
+    /// and the compiler compares it in a few word loads.
     #[inline(always)]
-    pub fn eat<const N: usize>(&mut self, lit: &[u8; N]) -> bool {
-        if self.b.get(self.i..self.i + N) == Some(&lit[..]) {
-            self.i += N;
+    pub fn eat(&mut self, lit: &[u8]) -> bool {
+        if self.b.get(self.i..self.i + lit.len()) == Some(lit) {
+            self.i += lit.len();
             true
         } else {
             false
@@ -173,7 +174,7 @@ impl<'a> Cursor<'a> {
 
     /// A string value (after whitespace). The plain case — no escape —
     /// is small enough to inline everywhere; escapes take `escaped_string`.
-    #[inline]
+    #[inline(always)]
     pub fn string(&mut self) -> Option<JsonStr<'a>> {
         if self.peek()? != b'"' {
             return None;
@@ -243,7 +244,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A number (after whitespace): `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-    #[inline]
+    #[inline(always)]
     pub fn number(&mut self) -> Option<JsonNum<'a>> {
         self.ws();
         let start = self.i;
@@ -255,11 +256,7 @@ impl<'a> Cursor<'a> {
         let int_start = i;
         match b.get(i)? {
             b'0' => i += 1,
-            b'1'..=b'9' => {
-                while let Some(b'0'..=b'9') = b.get(i) {
-                    i += 1;
-                }
-            }
+            b'1'..=b'9' => i = digit_run(b, i + 1),
             _ => return None,
         }
         let int_digits = i - int_start;
@@ -385,7 +382,8 @@ pub(super) fn scan_plain(b: &[u8], mut i: usize) -> (usize, bool) {
     let zero_byte = |v: u64| v.wrapping_sub(LO) & !v & HI;
     // The high bits of every byte of the run, ORed together.
     let mut high = 0u64;
-    while let Some(chunk) = b.get(i..i + 8) {
+    let mut words = b.get(i..).unwrap_or_default().chunks_exact(8);
+    for chunk in words.by_ref() {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let w = u64::from_le_bytes(word);
@@ -447,12 +445,34 @@ fn utf8(raw: &[u8]) -> Option<()> {
 
 /// One or more digits from `i`; the index after them.
 #[inline]
-fn digits(b: &[u8], mut i: usize) -> Option<usize> {
-    let start = i;
+fn digits(b: &[u8], i: usize) -> Option<usize> {
+    let end = digit_run(b, i);
+    (end > i).then_some(end)
+}
+
+/// The index after the ASCII digits from `i` on, eight bytes at a time
+/// (epoch millis have 13). Per byte `x = c ^ '0'` is 0..=9 exactly for a
+/// digit; `x + 0x76` sets bit 7 for 10..=0x7f, `x` itself for the rest.
+/// A carry out of a byte only flags bytes above an already flagged one,
+/// so the lowest flag is exact.
+#[inline(always)]
+pub(super) fn digit_run(b: &[u8], mut i: usize) -> usize {
+    const LO: u64 = u64::from_le_bytes([1; 8]);
+    const HI: u64 = LO << 7;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ (LO * u64::from(b'0'));
+        let other = (x | x.wrapping_add(LO * 0x76)) & HI;
+        if other != 0 {
+            return i + (other.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
     while let Some(b'0'..=b'9') = b.get(i) {
         i += 1;
     }
-    (i > start).then_some(i)
+    i
 }
 
 /// Whether `text` is one JSON value that the cursor accepts, with only
@@ -668,6 +688,26 @@ mod tests {
         ] {
             let mut c = Cursor::bytes(bad);
             assert!(c.skip_value().is_none() || !c.at_end(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn digit_runs_end_where_the_bytewise_scan_does() {
+        for other in 0..=255u8 {
+            for at in 0..20 {
+                let mut b = vec![b'7'; 20];
+                b[at] = other;
+                // A neighbour that trips naive range tests.
+                b[(at + 3) % 20] = if other.is_ascii_digit() { b'0' } else { b'9' };
+                for start in [0, 1, 5, 13] {
+                    let want = start + b[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    assert_eq!(
+                        digit_run(&b, start),
+                        want,
+                        "{other:#x} at {at}, from {start}"
+                    );
+                }
+            }
         }
     }
 
