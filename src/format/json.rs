@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::DecodeError;
-use super::scan::Cursor;
+use super::scan::{Cursor, sub_str};
 use crate::config::DedupeSource;
 
 /// A JSON pointer split into its reference tokens (`~1` → `/`, `~0` → `~`),
@@ -105,7 +105,7 @@ pub(super) fn fast_pointer_key(text: &str, tokens: &[String]) -> Option<String> 
     if !c.at_end() {
         return None;
     }
-    std::str::from_utf8(found?).ok().map(str::to_owned)
+    sub_str(text, found?).map(str::to_owned)
 }
 
 /// The value under the cursor lies on the pointer's path; `tokens` are the

@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate, NaiveTime, TimeDelta, Utc};
 
 use super::decimal::{MAX_FRACTION_DIGITS, MAX_INTEGER_DIGITS, is_valid_amount};
 use super::killbill_usage::{UnitUsage, UsageEvent, UsageRecord};
-use super::scan::{Cursor, contains_byte};
+use super::scan::{Cursor, contains_byte, sub_str};
 use super::{Decimal, parse_record_date};
 
 /// The next member's key as one of the fields of its level, or `OTHER`,
@@ -84,14 +84,26 @@ const RECORD_DATE: u8 = 7;
 const AMOUNT: u8 = 8;
 
 pub(super) fn parse(bytes: &[u8]) -> Option<UsageEvent> {
-    let mut unit_usage_records = Vec::new();
-    let top = walk::<true>(bytes, Some(&mut unit_usage_records))?;
+    // Building copies many strings out: one UTF-8 pass over the whole
+    // input, then each is sliced from it (the key-only path skips both).
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut build = Build {
+        text,
+        units: Vec::new(),
+    };
+    let top = walk::<true>(bytes, Some(&mut build))?;
     Some(UsageEvent {
-        subscription_external_key: text(top.subscription)?.to_owned(),
-        tracking_id: text(top.tracking)?.to_owned(),
-        tenant_id: text(top.tenant)?.to_owned(),
-        unit_usage_records,
+        subscription_external_key: sub_str(text, top.subscription)?.to_owned(),
+        tracking_id: sub_str(text, top.tracking)?.to_owned(),
+        tenant_id: sub_str(text, top.tenant)?.to_owned(),
+        unit_usage_records: build.units,
     })
+}
+
+/// What the building walk fills, and the input as text to slice from.
+struct Build<'t> {
+    text: &'t str,
+    units: Vec<UnitUsage>,
 }
 
 /// The same checks as `parse`, but only the dedupe key is built (one
@@ -127,7 +139,7 @@ struct TopLevel<'a> {
 /// validation alone is compiled).
 fn walk<'a, const BUILD: bool>(
     bytes: &'a [u8],
-    mut units_out: Option<&mut Vec<UnitUsage>>,
+    mut units_out: Option<&mut Build<'_>>,
 ) -> Option<TopLevel<'a>> {
     let mut c = Cursor::bytes(bytes);
     macro_rules! top_fields {
@@ -195,10 +207,7 @@ fn non_empty<'a>(c: &mut Cursor<'a>) -> Option<&'a [u8]> {
 }
 
 /// `[unit, …]`, not empty.
-fn units<const BUILD: bool>(
-    c: &mut Cursor<'_>,
-    mut out: Option<&mut Vec<UnitUsage>>,
-) -> Option<()> {
+fn units<const BUILD: bool>(c: &mut Cursor<'_>, mut out: Option<&mut Build<'_>>) -> Option<()> {
     c.expect(b'[')?;
     if c.empty(b']')? {
         return None;
@@ -212,7 +221,7 @@ fn units<const BUILD: bool>(
 }
 
 /// `{"unitType": …, "usageRecords": [record, …]}` in any order.
-fn unit<const BUILD: bool>(c: &mut Cursor<'_>, out: Option<&mut Vec<UnitUsage>>) -> Option<()> {
+fn unit<const BUILD: bool>(c: &mut Cursor<'_>, out: Option<&mut Build<'_>>) -> Option<()> {
     macro_rules! unit_fields {
         ($m:ident) => {
             $m!(c, "unitType" => UNIT_TYPE, "usageRecords" => USAGE_RECORDS)
@@ -239,7 +248,7 @@ fn unit<const BUILD: bool>(c: &mut Cursor<'_>, out: Option<&mut Vec<UnitUsage>>)
                     if let Some(records) = usage_records.as_mut() {
                         records.push(UsageRecord {
                             record_date: date.instant()?,
-                            amount: Decimal::parse(text(amount)?)?,
+                            amount: Decimal::parse(sub_str(out.as_ref()?.text, amount)?)?,
                         });
                     }
                     if !c.more(b']')? {
@@ -259,8 +268,8 @@ fn unit<const BUILD: bool>(c: &mut Cursor<'_>, out: Option<&mut Vec<UnitUsage>>)
         return None;
     }
     if let (Some(out), Some(usage_records)) = (out, usage_records) {
-        out.push(UnitUsage {
-            unit_type: text(unit_type)?.to_owned(),
+        out.units.push(UnitUsage {
+            unit_type: sub_str(out.text, unit_type)?.to_owned(),
             usage_records,
         });
     }
@@ -428,21 +437,15 @@ fn is_calendar_date(year: u32, month: u32, day: u32) -> bool {
 /// 23): the producers' usual forms, parsed without chrono's format
 /// machinery, to the same instant chrono's RFC 3339 parser gives.
 fn plain_date_time(b: &[u8]) -> Option<RecordDate> {
-    if b.len() < 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let digit = |i: usize| -> Option<u32> {
-        let d = b.get(i)?.wrapping_sub(b'0');
-        (d < 10).then_some(u32::from(d))
+    let [year, month, day, h, m, sec] = date_time_digits(b)?;
+    let two = |i: usize| -> Option<u32> {
+        let (hi, lo) = (
+            b.get(i)?.wrapping_sub(b'0'),
+            b.get(i + 1)?.wrapping_sub(b'0'),
+        );
+        (hi < 10 && lo < 10).then_some(u32::from(hi) * 10 + u32::from(lo))
     };
-    let two = |i: usize| -> Option<u32> { Some(digit(i)? * 10 + digit(i + 1)?) };
-    let offset = match &b[19..] {
+    let offset = match b.get(19..)? {
         [] | [b'Z'] => 0,
         [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
             let (h, m) = (two(20)?, two(23)?);
@@ -454,12 +457,7 @@ fn plain_date_time(b: &[u8]) -> Option<RecordDate> {
         }
         _ => return None,
     };
-    let (year, month, day) = (two(0)? * 100 + two(2)?, two(5)?, two(8)?);
-    if !is_calendar_date(year, month, day) {
-        return None;
-    }
-    let (h, m, sec) = (two(11)?, two(14)?, two(17)?);
-    if h > 23 || m > 59 || sec > 59 {
+    if !is_calendar_date(year, month, day) || h > 23 || m > 59 || sec > 59 {
         return None;
     }
     Some(RecordDate::Civil {
@@ -469,6 +467,52 @@ fn plain_date_time(b: &[u8]) -> Option<RecordDate> {
         secs: h * 3600 + m * 60 + sec,
         offset,
     })
+}
+
+/// `YYYY-MM-DDTHH:MM:SS` (the first 19 bytes) checked and read eight
+/// bytes at a time: `[year, month, day, hour, minute, second]`. Three
+/// words: bytes 0..8 `YYYY-MM-`, 8..16 `DDTHH:MM`, 11..19 `HH:MM:SS`.
+fn date_time_digits(b: &[u8]) -> Option<[u32; 6]> {
+    const LO: u64 = u64::from_le_bytes([1; 8]);
+    const HI: u64 = LO << 7;
+    // Per word: the digit bytes (0xff), and what the other bytes must be.
+    const DIGITS: [u64; 3] = [
+        u64::from_le_bytes([0xff, 0xff, 0xff, 0xff, 0, 0xff, 0xff, 0]),
+        u64::from_le_bytes([0xff, 0xff, 0, 0xff, 0xff, 0, 0xff, 0xff]),
+        u64::from_le_bytes([0xff, 0xff, 0, 0xff, 0xff, 0, 0xff, 0xff]),
+    ];
+    const SEPARATORS: [u64; 3] = [
+        u64::from_le_bytes([0, 0, 0, 0, b'-', 0, 0, b'-']),
+        u64::from_le_bytes([0, 0, b'T', 0, 0, b':', 0, 0]),
+        u64::from_le_bytes([0, 0, b':', 0, 0, b':', 0, 0]),
+    ];
+    let mut bad = 0;
+    let mut pairs = [0u64; 3];
+    for (k, at) in [0, 8, 11].into_iter().enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(b.get(at..at + 8)?);
+        let w = u64::from_le_bytes(word);
+        bad |= (w & !DIGITS[k]) ^ SEPARATORS[k];
+        // x = byte - '0' at the digit bytes: a digit iff x <= 9; x + 0x76
+        // sets bit 7 for 10..=0x7f, x itself for the rest (a carry only
+        // flags a byte above an already flagged one).
+        let x = (w ^ (LO * u64::from(b'0'))) & DIGITS[k];
+        bad |= (x | x.wrapping_add(LO * 0x76)) & HI & DIGITS[k];
+        // Byte j: 10 * digit j + digit j + 1 (digits <= 9: no carries).
+        pairs[k] = x.wrapping_mul(10).wrapping_add(x >> 8);
+    }
+    if bad != 0 {
+        return None;
+    }
+    let pair = |k: usize, j: u32| ((pairs[k] >> (8 * j)) & 0xff) as u32;
+    Some([
+        pair(0, 0) * 100 + pair(0, 2),
+        pair(0, 5),
+        pair(1, 0),
+        pair(1, 3),
+        pair(1, 6),
+        pair(2, 6),
+    ])
 }
 
 #[cfg(test)]
@@ -679,6 +723,62 @@ mod tests {
             epoch_millis(b"-8210266876800000"),
             Some(-8_210_266_876_800_000)
         );
+    }
+
+    /// The per-byte reading `date_time_digits` replaced: the oracle.
+    fn date_time_digits_bytewise(b: &[u8]) -> Option<[u32; 6]> {
+        if b.len() < 19
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+        {
+            return None;
+        }
+        let digit = |i: usize| -> Option<u32> { (b[i] as char).to_digit(10) };
+        let two = |i: usize| -> Option<u32> { Some(digit(i)? * 10 + digit(i + 1)?) };
+        Some([
+            two(0)? * 100 + two(2)?,
+            two(5)?,
+            two(8)?,
+            two(11)?,
+            two(14)?,
+            two(17)?,
+        ])
+    }
+
+    #[test]
+    fn date_time_words_read_what_the_bytewise_reading_does() {
+        let base = *b"2026-11-01T10:00:00Z";
+        for at in 0..base.len() {
+            for byte in 0..=255u8 {
+                let mut b = base;
+                b[at] = byte;
+                for len in [19, 20] {
+                    assert_eq!(
+                        date_time_digits(&b[..len]),
+                        date_time_digits_bytewise(&b[..len]),
+                        "{:?}",
+                        String::from_utf8_lossy(&b[..len])
+                    );
+                }
+            }
+        }
+        for text in [
+            "0000-00-00T00:00:00",
+            "9999-99-99T99:99:99",
+            "1234-56-78T90:12:34",
+        ] {
+            let b = text.as_bytes();
+            assert_eq!(date_time_digits(b), date_time_digits_bytewise(b), "{text}");
+            assert!(date_time_digits(b).is_some());
+        }
+        assert_eq!(
+            date_time_digits(b"2026-11-01T10:20:30"),
+            Some([2026, 11, 1, 10, 20, 30])
+        );
+        assert_eq!(date_time_digits(b"2026-11-01T10:20:3"), None);
     }
 
     #[test]

@@ -436,6 +436,14 @@ pub(super) fn contains_byte(s: &[u8], needle: u8) -> bool {
     found(word)
 }
 
+/// `part`, a slice of `whole`'s bytes (a string or number the cursor
+/// read from it), as the same slice of `whole`: found by address (no
+/// unsafe, no second UTF-8 pass), with `str::get`'s boundary checks.
+pub(super) fn sub_str<'t>(whole: &'t str, part: &[u8]) -> Option<&'t str> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    whole.get(start..start.checked_add(part.len())?)
+}
+
 /// Valid UTF-8, or `None` (the checked decoder names the error).
 #[cold]
 #[inline(never)]
