@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::DecodeError;
-use super::scan::Cursor;
+use super::scan::{Cursor, sub_str};
 use crate::config::DedupeSource;
 
 /// A JSON pointer split into its reference tokens (`~1` → `/`, `~0` → `~`),
@@ -105,12 +105,12 @@ pub(super) fn fast_pointer_key(text: &str, tokens: &[String]) -> Option<String> 
     if !c.at_end() {
         return None;
     }
-    found.map(str::to_owned)
+    sub_str(text, found?).map(str::to_owned)
 }
 
 /// The value under the cursor lies on the pointer's path; `tokens` are the
 /// ones still to follow. Recursion is bounded by `MAX_FAST_TOKENS`.
-fn on_path<'a>(c: &mut Cursor<'a>, tokens: &[String], found: &mut Option<&'a str>) -> Option<()> {
+fn on_path<'a>(c: &mut Cursor<'a>, tokens: &[String], found: &mut Option<&'a [u8]>) -> Option<()> {
     let Some((token, rest)) = tokens.split_first() else {
         *found = Some(key_value(c)?);
         return Some(());
@@ -123,7 +123,7 @@ fn on_path<'a>(c: &mut Cursor<'a>, tokens: &[String], found: &mut Option<&'a str
             }
             loop {
                 // An escaped key might spell the token: serde_json decides.
-                if c.key()?.plain()? == token {
+                if c.key()?.plain()? == token.as_bytes() {
                     // A repeated key: the last one wins, as in a `Value`.
                     *found = None;
                     on_path(c, rest, found)?;
@@ -140,7 +140,7 @@ fn on_path<'a>(c: &mut Cursor<'a>, tokens: &[String], found: &mut Option<&'a str
     }
 }
 
-fn key_value<'a>(c: &mut Cursor<'a>) -> Option<&'a str> {
+fn key_value<'a>(c: &mut Cursor<'a>) -> Option<&'a [u8]> {
     match c.peek()? {
         b'"' => c.string()?.plain().filter(|s| !s.is_empty()),
         _ => {
@@ -148,7 +148,7 @@ fn key_value<'a>(c: &mut Cursor<'a>) -> Option<&'a str> {
             // u64/i64 print as written; floats, `-0` and the ends of the
             // integer range are reformatted by serde_json.
             let plain_int = !n.fraction && !n.exponent && n.int_digits <= 18;
-            (plain_int && !n.text.starts_with("-0")).then_some(n.text)
+            (plain_int && !n.text.starts_with(b"-0")).then_some(n.text)
         }
     }
 }

@@ -14,6 +14,8 @@ use super::{json, killbill_fast};
 fn string_value() -> impl Strategy<Value = String> {
     prop_oneof![
         60 => "[a-z0-9/-]{1,12}".prop_map(|s| format!("{s:?}")),
+        // Any printable text, multi-byte UTF-8 included, as JSON writes it.
+        10 => "\\PC{1,20}".prop_map(|s| serde_json::to_string(&s).unwrap_or_default()),
         1 => Just(r#""""#.to_string()),
         1 => Just(r#"" ""#.to_string()),
         1 => Just(r#""a\"b\\c\u00e9""#.to_string()),

@@ -30,44 +30,50 @@ static STRING_STOP: [bool; 256] = {
     t
 };
 
-/// A string's text between the quotes, as written.
+/// A string's text between the quotes, as written: always valid UTF-8
+/// (the cursor checks every string that holds a byte >= 0x80; the others
+/// are ASCII), kept as bytes so that ASCII strings cost no second pass.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct JsonStr<'a> {
-    pub raw: &'a str,
+    pub raw: &'a [u8],
     /// Whether `raw` holds escapes (then it is not the string's value).
     pub escaped: bool,
 }
 
 impl<'a> JsonStr<'a> {
     /// The value, when it is spelled without escapes.
-    pub fn plain(self) -> Option<&'a str> {
+    pub fn plain(self) -> Option<&'a [u8]> {
         (!self.escaped).then_some(self.raw)
     }
 }
 
-/// A number's text and shape.
+/// A number's text (ASCII by the grammar) and shape.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct JsonNum<'a> {
-    pub text: &'a str,
+    pub text: &'a [u8],
     /// Digits before the point (the sign not counted).
     pub int_digits: usize,
     pub fraction: bool,
     pub exponent: bool,
 }
 
+/// Works on bytes: no up-front UTF-8 pass over the input. The grammar
+/// admits bytes >= 0x80 only inside strings, and each string that holds
+/// one is checked with `from_utf8` before the cursor accepts it, so
+/// whatever the cursor accepts is valid UTF-8 as a whole.
 pub(super) struct Cursor<'a> {
-    text: &'a str,
     b: &'a [u8],
     i: usize,
 }
 
 impl<'a> Cursor<'a> {
     pub fn new(text: &'a str) -> Cursor<'a> {
-        Cursor {
-            text,
-            b: text.as_bytes(),
-            i: 0,
-        }
+        Cursor::bytes(text.as_bytes())
+    }
+
+    /// A cursor over bytes not yet known to be UTF-8.
+    pub fn bytes(b: &'a [u8]) -> Cursor<'a> {
+        Cursor { b, i: 0 }
     }
 
     pub fn pos(&self) -> usize {
@@ -75,8 +81,15 @@ impl<'a> Cursor<'a> {
     }
 
     /// The input from `start` to the cursor (a value just read, as written).
-    pub fn since(&self, start: usize) -> Option<&'a str> {
-        self.text.get(start..self.i)
+    pub fn since(&self, start: usize) -> Option<&'a [u8]> {
+        self.b.get(start..self.i)
+    }
+
+    /// The byte `ahead` positions after the cursor, if any (no whitespace
+    /// skipped): lets a caller pick the one field name worth comparing.
+    #[inline(always)]
+    pub fn byte_at(&self, ahead: usize) -> Option<u8> {
+        self.b.get(self.i + ahead).copied()
     }
 
     #[inline(always)]
@@ -147,11 +160,12 @@ impl<'a> Cursor<'a> {
     }
 
     /// Consume `lit` if the input continues with exactly it (no whitespace
-    /// skipped). A constant length lets the compiler compare it inline.
+    /// skipped). Always inlined: with a literal the length is a constant
+    /// and the compiler compares it in a few word loads.
     #[inline(always)]
-    pub fn eat<const N: usize>(&mut self, lit: &[u8; N]) -> bool {
-        if self.b.get(self.i..self.i + N) == Some(&lit[..]) {
-            self.i += N;
+    pub fn eat(&mut self, lit: &[u8]) -> bool {
+        if self.b.get(self.i..self.i + lit.len()) == Some(lit) {
+            self.i += lit.len();
             true
         } else {
             false
@@ -160,19 +174,23 @@ impl<'a> Cursor<'a> {
 
     /// A string value (after whitespace). The plain case — no escape —
     /// is small enough to inline everywhere; escapes take `escaped_string`.
-    #[inline]
+    #[inline(always)]
     pub fn string(&mut self) -> Option<JsonStr<'a>> {
         if self.peek()? != b'"' {
             return None;
         }
         let start = self.i + 1;
-        let end = skip_plain(self.b, start);
+        let (end, high) = scan_plain(self.b, start);
         if self.b.get(end) != Some(&b'"') {
             return self.escaped_string(start, end);
         }
+        let raw = self.b.get(start..end)?;
+        if high {
+            utf8(raw)?;
+        }
         self.i = end + 1;
         Some(JsonStr {
-            raw: self.text.get(start..end)?,
+            raw,
             escaped: false,
         })
     }
@@ -188,11 +206,11 @@ impl<'a> Cursor<'a> {
                 _ => return None, // a raw control character
             }
         }
+        // Rare: the whole string is checked, whatever its bytes.
+        let raw = self.b.get(start..i)?;
+        utf8(raw)?;
         self.i = i + 1;
-        Some(JsonStr {
-            raw: self.text.get(start..i)?,
-            escaped: true,
-        })
+        Some(JsonStr { raw, escaped: true })
     }
 
     /// One escape after its backslash; returns the index after it. `\u`
@@ -226,7 +244,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A number (after whitespace): `-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?`.
-    #[inline]
+    #[inline(always)]
     pub fn number(&mut self) -> Option<JsonNum<'a>> {
         self.ws();
         let start = self.i;
@@ -238,11 +256,7 @@ impl<'a> Cursor<'a> {
         let int_start = i;
         match b.get(i)? {
             b'0' => i += 1,
-            b'1'..=b'9' => {
-                while let Some(b'0'..=b'9') = b.get(i) {
-                    i += 1;
-                }
-            }
+            b'1'..=b'9' => i = digit_run(b, i + 1),
             _ => return None,
         }
         let int_digits = i - int_start;
@@ -260,7 +274,7 @@ impl<'a> Cursor<'a> {
         }
         self.i = i;
         Some(JsonNum {
-            text: self.text.get(start..i)?,
+            text: b.get(start..i)?,
             int_digits,
             fraction,
             exponent,
@@ -353,13 +367,23 @@ impl<'a> Cursor<'a> {
 /// (`"`, `\\`, a control character), or the length. Eight bytes at a time:
 /// strings are most of an event's bytes.
 #[inline(always)]
-pub(super) fn skip_plain(b: &[u8], mut i: usize) -> usize {
+pub(super) fn skip_plain(b: &[u8], i: usize) -> usize {
+    scan_plain(b, i).0
+}
+
+/// `skip_plain`, and whether the run it skipped holds a byte >= 0x80 (then
+/// only `from_utf8` can tell whether the run is valid UTF-8).
+#[inline(always)]
+pub(super) fn scan_plain(b: &[u8], mut i: usize) -> (usize, bool) {
     const LO: u64 = u64::from_le_bytes([1; 8]);
     const HI: u64 = LO << 7;
     // Standard SWAR tests; each flags its lowest matching byte exactly
     // (false flags only sit above a true one), so the lowest flag is right.
     let zero_byte = |v: u64| v.wrapping_sub(LO) & !v & HI;
-    while let Some(chunk) = b.get(i..i + 8) {
+    // The high bits of every byte of the run, ORed together.
+    let mut high = 0u64;
+    let mut words = b.get(i..).unwrap_or_default().chunks_exact(8);
+    for chunk in words.by_ref() {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
         let w = u64::from_le_bytes(word);
@@ -367,26 +391,96 @@ pub(super) fn skip_plain(b: &[u8], mut i: usize) -> usize {
             | zero_byte(w ^ (LO * u64::from(b'\\')))
             | (w.wrapping_sub(LO * 0x20) & !w & HI);
         if stop != 0 {
-            return i + (stop.trailing_zeros() / 8) as usize;
+            // Only the bytes below the stop are the run's: the mask keeps
+            // every bit under the stop byte's flag (its own bit 7 and all
+            // bytes after it excluded).
+            let below = (stop & stop.wrapping_neg()) - 1;
+            high |= w & below;
+            return (i + (stop.trailing_zeros() / 8) as usize, high & HI != 0);
         }
+        high |= w;
         i += 8;
     }
     while let Some(&c) = b.get(i)
         && !STRING_STOP[usize::from(c)]
     {
+        high |= u64::from(c);
         i += 1;
     }
-    i
+    (i, high & HI != 0)
+}
+
+/// Whether `s` holds the byte `needle`, eight bytes at a time (the key
+/// fields are 10–40 bytes: shorter than `memchr`'s set-up pays for).
+#[inline]
+pub(super) fn contains_byte(s: &[u8], needle: u8) -> bool {
+    const LO: u64 = u64::from_le_bytes([1; 8]);
+    const HI: u64 = LO << 7;
+    let pattern = LO * u64::from(needle);
+    let found = |word: [u8; 8]| {
+        let v = u64::from_le_bytes(word) ^ pattern;
+        v.wrapping_sub(LO) & !v & HI != 0
+    };
+    let mut words = s.chunks_exact(8);
+    for chunk in words.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        if found(word) {
+            return true;
+        }
+    }
+    // The tail in one more word, padded with a byte that is not the needle.
+    let tail = words.remainder();
+    let mut word = [!needle; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    found(word)
+}
+
+/// `part`, a slice of `whole`'s bytes (a string or number the cursor
+/// read from it), as the same slice of `whole`: found by address (no
+/// unsafe, no second UTF-8 pass), with `str::get`'s boundary checks.
+pub(super) fn sub_str<'t>(whole: &'t str, part: &[u8]) -> Option<&'t str> {
+    let start = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    whole.get(start..start.checked_add(part.len())?)
+}
+
+/// Valid UTF-8, or `None` (the checked decoder names the error).
+#[cold]
+#[inline(never)]
+fn utf8(raw: &[u8]) -> Option<()> {
+    std::str::from_utf8(raw).ok().map(drop)
 }
 
 /// One or more digits from `i`; the index after them.
 #[inline]
-fn digits(b: &[u8], mut i: usize) -> Option<usize> {
-    let start = i;
+fn digits(b: &[u8], i: usize) -> Option<usize> {
+    let end = digit_run(b, i);
+    (end > i).then_some(end)
+}
+
+/// The index after the ASCII digits from `i` on, eight bytes at a time
+/// (epoch millis have 13). Per byte `x = c ^ '0'` is 0..=9 exactly for a
+/// digit; `x + 0x76` sets bit 7 for 10..=0x7f, `x` itself for the rest.
+/// A carry out of a byte only flags bytes above an already flagged one,
+/// so the lowest flag is exact.
+#[inline(always)]
+pub(super) fn digit_run(b: &[u8], mut i: usize) -> usize {
+    const LO: u64 = u64::from_le_bytes([1; 8]);
+    const HI: u64 = LO << 7;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ (LO * u64::from(b'0'));
+        let other = (x | x.wrapping_add(LO * 0x76)) & HI;
+        if other != 0 {
+            return i + (other.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
     while let Some(b'0'..=b'9') = b.get(i) {
         i += 1;
     }
-    (i > start).then_some(i)
+    i
 }
 
 /// Whether `text` is one JSON value that the cursor accepts, with only
@@ -484,14 +578,174 @@ mod tests {
     }
 
     #[test]
+    fn word_scan_sees_every_high_byte_of_the_run_and_none_after_it() {
+        let bytewise = |b: &[u8], mut i: usize| {
+            let mut high = false;
+            while i < b.len() && !STRING_STOP[usize::from(b[i])] {
+                high |= b[i] >= 0x80;
+                i += 1;
+            }
+            (i, high)
+        };
+        for stop in [b'"', b'\\', 0x00, 0x1f] {
+            for high_at in 0..20 {
+                for stop_at in 0..20 {
+                    let mut b = vec![b'a'; 20];
+                    b[high_at] = 0xc3;
+                    b[stop_at] = stop;
+                    for start in [0, 1, 3, 7] {
+                        assert_eq!(
+                            scan_plain(&b, start),
+                            bytewise(&b, start),
+                            "high at {high_at}, {stop:#x} at {stop_at}, from {start}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strings_with_high_bytes_are_utf8_checked_wherever_they_fall() {
+        let chars = ["\u{e9}", "\u{20ac}", "\u{1f600}"];
+        for ch in chars {
+            for pad in 0..17 {
+                for tail in [0, 1, 6, 9] {
+                    let body = format!("{}{ch}{}", "a".repeat(pad), "b".repeat(tail));
+                    let text = format!("\"{body}\"");
+                    let mut c = Cursor::bytes(text.as_bytes());
+                    let s = c.string().expect(&text);
+                    assert_eq!((s.raw, s.escaped), (body.as_bytes(), false));
+                    assert!(c.at_end());
+                    // Escaped strings are checked too.
+                    let text = format!("\"\\n{body}\"");
+                    assert!(Cursor::bytes(text.as_bytes()).string().is_some(), "{text}");
+                    // The same string with its last UTF-8 byte cut, or with a
+                    // lone continuation byte or 0xff: refused.
+                    let mut cut = body.clone().into_bytes();
+                    cut.remove(pad + ch.len() - 1);
+                    for bad in [
+                        cut,
+                        {
+                            let mut b = body.clone().into_bytes();
+                            b[pad] = 0x80;
+                            b
+                        },
+                        {
+                            let mut b = body.clone().into_bytes();
+                            b[pad] = 0xff;
+                            b
+                        },
+                    ] {
+                        for escaped in [false, true] {
+                            let mut text = b"\"".to_vec();
+                            if escaped {
+                                text.extend_from_slice(b"\\t");
+                            }
+                            text.extend_from_slice(&bad);
+                            text.push(b'"');
+                            assert!(
+                                Cursor::bytes(&text).string().is_none(),
+                                "{:?}",
+                                String::from_utf8_lossy(&text)
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_strings_at_the_end_of_the_input() {
+        for (text, want) in [
+            (&b"\"\""[..], Some(&b""[..])),
+            (b"\"a\"", Some(b"a")),
+            (b"\"abcdef\"", Some(b"abcdef")),
+            (b"\"\xc3\xa9\"", Some("\u{e9}".as_bytes())),
+            (b"\"ab", None),
+            (b"\"\xc3\"", None),
+            (b"\"\xc3", None),
+            (b"\"a\x01\"", None),
+        ] {
+            let mut c = Cursor::bytes(text);
+            assert_eq!(c.string().map(|s| s.raw), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn raw_control_bytes_are_refused_at_every_position() {
+        for ctrl in [0x00, 0x09, 0x0a, 0x1f] {
+            for at in 0..20 {
+                let mut text = vec![b'"'];
+                text.extend(std::iter::repeat_n(b'a', 20));
+                text[1 + at] = ctrl;
+                text.push(b'"');
+                assert!(Cursor::bytes(&text).string().is_none(), "{ctrl:#x} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_outside_strings_must_be_ascii_json() {
+        for bad in [
+            &b"\xc3\xa9"[..],
+            b"[1,\xff]",
+            b"{\"a\":1}\xc2\xa0",
+            b"\xef\xbb\xbf{}",
+        ] {
+            let mut c = Cursor::bytes(bad);
+            assert!(c.skip_value().is_none() || !c.at_end(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn digit_runs_end_where_the_bytewise_scan_does() {
+        for other in 0..=255u8 {
+            for at in 0..20 {
+                let mut b = vec![b'7'; 20];
+                b[at] = other;
+                // A neighbour that trips naive range tests.
+                b[(at + 3) % 20] = if other.is_ascii_digit() { b'0' } else { b'9' };
+                for start in [0, 1, 5, 13] {
+                    let want = start + b[start..].iter().take_while(|c| c.is_ascii_digit()).count();
+                    assert_eq!(
+                        digit_run(&b, start),
+                        want,
+                        "{other:#x} at {at}, from {start}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn contains_byte_finds_the_byte_at_every_position() {
+        for len in 0..30 {
+            let s = vec![b'a'; len];
+            assert!(!contains_byte(&s, b'/'));
+            for at in 0..len {
+                let mut t = s.clone();
+                t[at] = b'/';
+                assert!(contains_byte(&t, b'/'), "len {len}, at {at}");
+                // Bytes one off the needle, and high bytes, do not match.
+                t[at] = b'/' + 1;
+                assert!(!contains_byte(&t, b'/'));
+                t[at] = b'/' | 0x80;
+                assert!(!contains_byte(&t, b'/'));
+            }
+        }
+    }
+
+    #[test]
     fn strings_and_numbers_report_their_text() {
         let mut c = Cursor::new(r#" "ab\"c" -12.50e+3 "#);
         let s = c.string().unwrap();
-        assert_eq!((s.raw, s.escaped), (r#"ab\"c"#, true));
+        assert_eq!((s.raw, s.escaped), (&br#"ab\"c"#[..], true));
         let n = c.number().unwrap();
         assert_eq!(
             (n.text, n.int_digits, n.fraction, n.exponent),
-            ("-12.50e+3", 2, true, true)
+            (&b"-12.50e+3"[..], 2, true, true)
         );
         assert!(c.at_end());
     }
