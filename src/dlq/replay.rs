@@ -230,7 +230,7 @@ pub async fn replay_with(
             key,
             dedupe_key: decoded.dedupe_key,
             event: decoded.event,
-            usage: decoded.usage,
+            usage: decoded.usage.map(Box::new),
             received_at: now,
         };
         to_send

@@ -47,8 +47,10 @@ pub(super) struct PartitionWorker {
 /// A decoded record waiting to be resolved. Pendings stay where they are
 /// for the whole chunk; rounds pass indices around, not the records.
 /// What a decoded record costs while its chunk is resolved: the fetcher
-/// charges it to the fetch budget with the batch.
-pub(super) const DECODED_RECORD_BYTES: usize = size_of::<Pending>();
+/// charges it to the fetch budget with the batch (with a Kill Bill usage
+/// event's box, which only those routes fill, counted for every route).
+pub(super) const DECODED_RECORD_BYTES: usize =
+    size_of::<Pending>() + size_of::<crate::format::UsageEvent>();
 
 struct Pending {
     out: Outgoing,
@@ -247,7 +249,7 @@ impl PartitionWorker {
                         key: record.key.take(),
                         dedupe_key: decoded.dedupe_key,
                         event: decoded.event,
-                        usage: decoded.usage,
+                        usage: decoded.usage.map(Box::new),
                         received_at: now,
                     };
                     pending.push(Pending {
