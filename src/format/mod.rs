@@ -148,22 +148,19 @@ impl Decoder {
             });
         }
         let (schema_id, body_at) = frame::strip(value)?;
-        // The result is amended in place, not rebuilt: `Decoded` is large
-        // and every rebuild is a copy on the per-record path.
-        let mut result = self.decode_body(key, value, body_at);
-        if let Some(id) = schema_id {
-            match &mut result {
-                Ok(decoded) => decoded.schema_id = Some(id),
-                Err(e) => {
-                    let source = Box::new(std::mem::replace(e, DecodeError::NullValue));
-                    *e = DecodeError::Framed {
-                        schema_id: id,
-                        source,
-                    };
-                }
-            }
+        match schema_id {
+            None => self.decode_body(key, value, body_at),
+            Some(id) => match self.decode_body(key, value, body_at) {
+                Ok(decoded) => Ok(Decoded {
+                    schema_id: Some(id),
+                    ..decoded
+                }),
+                Err(e) => Err(DecodeError::Framed {
+                    schema_id: id,
+                    source: Box::new(e),
+                }),
+            },
         }
-        result
     }
 
     pub fn with_schema(self, schema: Option<RecordSchema>) -> Decoder {
@@ -179,12 +176,11 @@ impl Decoder {
         value: &Bytes,
         body_at: usize,
     ) -> Result<Decoded, DecodeError> {
-        let decoded = self.decode_format(key, value, body_at);
-        // Returned as it came (no unwrap and re-wrap: that is a copy).
-        if let (Ok(d), Some(schema)) = (&decoded, &self.schema) {
-            schema.check(&d.event)?;
+        let decoded = self.decode_format(key, value, body_at)?;
+        if let Some(schema) = &self.schema {
+            schema.check(&decoded.event)?;
         }
-        decoded
+        Ok(decoded)
     }
 
     fn decode_format(
