@@ -9,7 +9,7 @@
 use bytes::Bytes;
 
 use super::DecodeError;
-use super::scan::{Cursor, sub_str};
+use super::scan::{TextCursor, sub_str};
 use crate::config::DedupeSource;
 
 /// A JSON pointer split into its reference tokens (`~1` → `/`, `~0` → `~`),
@@ -87,7 +87,7 @@ pub(super) fn parse(
 
 /// One object and nothing else, by the cursor's (stricter) rules.
 pub(super) fn is_fast_object(text: &str) -> bool {
-    let mut c = Cursor::new(text);
+    let mut c = TextCursor::new(text);
     c.peek() == Some(b'{') && c.skip_value().is_some() && c.at_end()
 }
 
@@ -96,7 +96,7 @@ pub(super) fn is_fast_object(text: &str) -> bool {
 /// `to_string` spells the same; otherwise `None` (serde_json decides).
 /// Pointers through arrays are left to serde_json too.
 pub(super) fn fast_pointer_key(text: &str, tokens: &[String]) -> Option<String> {
-    let mut c = Cursor::new(text);
+    let mut c = TextCursor::new(text);
     if c.peek()? != b'{' {
         return None;
     }
@@ -110,7 +110,11 @@ pub(super) fn fast_pointer_key(text: &str, tokens: &[String]) -> Option<String> 
 
 /// The value under the cursor lies on the pointer's path; `tokens` are the
 /// ones still to follow. Recursion is bounded by `MAX_FAST_TOKENS`.
-fn on_path<'a>(c: &mut Cursor<'a>, tokens: &[String], found: &mut Option<&'a [u8]>) -> Option<()> {
+fn on_path<'a>(
+    c: &mut TextCursor<'a>,
+    tokens: &[String],
+    found: &mut Option<&'a [u8]>,
+) -> Option<()> {
     let Some((token, rest)) = tokens.split_first() else {
         *found = Some(key_value(c)?);
         return Some(());
@@ -140,7 +144,7 @@ fn on_path<'a>(c: &mut Cursor<'a>, tokens: &[String], found: &mut Option<&'a [u8
     }
 }
 
-fn key_value<'a>(c: &mut Cursor<'a>) -> Option<&'a [u8]> {
+fn key_value<'a>(c: &mut TextCursor<'a>) -> Option<&'a [u8]> {
     match c.peek()? {
         b'"' => c.string()?.plain().filter(|s| !s.is_empty()),
         _ => {

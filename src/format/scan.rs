@@ -58,24 +58,37 @@ pub(super) struct JsonNum<'a> {
 }
 
 /// Works on bytes: no up-front UTF-8 pass over the input. The grammar
-/// admits bytes >= 0x80 only inside strings, and each string that holds
-/// one is checked with `from_utf8` before the cursor accepts it, so
-/// whatever the cursor accepts is valid UTF-8 as a whole.
-pub(super) struct Cursor<'a> {
+/// admits bytes >= 0x80 only inside strings, and with `CHECK_UTF8` each
+/// string that holds one is checked with `from_utf8` before the cursor
+/// accepts it, so whatever the cursor accepts is valid UTF-8 as a whole.
+/// Without it (`TextCursor`, over a `&str`) the input is already known to
+/// be UTF-8 and the string scan skips the high-byte tracking: one format's
+/// check costs the other nothing.
+pub(super) struct Cursor<'a, const CHECK_UTF8: bool = true> {
     b: &'a [u8],
     i: usize,
 }
 
-impl<'a> Cursor<'a> {
-    pub fn new(text: &'a str) -> Cursor<'a> {
-        Cursor::bytes(text.as_bytes())
-    }
+/// A cursor over text already validated as UTF-8.
+pub(super) type TextCursor<'a> = Cursor<'a, false>;
 
+impl<'a> TextCursor<'a> {
+    pub fn new(text: &'a str) -> TextCursor<'a> {
+        Cursor {
+            b: text.as_bytes(),
+            i: 0,
+        }
+    }
+}
+
+impl<'a> Cursor<'a> {
     /// A cursor over bytes not yet known to be UTF-8.
     pub fn bytes(b: &'a [u8]) -> Cursor<'a> {
         Cursor { b, i: 0 }
     }
+}
 
+impl<'a, const CHECK_UTF8: bool> Cursor<'a, CHECK_UTF8> {
     pub fn pos(&self) -> usize {
         self.i
     }
@@ -180,7 +193,12 @@ impl<'a> Cursor<'a> {
             return None;
         }
         let start = self.i + 1;
-        let (end, high) = scan_plain(self.b, start);
+        // A constant: the text cursor compiles the plain scan alone.
+        let (end, high) = if CHECK_UTF8 {
+            scan_plain(self.b, start)
+        } else {
+            (skip_plain(self.b, start), false)
+        };
         if self.b.get(end) != Some(&b'"') {
             return self.escaped_string(start, end);
         }
@@ -208,7 +226,9 @@ impl<'a> Cursor<'a> {
         }
         // Rare: the whole string is checked, whatever its bytes.
         let raw = self.b.get(start..i)?;
-        utf8(raw)?;
+        if CHECK_UTF8 {
+            utf8(raw)?;
+        }
         self.i = i + 1;
         Some(JsonStr { raw, escaped: true })
     }
@@ -600,6 +620,34 @@ mod tests {
                             "high at {high_at}, {stop:#x} at {stop_at}, from {start}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_text_cursor_reads_what_the_checked_cursor_reads() {
+        // The text cursor skips the UTF-8 tracking; on valid text the two
+        // must agree on every string's bytes, escape flag and end.
+        let chars = ["a", "\u{e9}", "\u{20ac}", "\u{1f600}"];
+        for ch in chars {
+            for pad in 0..17 {
+                for escape in ["", "\\n", "\\u00e9"] {
+                    let body = format!("{}{escape}{ch}{}", "a".repeat(pad), "b".repeat(pad % 5));
+                    let text = format!(" \"{body}\" ,{{\"k\":[\"{ch}\",1]}}");
+                    let mut checked = Cursor::bytes(text.as_bytes());
+                    let mut plain = TextCursor::new(&text);
+                    let (a, b) = (checked.string(), plain.string());
+                    let (a, b) = (a.expect(&text), b.expect(&text));
+                    assert_eq!((a.raw, a.escaped), (b.raw, b.escaped), "{text}");
+                    assert_eq!((a.raw, a.escaped), (body.as_bytes(), !escape.is_empty()));
+                    assert_eq!(checked.pos(), plain.pos(), "{text}");
+                    assert_eq!(
+                        (checked.more(b']'), plain.more(b']')),
+                        (Some(true), Some(true))
+                    );
+                    assert!(checked.skip_value().is_some() && plain.skip_value().is_some());
+                    assert!(checked.at_end() && plain.at_end(), "{text}");
                 }
             }
         }
