@@ -23,8 +23,6 @@ pub use decimal::Decimal;
 pub use frame::schema_id as framed_schema_id;
 pub use killbill_usage::{UnitUsage, UsageEvent, UsageRecord};
 pub use record_date::parse_record_date;
-/// The string scan, for the sinks' "needs no JSON escape" test.
-pub(crate) use scan::scan_plain;
 pub use schema::{RecordSchema, SchemaLoadError};
 
 /// A record that decoded cleanly.

@@ -394,7 +394,7 @@ pub(super) fn skip_plain(b: &[u8], i: usize) -> usize {
 /// `skip_plain`, and whether the run it skipped holds a byte >= 0x80 (then
 /// only `from_utf8` can tell whether the run is valid UTF-8).
 #[inline(always)]
-pub(crate) fn scan_plain(b: &[u8], mut i: usize) -> (usize, bool) {
+pub(super) fn scan_plain(b: &[u8], mut i: usize) -> (usize, bool) {
     const LO: u64 = u64::from_le_bytes([1; 8]);
     const HI: u64 = LO << 7;
     // Standard SWAR tests; each flags its lowest matching byte exactly

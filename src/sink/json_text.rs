@@ -17,10 +17,30 @@ pub(crate) fn push_str(buf: &mut Vec<u8>, s: &str) {
 
 /// Whether `b` is printable ASCII with nothing a JSON string must escape
 /// (no `"`, `\\`, control character or byte above 0x7f): then `"b"` is
-/// its JSON string, and it is UTF-8. The decoder's string scan answers
-/// exactly that: its plain run covers all of `b`, with no high byte.
+/// its JSON string, and it is UTF-8. Eight bytes at a time.
 pub(crate) fn is_plain_ascii(b: &[u8]) -> bool {
-    crate::format::scan_plain(b, 0) == (b.len(), false)
+    const LO: u64 = u64::from_le_bytes([1; 8]);
+    const HI: u64 = LO << 7;
+    // Each test flags only where a byte matches or above one that does, so
+    // "any flag" is exact.
+    let zero_byte = |v: u64| v.wrapping_sub(LO) & !v & HI;
+    let mut words = b.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let stop = (w & HI)
+            | zero_byte(w ^ (LO * u64::from(b'"')))
+            | zero_byte(w ^ (LO * u64::from(b'\\')))
+            | (w.wrapping_sub(LO * 0x20) & !w & HI);
+        if stop != 0 {
+            return false;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .all(|&c| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\')
 }
 
 /// Append `s`, which `is_plain_ascii` accepted, as a JSON string.
