@@ -10,7 +10,7 @@
 #   --rows LIST     comma-separated subset of:
 #                   raw,tally-fetch,tally-decode,librdkafka,tally-run,tally-run-base,
 #                   killbill,killbill-base,tally-group,tally-run-changelog,tally-restore,
-#                   tally-backlog
+#                   tally-backlog,tally-run-linewatch
 #                   (env ROWS, default the first six, in that order;
 #                   rows may repeat, each run gets a fresh directory)
 #   --max-bytes B   per-partition fetch max bytes for every row
@@ -30,9 +30,16 @@
 #   librdkafka   tests/support/kafka_tool.py consume (confluent-kafka, assign
 #                mode, no parsing; Python loop over consume(num_messages=1000))
 #   tally-run    `tally run` into the file sink with a fresh store (durable
-#                dedupe): wall = process start to the last expected line in
-#                the sink; then SIGTERM. Delivered lines must equal the
-#                distinct events exactly, with no repeated dedupe key.
+#                dedupe): wall = process start to the moment the last
+#                expected line is in the sink file; then SIGTERM. Delivered
+#                lines must equal the distinct events exactly, with no
+#                repeated dedupe key. The watcher only stats the sink file
+#                (every 5 ms) and asks tally's admin API (5 times a second)
+#                whether every event is delivered; the last line's offset is
+#                found after the run. BENCH_WATCH=lines reads and counts the
+#                file as it grows instead (sessions up to 19; that costs
+#                ~12 % of the 2 cores during the row, see BENCHMARKS.md);
+#                the row tally-run-linewatch is tally-run with that watcher.
 #   killbill     `tally run` into the Kill Bill double (tests/support,
 #                in examples/bench_killbill) with KB_LATENCY_MS (default 5)
 #                added to every request, default max_in_flight, fresh store:
@@ -112,7 +119,7 @@ done
 [[ "$P" =~ ^[0-9]+$ && "$P" -gt 0 ]] || die "P must be a positive integer"
 IFS=',' read -r -a ROW_LIST <<<"$ROWS"
 for r in "${ROW_LIST[@]}"; do
-    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|tally-run-base|killbill|killbill-base|tally-group|tally-run-changelog|tally-restore|tally-backlog) ;; *) die "unknown row: $r" ;; esac
+    case "$r" in raw|tally-fetch|tally-decode|librdkafka|tally-run|tally-run-base|killbill|killbill-base|tally-group|tally-run-changelog|tally-restore|tally-backlog|tally-run-linewatch) ;; *) die "unknown row: $r" ;; esac
 done
 
 # ---------------------------------------------------------------- tools
@@ -284,25 +291,36 @@ EOF
 }
 
 # row_tally_run [NAME [ROUTE_EXTRA]]: a fresh directory (store, sink file)
-# each time the row runs.
+# each time the row runs. The watcher must not compete with tally for the
+# two cores: reading and counting the ~490 MB sink file while tally writes
+# it (BENCH_WATCH=lines, sessions up to 19) took ~12 % of all CPU samples
+# in a system-wide perf profile of the row (session 20). Now it records
+# (time, size, tally CPU, RSS) whenever the file's size moves, stops once
+# /metrics counts every event delivered, then finds the byte offset where
+# the last expected line ends and takes the first sample at or past it.
 row_tally_run() {
-    local name=${1:-tally-run} b0 b1 wall cpu rss t_start poll lines dir
+    local name=${1:-tally-run} b0 b1 wall cpu rss t_start poll lines dir admin_port
     dir=$(mktemp -d "$WORK/$name.XXXX")
     tally_config "$dir" "$name" "${2:-}"
+    admin_port=$("$PY" -c 'import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    printf '\n[admin]\nlisten = "127.0.0.1:%s"\n' "$admin_port" >>"$dir/tally.toml"
     b0=$(proc_cpu "$BROKER_PID")
     t_start=$(now)
     TALLY_LOG="${TALLY_LOG:-info}" "$TIME" -f '%e %U %S %M' -o "$WORK/$name.time" \
         "$TALLY" run --config "$dir/tally.toml" >"$dir/tally.log" 2>&1 &
     TIME_PID=$!
-    # The poller counts lines incrementally (never re-reads the file) and
-    # reports epoch times of the first and the last expected line.
-    poll=$("$PY" - "$dir/delivered.jsonl" "$DISTINCT" "$TIME_PID" 900 <<'EOF'
-import json, os, sys, time
+    # The watcher reports epoch times of the first and of the last expected
+    # line, and tally's CPU and peak RSS at that moment.
+    poll=$("$PY" - "$dir/delivered.jsonl" "$DISTINCT" "$TIME_PID" 900 "$admin_port" "${WATCH:-${BENCH_WATCH:-size}}" <<'EOF'
+import http.client, json, os, re, sys, time
 path, want, pid, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+port, watch = int(sys.argv[5]), sys.argv[6]
 deadline = time.time() + timeout
-lines, first, f = 0, None, None
 hz = os.sysconf("SC_CLK_TCK")
 child = None
+conn = None
+delivered_re = re.compile(rb'^tally_records_total\{[^}]*outcome="delivered"[^}]*\} ([0-9.e+]+)$', re.M)
 def tally_pid():
     try:
         kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
@@ -317,25 +335,87 @@ def sample(p):
         return (int(st[11]) + int(st[12])) / hz, int(hwm)
     except (OSError, StopIteration, IndexError, TypeError):
         return None, None
+def delivered():
+    """tally's delivered count (written, fsynced, committed), or None."""
+    global conn
+    try:
+        if conn is None:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", "/metrics")
+        body = conn.getresponse().read()
+    except (OSError, http.client.HTTPException):
+        conn = None
+        return None
+    return int(sum(float(m) for m in delivered_re.findall(body)))
+def end_of_line(n):
+    """Byte offset just past the n-th line of the sink file (None if short)."""
+    buf = bytearray(1 << 22)
+    seen, pos = 0, 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            got = f.readinto(buf)
+            if not got:
+                return None
+            view = bytes(buf[:got])
+            c = view.count(b"\n")
+            if seen + c >= n:
+                i = -1
+                for _ in range(n - seen):
+                    i = view.index(b"\n", i + 1)
+                return pos + i + 1
+            seen += c
+            pos += got
+
+lines, first, f = 0, None, None
+samples = []  # (time, sink size, tally CPU s, peak RSS kB) whenever the size moved
+next_scrape, size = 0.0, -1
 while True:
     if child is None:
         child = tally_pid()
-    if f is None and os.path.exists(path):
-        f = open(path, "rb")
-    if f is not None:
-        chunk = f.read(1 << 22)
-        if chunk:
-            lines += chunk.count(b"\n")
-            if first is None and lines:
-                first = time.time()
-            if lines >= want:
+    now = time.time()
+    if watch == "lines":
+        # The old watcher: read and count the sink file as it grows.
+        if f is None and os.path.exists(path):
+            f = open(path, "rb")
+        if f is not None:
+            chunk = f.read(1 << 22)
+            if chunk:
+                lines += chunk.count(b"\n")
+                if first is None and lines:
+                    first = time.time()
+                if lines >= want:
+                    break
+                continue
+    else:
+        # Only stat the file (and read /proc when it grew); ask tally's
+        # admin API five times a second whether everything is delivered.
+        try:
+            s = os.stat(path).st_size
+        except OSError:
+            s = 0
+        if s != size:
+            size = s
+            samples.append((now, s) + sample(child))
+            if first is None and s > 0:
+                first = now
+        if now >= next_scrape:
+            next_scrape = now + 0.2
+            n = delivered()
+            if n is not None and n >= want:
                 break
-            continue
     if time.time() > deadline or not os.path.exists(f"/proc/{pid}"):
         break
-    time.sleep(0.01)
+    time.sleep(0.005 if watch != "lines" else 0.01)
 last = time.time()
 cpu, rss = sample(child)
+if watch != "lines":
+    # The last expected line's moment: the first sample whose size covers it.
+    end = end_of_line(want)
+    if end is not None:
+        lines = want
+        hit = next((x for x in samples if x[1] >= end), None)
+        if hit is not None:
+            last, cpu, rss = hit[0], hit[2], hit[3]
 print(json.dumps({"lines": lines, "first": first, "last": last, "tally_pid": child, "cpu_at_last": cpu, "rss_kb_at_last": rss}))
 EOF
 )
@@ -575,6 +655,7 @@ for r in "${ROW_LIST[@]}"; do
         tally-decode) row_fetch tally-decode tally --decode ;;
         librdkafka) row_librdkafka ;;
         tally-run) row_tally_run ;;
+        tally-run-linewatch) WATCH=lines row_tally_run tally-run-linewatch ;;
         tally-run-base)
             [[ -x "${BENCH_BASE_TALLY:-}" ]] || die "tally-run-base needs BENCH_BASE_TALLY=/path/to/another/tally"
             TALLY="$BENCH_BASE_TALLY" row_tally_run tally-run-base ;;
@@ -600,6 +681,7 @@ labels = {
     "tally-decode": "tally fetch + killbill-usage decode (no store/sink)",
     "librdkafka": "confluent-kafka consume (Python)",
     "tally-run": "`tally run` → file sink, durable dedupe",
+    "tally-run-linewatch": "`tally run` → file sink, durable dedupe: watcher reads the sink file (≤ session 19)",
     "tally-run-base": "`tally run` → file sink, durable dedupe: BENCH_BASE_TALLY build",
     "killbill": "`tally run` → Kill Bill double, durable dedupe",
     "killbill-base": "`tally run` → Kill Bill double, durable dedupe: BENCH_BASE_TALLY build",
