@@ -84,7 +84,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${TALLY_TOOLS:-$ROOT/.tools}"
 PY="$TOOLS/venv/bin/python"
 KT="$ROOT/tests/support/kafka_tool.py"
-TALLY="$ROOT/target/release/tally"
+# BENCH_TALLY: the tally binary of the tally rows (default: the release build
+# made above), e.g. the shipped musl binary from scripts/build-static.sh.
+TALLY="${BENCH_TALLY:-$ROOT/target/release/tally}"
 FETCH="$ROOT/target/release/examples/raw_rskafka_fetch"
 KB_BENCH="$ROOT/target/release/examples/bench_killbill"
 TIME=/usr/bin/time
