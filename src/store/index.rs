@@ -228,10 +228,12 @@ impl DigestSet {
             if tag == 0 {
                 continue;
             }
-            let k = Key { tag, bits };
-            if let Err(p) = self.find(k) {
-                self.put(p, k);
-            }
+            // The old entries are distinct: each goes to the first empty
+            // slot from its home, with no tag to compare on the way.
+            let start = self.home(low_of(&bits));
+            let run = self.tags[start..].iter().position(|&tg| tg == 0);
+            let p = start + run.unwrap_or(self.tags.len() - start);
+            self.put(p, Key { tag, bits });
         }
     }
 }
