@@ -59,6 +59,9 @@ pub(crate) struct DigestSet {
     bits: Vec<[u32; 3]>,
     /// Number of home positions (slots before the tail).
     cap: usize,
+    /// The most digests `cap` holds at `MAX_LOAD` (an insert past it grows
+    /// the table): kept so an insert compares integers, not floats.
+    grow_at: usize,
     len: usize,
     has_zero: bool,
 }
@@ -139,13 +142,14 @@ impl DigestSet {
     }
 
     /// Returns true if newly inserted.
+    #[inline]
     pub fn insert(&mut self, d: u128) -> bool {
         if d == 0 {
             let new = !self.has_zero;
             self.has_zero = true;
             return new;
         }
-        if (self.len + 1) as f64 > self.cap as f64 * MAX_LOAD {
+        if self.len + 1 > self.grow_at {
             self.resize(capacity_to_grow(self.len + 1));
         }
         let k = key(d);
@@ -168,7 +172,7 @@ impl DigestSet {
     /// Make room for `additional` more digests in one step (one rehash at most).
     pub fn reserve(&mut self, additional: usize) {
         let need = self.len + additional;
-        if need as f64 > self.cap as f64 * MAX_LOAD {
+        if need > self.grow_at {
             self.resize(capacity_to_grow(need));
         }
     }
@@ -223,15 +227,18 @@ impl DigestSet {
         let old_tags = std::mem::replace(&mut self.tags, prefaulted(cap + TAIL));
         let old_bits = std::mem::replace(&mut self.bits, prefaulted(cap + TAIL));
         self.cap = cap;
+        self.grow_at = grow_at(cap);
         // Old entries come roughly in home order, so this pass is mostly sequential.
         for (tag, bits) in old_tags.into_iter().zip(old_bits) {
             if tag == 0 {
                 continue;
             }
-            let k = Key { tag, bits };
-            if let Err(p) = self.find(k) {
-                self.put(p, k);
-            }
+            // The old entries are distinct: each goes to the first empty
+            // slot from its home, with no tag to compare on the way.
+            let start = self.home(low_of(&bits));
+            let run = self.tags[start..].iter().position(|&tg| tg == 0);
+            let p = start + run.unwrap_or(self.tags.len() - start);
+            self.put(p, Key { tag, bits });
         }
     }
 }
@@ -491,6 +498,7 @@ impl DigestIndex {
                 tags,
                 bits,
                 cap,
+                grow_at: grow_at(cap),
                 len,
                 has_zero: zero == 1,
             });
@@ -590,6 +598,12 @@ fn advise_huge_pages<T>(v: &mut Vec<T>) {
 
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages<T>(_: &mut Vec<T>) {}
+
+/// `n > grow_at(cap)` exactly when `n as f64 > cap as f64 * MAX_LOAD`
+/// (an integer exceeds a real iff it exceeds its floor).
+fn grow_at(cap: usize) -> usize {
+    (cap as f64 * MAX_LOAD) as usize
+}
 
 fn capacity_for(n: usize) -> usize {
     ((n as f64 / TARGET_LOAD) as usize).max(16)

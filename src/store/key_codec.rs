@@ -55,56 +55,68 @@ fn uuid_at(s: &[u8]) -> Option<([u8; 16], bool)> {
     if s[8] != b'-' || s[13] != b'-' || s[18] != b'-' || s[23] != b'-' {
         return None;
     }
-    // The 32 digits as four words of eight, each decoded at once (SWAR).
+    // The 32 digits as four words of eight, each decoded at once (SWAR);
+    // one test of all four words' flags at the end, not one per word.
     let word = |a: usize, b: usize| {
         u64::from(u32::from_le_bytes([s[a], s[a + 1], s[a + 2], s[a + 3]]))
             | u64::from(u32::from_le_bytes([s[b], s[b + 1], s[b + 2], s[b + 3]])) << 32
     };
+    let words = [word(0, 4), word(9, 14), word(19, 24), word(28, 32)];
     let mut out = [0u8; 16];
-    let mut case = 0u64;
-    for (n, w) in [word(0, 4), word(9, 14), word(19, 24), word(28, 32)]
-        .into_iter()
-        .enumerate()
-    {
-        let (bytes, lower, upper) = hex8(w)?;
-        out[4 * n..4 * n + 4].copy_from_slice(&bytes);
-        case |= u64::from(lower) | u64::from(upper) << 1;
+    let (mut bad, mut lower, mut upper) = (0u64, 0u64, 0u64);
+    for (n, w) in words.into_iter().enumerate() {
+        let h = hex8(w);
+        out[4 * n..4 * n + 4].copy_from_slice(&h.packed.to_le_bytes());
+        bad |= h.bad;
+        lower |= h.lower;
+        upper |= h.upper;
     }
-    if case == 3 {
+    if bad != 0 || (lower != 0 && upper != 0) {
         return None;
     }
-    Some((out, case == 2))
+    Some((out, upper != 0))
 }
 
-/// Eight ASCII hex digits (the first in the lowest byte) as four bytes,
-/// and whether any is a lower / upper case letter; `None` if one is not
-/// a hex digit. Each byte's range test is one add per bound on all eight
-/// at once: below 0x80 nothing carries into the next byte.
+/// Eight ASCII hex digits decoded at once: `packed` is meaningful only
+/// where `bad` is 0.
+struct Hex8 {
+    /// The digits (the first in the lowest byte of the word) as four bytes.
+    packed: u32,
+    /// Non-zero if a byte is not a hex digit.
+    bad: u64,
+    /// Non-zero if a digit is a lower / upper case letter.
+    lower: u64,
+    upper: u64,
+}
+
+/// Each byte's range test is one add per bound on all eight at once: below
+/// 0x80 nothing carries into the next byte (a byte at or above 0x80 is
+/// `bad` by itself, whatever the tests make of it). Letters are tested
+/// case-folded (`| 0x20`), their case read from bit 5.
 #[inline(always)]
-fn hex8(w: u64) -> Option<([u8; 4], bool, bool)> {
+fn hex8(w: u64) -> Hex8 {
     const LO: u64 = u64::from_le_bytes([1; 8]);
     const HI: u64 = LO << 7;
-    // The high bit of each byte of `w` that lies in `lo..=hi`.
-    let within = |lo: u8, hi: u8| {
-        (w.wrapping_add(LO * u64::from(0x80 - lo)) & !w.wrapping_add(LO * u64::from(0x7f - hi)))
+    // The high bit of each byte of `x` that lies in `lo..=hi`.
+    let within = |x: u64, lo: u8, hi: u8| {
+        (x.wrapping_add(LO * u64::from(0x80 - lo)) & !x.wrapping_add(LO * u64::from(0x7f - hi)))
             & HI
     };
-    if w & HI != 0 {
-        return None;
-    }
-    let digit = within(b'0', b'9');
-    let lower = within(b'a', b'f');
-    let upper = within(b'A', b'F');
-    if digit | lower | upper != HI {
-        return None;
-    }
+    let digit = within(w, b'0', b'9');
+    let letter = within(w | (LO * 0x20), b'a', b'f');
+    // Bit 5 (lower case) of each byte, moved to that byte's bit 7.
+    let case = w << 2;
     // Digits are their low nibble; letters their low nibble + 9.
-    let nibbles = (w & (LO * 0x0f)) + ((lower | upper) >> 7) * 9;
+    let nibbles = (w & (LO * 0x0f)) + (letter >> 7) * 9;
     // Byte k = nibble k << 4 | nibble k+1; keep the even bytes, packed.
     let pairs = ((nibbles << 4) | (nibbles >> 8)) & 0x00ff_00ff_00ff_00ff;
     let pairs = (pairs | pairs >> 8) & 0x0000_ffff_0000_ffff;
-    let packed = (pairs | pairs >> 16) as u32;
-    Some((packed.to_le_bytes(), lower != 0, upper != 0))
+    Hex8 {
+        packed: (pairs | pairs >> 16) as u32,
+        bad: (w & HI) | ((digit | letter) ^ HI),
+        lower: letter & case,
+        upper: letter & !case,
+    }
 }
 
 fn transform(key: &str, out: &mut Vec<u8>) {
@@ -120,8 +132,10 @@ fn transform(key: &str, out: &mut Vec<u8>) {
         if is_hex(c) {
             if let Some((bytes, upper)) = uuid_at(&b[i..]) {
                 out.extend_from_slice(&b[lit..i]);
-                out.push(if upper { UUID_UPPER } else { UUID_LOWER });
-                out.extend_from_slice(&bytes);
+                // Marker and bytes in one write: one capacity check, not two.
+                let mut packed = [if upper { UUID_UPPER } else { UUID_LOWER }; 17];
+                packed[1..].copy_from_slice(&bytes);
+                out.extend_from_slice(&packed);
                 i += 36;
                 lit = i;
             } else {
@@ -216,8 +230,17 @@ fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     i
 }
 
+#[cfg(test)]
 pub(crate) fn encode<S: AsRef<str>>(keys: &[S]) -> Vec<u8> {
-    // All transformed keys back to back, key i at `ends[i - 1]..ends[i]`:
+    let mut out = Vec::new();
+    encode_into(keys, &mut out);
+    out
+}
+
+/// Append the encoding of `keys` to `out` (a commit's staged key bytes,
+/// so the encoding is written once, not built apart and copied).
+pub(crate) fn encode_into<S: AsRef<str>>(keys: &[S], out: &mut Vec<u8>) {
+    // All transformed keys back to back, key i at `ends[i]..ends[i + 1]`:
     // one buffer instead of a ring of per-key vectors, so the window's
     // candidates are plain slices and nothing is swapped or re-grown.
     let mut flat = Vec::with_capacity(keys.iter().map(|k| k.as_ref().len() + 1).sum());
@@ -229,33 +252,57 @@ pub(crate) fn encode<S: AsRef<str>>(keys: &[S]) -> Vec<u8> {
     }
     // Bytes written can only shrink from the transformed keys: each key
     // adds at most its suffix and three varints.
-    let mut out = Vec::with_capacity(16 + flat.len() + keys.len() * 3 * 10);
+    out.reserve(16 + flat.len() + keys.len() * 3 * 10);
     out.push(VERSION);
-    put_varint(&mut out, keys.len() as u64);
+    put_varint(out, keys.len() as u64);
     for i in 0..keys.len() {
         let cur = &flat[ends[i]..ends[i + 1]];
-        let (mut best_ref, mut best_len) = (0usize, 0usize);
-        for j in 1..=WINDOW.min(i) {
-            let cand = &flat[ends[i - j]..ends[i - j + 1]];
-            // Only a candidate that also matches at `best_len` can do better.
-            if best_len > 0 && cand.get(best_len) != cur.get(best_len) {
-                continue;
-            }
-            let l = common_prefix(cur, cand);
-            if l > best_len {
-                (best_ref, best_len) = (j, l);
-            }
-        }
+        let (mut best_ref, mut best_len) =
+            longest_match(&flat, &ends[i.saturating_sub(WINDOW)..=i], cur);
         // A reference costs two bytes or so; not worth it for a short match.
         if best_len < 3 {
             (best_ref, best_len) = (0, 0);
         }
-        put_varint(&mut out, best_ref as u64);
-        put_varint(&mut out, best_len as u64);
-        put_varint(&mut out, (cur.len() - best_len) as u64);
-        out.extend_from_slice(&cur[best_len..]);
+        let rest = &cur[best_len..];
+        if best_ref | best_len | rest.len() < 0x80 {
+            // The usual case: three one-byte varints, written at once.
+            out.extend_from_slice(&[best_ref as u8, best_len as u8, rest.len() as u8]);
+        } else {
+            put_varint(out, best_ref as u64);
+            put_varint(out, best_len as u64);
+            put_varint(out, rest.len() as u64);
+        }
+        out.extend_from_slice(rest);
     }
-    out
+}
+
+/// Which of the window's keys (`flat[ends[k]..ends[k + 1]]`, the nearest
+/// last) shares the longest prefix with `cur`: (how many places back, the
+/// length), the nearest on a tie; (0, 0) if none shares a byte.
+fn longest_match(flat: &[u8], ends: &[usize], cur: &[u8]) -> (usize, usize) {
+    let (mut best_ref, mut best_len) = (0usize, 0usize);
+    // The byte a candidate must have at `best_len` to do better.
+    let Some(&first) = cur.first() else {
+        return (0, 0);
+    };
+    let mut want = first;
+    for (j, w) in ends.windows(2).rev().enumerate() {
+        let (start, end) = (w[0], w[1]);
+        let at = start + best_len;
+        if at >= end || flat.get(at) != Some(&want) {
+            continue;
+        }
+        let l = common_prefix(cur, &flat[start..end]);
+        if l > best_len {
+            (best_ref, best_len) = (j + 1, l);
+            // A whole-key match cannot be beaten.
+            match cur.get(l) {
+                Some(&b) => want = b,
+                None => break,
+            }
+        }
+    }
+    (best_ref, best_len)
 }
 
 pub(crate) fn decode(v: &[u8]) -> DecodeResult<Vec<String>> {

@@ -66,21 +66,19 @@ impl Staging {
         }
         // No keys for a batch that has digests: a schema-1 store had lost
         // them before it was migrated. Recorded as zero key bytes.
-        let encoded = if keys.is_empty() && info.count > 0 {
-            Vec::new()
-        } else {
-            key_codec::encode(keys)
-        };
-        let key_at = self.keys.len() as u64;
-        self.keys.extend_from_slice(&encoded);
+        let key_at = self.keys.len();
+        if !(keys.is_empty() && info.count > 0) {
+            key_codec::encode_into(keys, &mut self.keys);
+        }
+        let encoded = &self.keys[key_at..];
         self.batches.push(Staged {
             seq: info.seq,
             info,
             at: (from / RECORD) as u64,
             checksum: checksum(&self.records[from..]),
-            key_at,
+            key_at: key_at as u64,
             key_len: encoded.len() as u32,
-            key_checksum: checksum(&encoded),
+            key_checksum: checksum(encoded),
         });
     }
 
