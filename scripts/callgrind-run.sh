@@ -126,7 +126,7 @@ worker resolve_chunk|pipeline::worker::PartitionWorker::resolve_chunk
 — pick_round|pipeline::worker::PartitionWorker::pick_round
 — digest|store::api::digest
 Store::commit|store::api::Store::commit
-— key_codec::encode|store::key_codec::encode
+— key_codec::encode_into|store::key_codec::encode(_into)?
 fetch (PartitionConsumer::fetch)|kafka::client::PartitionConsumer::fetch
 — RawBatch::records_into|kafka::record_batch::RawBatch::records_into
 — parse_batch|kafka::record_batch::parse_batch
