@@ -11,11 +11,12 @@ use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::error::{KafkaError, Location};
+use super::response_buf;
 use super::sasl::{self, SaslCredentials};
 use super::versions::{self, ApiVersions};
 
@@ -196,7 +197,9 @@ impl BrokerConn {
         // and growing from 1 MiB copied the whole buffer once per fetch).
         // Past that, grow with the data actually received, so a forged
         // length cannot make us allocate MAX_FRAME up front.
-        let mut buf = BytesMut::with_capacity(len.min(PREALLOC_MAX));
+        // The buffer comes from (and, once its records are dropped, goes
+        // back to) a small pool: a fresh megabyte per fetch faults in anew.
+        let mut buf = response_buf::take(len, len.min(PREALLOC_MAX));
         while buf.len() < len {
             buf.reserve((len - buf.len()).min(PREALLOC_MAX));
             let want = len - buf.len();
@@ -212,7 +215,6 @@ impl BrokerConn {
                 )));
             }
         }
-        let mut buf = buf.freeze();
         let got = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
         if got != correlation {
             // Out of step with the broker: the connection cannot be trusted.
@@ -221,6 +223,6 @@ impl BrokerConn {
                 format!("correlation id {got}, expected {correlation}"),
             )));
         }
-        Ok(buf.split_off(4))
+        Ok(response_buf::share(buf).slice(4..))
     }
 }

@@ -16,6 +16,7 @@ mod list_offsets;
 mod metadata;
 mod produce;
 mod record_batch;
+mod response_buf;
 mod sasl;
 mod scram;
 mod security;

@@ -5,9 +5,11 @@
 //! together and share one fsync (group commit).
 
 mod line;
+mod spare;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,6 +35,8 @@ type WriteRequest = (Vec<u8>, oneshot::Sender<Result<(), SinkError>>);
 pub struct FileSink {
     tx: mpsc::Sender<WriteRequest>,
     path: PathBuf,
+    /// Line buffers the writer is done with.
+    spares: Arc<spare::Spares>,
 }
 
 impl FileSink {
@@ -41,10 +45,12 @@ impl FileSink {
     pub fn open(path: &Path) -> Result<FileSink, FileSinkError> {
         let file = writer::open_repaired(path)?;
         let (tx, rx) = mpsc::channel(256);
-        writer::spawn(file, path.to_path_buf(), rx);
+        let spares = Arc::new(spare::Spares::default());
+        writer::spawn(file, path.to_path_buf(), rx, Arc::clone(&spares));
         Ok(FileSink {
             tx,
             path: path.to_path_buf(),
+            spares,
         })
     }
 
@@ -53,7 +59,9 @@ impl FileSink {
     }
 
     pub async fn deliver(&self, batch: &[&Outgoing]) -> Vec<Result<(), SinkError>> {
-        let mut buf = Vec::with_capacity(batch.iter().map(|o| line::capacity(o)).sum());
+        let mut buf = self
+            .spares
+            .take(batch.iter().map(|o| line::capacity(o)).sum());
         let mut lines = line::LineWriter::default();
         for record in batch {
             lines.write_line(&mut buf, record);

@@ -3,9 +3,11 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::spare::Spares;
 use super::{FileSinkError, SinkError, WriteRequest};
 
 pub(super) fn open_repaired(path: &Path) -> Result<File, FileSinkError> {
@@ -60,7 +62,12 @@ fn complete_prefix_len(file: &mut File) -> std::io::Result<u64> {
     Ok(0)
 }
 
-pub(super) fn spawn(file: File, path: PathBuf, mut rx: mpsc::Receiver<WriteRequest>) {
+pub(super) fn spawn(
+    file: File,
+    path: PathBuf,
+    mut rx: mpsc::Receiver<WriteRequest>,
+    spares: Arc<Spares>,
+) {
     std::thread::Builder::new()
         .name("tally-file-sink".into())
         .spawn(move || {
@@ -72,7 +79,8 @@ pub(super) fn spawn(file: File, path: PathBuf, mut rx: mpsc::Receiver<WriteReque
                     group.push(next);
                 }
                 let result = write_group(&mut file, &path, &group);
-                for (_, ack) in group {
+                for (buf, ack) in group {
+                    spares.give(buf);
                     let _ = ack.send(result.clone());
                 }
             }
