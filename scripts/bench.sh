@@ -19,6 +19,8 @@
 #   --keep          keep the work directory (sink file, store, logs, timings)
 #
 # Generated events are cached in $BENCH_CACHE (default .tools/bench-data/).
+# BENCH_TALLY=PATH runs the tally rows with that binary instead of the release
+# build (e.g. scripts/build-static.sh's musl binary, the one users get).
 #
 # Rows (each measured as its own process under /usr/bin/time):
 #   raw          examples/raw_rskafka_fetch --client rskafka: rskafka 0.6
