@@ -107,6 +107,8 @@ pub struct RawSinks {
 #[serde(deny_unknown_fields)]
 pub struct RawFileSink {
     pub path: String,
+    /// `"drop"` (default) or `"keep"`.
+    pub page_cache: Option<String>,
 }
 
 /// `[sinks.killbill]`. Secrets only by reference; a literal `password` or

@@ -156,6 +156,7 @@ pub struct SinkSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct FileSinkSettings {
     pub path: PathBuf,
+    pub page_cache: crate::sink::file::PageCache,
 }
 
 impl Settings {
@@ -220,6 +221,7 @@ impl Settings {
                 .map(|f| -> Result<_, ConfigError> {
                     Ok(FileSinkSettings {
                         path: non_empty_path("sinks.file.path", &f.path)?,
+                        page_cache: file_page_cache(f.page_cache.as_deref())?,
                     })
                 })
                 .transpose()?,
@@ -726,6 +728,22 @@ pub(super) fn non_empty_path(key: &str, value: &str) -> Result<PathBuf, ConfigEr
     Ok(PathBuf::from(value))
 }
 
+/// `sinks.file.page_cache`: what happens to the file's pages once fsynced.
+fn file_page_cache(value: Option<&str>) -> Result<crate::sink::file::PageCache, ConfigError> {
+    use crate::sink::file::PageCache;
+    match value {
+        None | Some("drop") => Ok(PageCache::Drop),
+        Some("keep") => Ok(PageCache::Keep),
+        Some(other) => Err(ConfigError::invalid(
+            "sinks.file.page_cache",
+            format!(
+                "unknown value {other:?}; expected \"drop\" (the default: written pages leave the \
+                 page cache once on disk) or \"keep\" (leave them cached for a reader tailing the file)"
+            ),
+        )),
+    }
+}
+
 /// The `ca_file`, `cert_file` and `key_file` of a TLS client under `table`.
 pub(super) struct TlsFiles {
     pub ca_file: Option<PathBuf>,
@@ -816,6 +834,30 @@ path = "./out.jsonl"
         ));
         assert_eq!(s.routes[0].dedupe, DedupeSource::Format);
         assert_eq!(s.routes[0].start, StartPosition::Earliest);
+    }
+
+    #[test]
+    fn file_sink_page_cache_defaults_to_drop_and_bad_values_name_the_key() {
+        use crate::sink::file::PageCache;
+        let page_cache = |s: Settings| s.sinks.file.map(|f| f.page_cache);
+        assert_eq!(page_cache(load(MINIMAL).unwrap()), Some(PageCache::Drop));
+        let with = |v: &str| {
+            MINIMAL.replace(
+                "path = \"./out.jsonl\"",
+                &format!("path = \"./out.jsonl\"\npage_cache = {v:?}"),
+            )
+        };
+        assert_eq!(
+            page_cache(load(&with("keep")).unwrap()),
+            Some(PageCache::Keep)
+        );
+        assert_eq!(
+            page_cache(load(&with("drop")).unwrap()),
+            Some(PageCache::Drop)
+        );
+        let err = load(&with("Keep")).unwrap_err().to_string();
+        assert!(err.contains("sinks.file.page_cache"), "{err}");
+        assert!(err.contains("\"keep\""), "{err}");
     }
 
     #[test]

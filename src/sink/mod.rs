@@ -125,7 +125,10 @@ impl Sinks {
                         .file
                         .as_ref()
                         .ok_or(SinkSetupError::NotConfigured("file"))?;
-                    sinks.file = Some(Arc::new(Sink::File(file::FileSink::open(&cfg.path)?)));
+                    sinks.file = Some(Arc::new(Sink::File(file::FileSink::open(
+                        &cfg.path,
+                        cfg.page_cache,
+                    )?)));
                 }
                 SinkKind::File => {}
                 // One Kill Bill sink (one client, one semaphore) for every route that uses it.

@@ -5,6 +5,7 @@
 //! together and share one fsync (group commit).
 
 mod line;
+mod page_cache;
 mod spare;
 mod writer;
 
@@ -14,6 +15,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Outgoing, SinkError};
+
+pub use page_cache::PageCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileSinkError {
@@ -42,11 +45,19 @@ pub struct FileSink {
 impl FileSink {
     /// Open (or create) the output file. A torn last line left by a crash
     /// mid-write was never acknowledged, so it is cut off before appending.
-    pub fn open(path: &Path) -> Result<FileSink, FileSinkError> {
+    pub fn open(path: &Path, page_cache: PageCache) -> Result<FileSink, FileSinkError> {
         let file = writer::open_repaired(path)?;
+        let len = file
+            .metadata()
+            .map_err(|source| FileSinkError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        let pages = page_cache::Dropper::new(page_cache, len);
         let (tx, rx) = mpsc::channel(256);
         let spares = Arc::new(spare::Spares::default());
-        writer::spawn(file, path.to_path_buf(), rx, Arc::clone(&spares));
+        writer::spawn(file, path.to_path_buf(), rx, Arc::clone(&spares), pages);
         Ok(FileSink {
             tx,
             path: path.to_path_buf(),

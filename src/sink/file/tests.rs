@@ -22,7 +22,7 @@ fn outgoing(offset: i64, key: Option<&'static [u8]>, event: &'static str) -> Out
 async fn writes_lines_with_embedded_event() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.jsonl");
-    let sink = FileSink::open(&path).unwrap();
+    let sink = FileSink::open(&path, PageCache::Drop).unwrap();
     let a = outgoing(7, Some(b"key"), r#"{"amount":12.3400000000000000001}"#);
     let b = outgoing(8, Some(&[0xff, 0x00]), r#"{"x":1}"#);
     let results = sink.deliver(&[&a, &b]).await;
@@ -44,7 +44,7 @@ async fn torn_last_line_is_cut_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out.jsonl");
     std::fs::write(&path, "{\"a\":1}\n{\"b\":").unwrap();
-    let sink = FileSink::open(&path).unwrap();
+    let sink = FileSink::open(&path, PageCache::Drop).unwrap();
     let c = outgoing(1, None, "{}");
     assert!(sink.deliver(&[&c]).await[0].is_ok());
     let text = std::fs::read_to_string(&path).unwrap();
@@ -108,5 +108,85 @@ fn lines_match_a_serializer_across_topics_partitions_and_keys() {
             serde_json::to_string(&r.dedupe_key).unwrap()
         ));
         assert_eq!(*line, want);
+    }
+}
+
+/// Pages of `path` resident in the page cache, of all its pages.
+#[cfg(target_os = "linux")]
+fn resident_pages(path: &std::path::Path) -> (usize, usize) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    let len = file.metadata().unwrap().len() as usize;
+    let pages = len.div_ceil(4096);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: a read-only shared mapping of a file this test owns, unmapped
+    // before return; mincore writes one byte per page into `vec`.
+    unsafe {
+        let addr = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        assert_ne!(addr, libc::MAP_FAILED);
+        assert_eq!(libc::mincore(addr, len, vec.as_mut_ptr()), 0);
+        libc::munmap(addr, len);
+    }
+    (vec.iter().filter(|b| **b & 1 == 1).count(), pages)
+}
+
+/// Whether `dir` is on tmpfs, where the page cache is the file itself and
+/// cannot be dropped.
+#[cfg(target_os = "linux")]
+fn on_tmpfs(dir: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: statfs fills the zeroed struct for a valid C path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut st) }, 0);
+    st.f_type == libc::TMPFS_MAGIC
+}
+
+/// `page_cache = "drop"` leaves at most the last page of the written
+/// file cached; `"keep"` leaves it all.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn synced_pages_leave_the_page_cache_unless_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    if on_tmpfs(dir.path()) {
+        eprintln!(
+            "skipped: {} is on tmpfs, whose pages cannot be dropped",
+            dir.path().display()
+        );
+        return;
+    }
+    let event = format!("{{\"pad\":\"{}\"}}", "x".repeat(2000));
+    let records: Vec<Outgoing> = (0..400)
+        .map(|i| outgoing(i, Some(b"k"), "{}"))
+        .map(|mut o| {
+            o.event = Bytes::from(event.clone());
+            o
+        })
+        .collect();
+    for (policy, name) in [
+        (PageCache::Drop, "drop.jsonl"),
+        (PageCache::Keep, "keep.jsonl"),
+    ] {
+        let path = dir.path().join(name);
+        let sink = FileSink::open(&path, policy).unwrap();
+        for chunk in records.chunks(50) {
+            let batch: Vec<&Outgoing> = chunk.iter().collect();
+            assert!(sink.deliver(&batch).await.iter().all(|r| r.is_ok()));
+        }
+        // Counted before the file is read back, which caches it again.
+        let (resident, pages) = resident_pages(&path);
+        assert!(pages > 200, "{pages}");
+        match policy {
+            PageCache::Drop => assert!(resident <= 1, "{resident} of {pages} pages still cached"),
+            PageCache::Keep => assert_eq!(resident, pages),
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 400);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
+use super::page_cache::Dropper;
 use super::spare::Spares;
 use super::{FileSinkError, SinkError, WriteRequest};
 
@@ -67,6 +68,7 @@ pub(super) fn spawn(
     path: PathBuf,
     mut rx: mpsc::Receiver<WriteRequest>,
     spares: Arc<Spares>,
+    mut pages: Dropper,
 ) {
     std::thread::Builder::new()
         .name("tally-file-sink".into())
@@ -78,7 +80,9 @@ pub(super) fn spawn(
                 while let Ok(next) = rx.try_recv() {
                     group.push(next);
                 }
-                let result = write_group(&mut file, &path, &group);
+                let result = write_group(&mut file, &path, &group).map(|synced_len| {
+                    pages.after_sync(&file, synced_len);
+                });
                 for (buf, ack) in group {
                     spares.give(buf);
                     let _ = ack.send(result.clone());
@@ -89,12 +93,15 @@ pub(super) fn spawn(
         .unwrap_or_else(|e| tracing::error!("file sink: cannot start writer thread: {e}"));
 }
 
-fn write_group(file: &mut File, path: &Path, group: &[WriteRequest]) -> Result<(), SinkError> {
+/// Appends the group and fsyncs it; returns the file's length, all on disk.
+fn write_group(file: &mut File, path: &Path, group: &[WriteRequest]) -> Result<u64, SinkError> {
     let start = file
         .metadata()
         .map_err(|e| SinkError::io("stat", path, &e))?
         .len();
+    let mut len = start;
     for (buf, _) in group {
+        len += buf.len() as u64;
         if let Err(e) = file.write_all(buf) {
             // Do not leave a partial batch behind for the next write to follow.
             let _ = file.set_len(start);
@@ -102,5 +109,6 @@ fn write_group(file: &mut File, path: &Path, group: &[WriteRequest]) -> Result<(
         }
     }
     file.sync_data()
-        .map_err(|e| SinkError::io("fsync", path, &e))
+        .map_err(|e| SinkError::io("fsync", path, &e))?;
+    Ok(len)
 }
