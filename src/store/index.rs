@@ -27,6 +27,8 @@
 //! the kernel for: a random access into hundreds of MB is bound by TLB misses
 //! (page walks are dear in a VM).
 
+use super::prefetch;
+
 /// Number of independently growing tables.
 const SHARDS: usize = 16;
 
@@ -185,8 +187,8 @@ impl DigestSet {
             return;
         }
         let home = self.home(d as u64);
-        prefetch_read(self.tags.as_ptr().wrapping_add(home));
-        prefetch_read(self.bits.as_ptr().wrapping_add(home));
+        prefetch::read(self.tags.as_ptr().wrapping_add(home));
+        prefetch::read(self.bits.as_ptr().wrapping_add(home));
     }
 
     /// Returns true if it was present.
@@ -612,20 +614,6 @@ fn capacity_for(n: usize) -> usize {
 fn capacity_to_grow(n: usize) -> usize {
     ((n as f64 / GROW_LOAD) as usize).max(16)
 }
-
-/// Prefetch the cache line at `p` into all cache levels.
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn prefetch_read<T>(p: *const T) {
-    // SAFETY: PREFETCHT0 is a hint: it never faults, even for an address
-    // outside any allocation, and neither reads into nor writes the program's
-    // memory. SSE, which it belongs to, is part of every x86_64 CPU.
-    unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>()) }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-#[inline]
-fn prefetch_read<T>(_: *const T) {}
 
 #[cfg(test)]
 mod tests {

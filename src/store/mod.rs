@@ -27,6 +27,7 @@ mod lock;
 mod log_tests;
 mod migrate;
 mod perms;
+mod prefetch;
 mod rebuild;
 mod schema;
 mod snapshot;
