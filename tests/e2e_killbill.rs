@@ -867,10 +867,26 @@ fn https_with_a_client_certificate_delivers_once_and_without_one_is_refused() {
     };
 
     let (config, envs) = write(false);
-    let (ok, line) = check_connect_line(dir.path(), &config, &envs);
+    // TLS 1.3 rejects a missing client certificate after the client's
+    // handshake is done: the request may meet the server's alert
+    // (CertificateRequired) or, under load, only the closed connection
+    // ("connection was not ready"). Every attempt must be refused; one of
+    // three must name the cause.
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let (ok, line) = check_connect_line(dir.path(), &config, &envs);
+        assert!(!ok && line.contains("FAILED"), "{line}");
+        let named = line.contains("CertificateRequired");
+        lines.push(line);
+        if named {
+            break;
+        }
+    }
     assert!(
-        !ok && line.contains("FAILED") && line.contains("CertificateRequired"),
-        "{line}"
+        lines
+            .last()
+            .is_some_and(|l| l.contains("CertificateRequired")),
+        "{lines:#?}"
     );
     assert_eq!(
         double.requests(),
