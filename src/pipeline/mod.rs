@@ -18,6 +18,7 @@ mod group_assign;
 mod housekeeping;
 mod inflight;
 pub mod live;
+mod repeats;
 mod sink_health;
 mod worker;
 

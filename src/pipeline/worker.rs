@@ -4,9 +4,11 @@
 //! key is new and not held by another delivery, waits for the sink, then
 //! commits the delivered keys, the dead letters, and the offset up to the
 //! first record still unresolved — in one store transaction, after the ack.
-//! Records held back (same key earlier in the batch, or in flight on another
-//! partition) go to the next round, where the index tells whether they are
-//! now duplicates.
+//! A record whose key an earlier record of the round holds (a repeat) is a
+//! duplicate once that record is delivered or found stored, and is settled
+//! in the same commit (see `repeats`). Records whose key is in flight on
+//! another partition, and repeats of a record that failed, go to the next
+//! round, where the index tells whether they are now duplicates.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,6 +24,7 @@ use super::classify::{FailureClass, classify_decode, classify_sink, classify_sto
 use super::fence::Fence;
 use super::fetcher::{Fetched, Fetcher, resolve_position};
 use super::live::{PartitionLive, PartitionState};
+use super::repeats::FewDigests;
 use super::{RouteCtx, Shared};
 use crate::kafka::ConsumedRecord;
 use crate::sink::Outgoing;
@@ -63,12 +66,16 @@ struct Pending {
 struct Round {
     /// Indices into the chunk's pendings, in offset order.
     send: Vec<usize>,
+    /// Held because another partition's delivery holds the key: the next
+    /// round waits for it first.
     held: Vec<usize>,
-    /// Some held key is in flight on another partition (not only repeated
-    /// within this round): the next round waits for that delivery first.
-    contended: bool,
+    /// Held behind an earlier record of this round with the same key (see
+    /// `repeats`): settled by this round unless that record fails.
+    repeats: Vec<usize>,
     /// The digests this round holds in the in-flight set.
     reserved: Vec<u128>,
+    /// The digests this round found already stored (duplicates).
+    stored: Vec<u128>,
 }
 
 enum Delivery {
@@ -288,10 +295,6 @@ impl PartitionWorker {
                     return Delivery::Abandoned;
                 }
             };
-            let commit_to = round
-                .held
-                .first()
-                .map_or(next_offset, |&i| pending[i].out.offset);
             // Delivered keys move into the commit: nothing sends them again.
             let mut keys = Vec::with_capacity(delivered.len());
             let mut digests = Vec::with_capacity(delivered.len());
@@ -302,6 +305,27 @@ impl PartitionWorker {
                     digests.push(d);
                 }
             }
+            // A repeat whose key this round delivered or found stored is a
+            // duplicate, settled by this commit; the rest wait.
+            let contended = !round.held.is_empty();
+            let mut next_waiting = round.held;
+            let mut settled_repeats = 0u64;
+            if !round.repeats.is_empty() {
+                let mut settled =
+                    FewDigests::new(round.repeats.iter().filter_map(|&i| pending[i].digest));
+                settled.mark_each(digests.iter().copied());
+                settled.mark_each(round.stored.iter().copied());
+                for &i in &round.repeats {
+                    match pending[i].digest {
+                        Some(d) if settled.is_marked(d) => settled_repeats += 1,
+                        _ => next_waiting.push(i),
+                    }
+                }
+                next_waiting.sort_unstable();
+            }
+            let commit_to = next_waiting
+                .first()
+                .map_or(next_offset, |&i| pending[i].out.offset);
             let batch = self.commit_batch(round_first, commit_to, keys, digests);
             let mut batch = CommitBatch {
                 dead_letters: std::mem::take(&mut dead),
@@ -347,16 +371,15 @@ impl PartitionWorker {
                 return Delivery::Abandoned;
             }
             stats.delivered.inc_by(delivered.len() as u64);
-            if round.held.is_empty() {
+            stats.duplicates.inc_by(settled_repeats);
+            if next_waiting.is_empty() {
                 return Delivery::Done;
             }
             round_first = commit_to;
-            waiting = round.held;
+            waiting = next_waiting;
             tokio::task::yield_now().await;
-            // Let the other holder of a contended key finish its commit. A
-            // key repeated within the round needs no wait: its first record
-            // is committed now (299 of the bench's 317 chunks hold one).
-            if round.contended {
+            // Let the other holder of a contended key finish its commit.
+            if contended {
                 tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
         }
@@ -380,7 +403,17 @@ impl PartitionWorker {
                 }
             }
         }
-        let contended = held_elsewhere(pending, &tentative, &held);
+        // Split the held: behind an earlier record of this round (a key it
+        // reserved), or held by another delivery.
+        let mut repeats = Vec::new();
+        if !held.is_empty() {
+            let mut own = FewDigests::new(held.iter().filter_map(|&i| pending[i].digest));
+            own.mark_each(tentative.iter().filter_map(|&i| pending[i].digest));
+            let (r, elsewhere): (Vec<usize>, Vec<usize>) = held
+                .into_iter()
+                .partition(|&i| pending[i].digest.is_some_and(|d| own.is_marked(d)));
+            (repeats, held) = (r, elsewhere);
+        }
         let mut send = Vec::with_capacity(tentative.len());
         let mut reserved = Vec::with_capacity(tentative.len());
         let mut duplicates = Vec::new();
@@ -402,13 +435,14 @@ impl PartitionWorker {
         }
         if !duplicates.is_empty() {
             self.route.stats.duplicates.inc_by(duplicates.len() as u64);
-            self.shared.inflight.release(duplicates);
+            self.shared.inflight.release(duplicates.iter().copied());
         }
         Round {
             send,
             held,
-            contended,
+            repeats,
             reserved,
+            stored: duplicates,
         }
     }
 
@@ -679,25 +713,4 @@ impl PartitionWorker {
             last_seen_ms: now,
         }
     }
-}
-
-/// Whether any `held` key is held by another delivery rather than by an
-/// earlier record of this round (one of `reserving`). Held records are
-/// few, so they are sorted and the round's digests looked up among them.
-fn held_elsewhere(pending: &[Pending], reserving: &[usize], held: &[usize]) -> bool {
-    if held.is_empty() {
-        return false;
-    }
-    let mut held_digests: Vec<u128> = held.iter().filter_map(|&i| pending[i].digest).collect();
-    held_digests.sort_unstable();
-    held_digests.dedup();
-    let mut own = vec![false; held_digests.len()];
-    for &i in reserving {
-        if let Some(d) = pending[i].digest
-            && let Ok(at) = held_digests.binary_search(&d)
-        {
-            own[at] = true;
-        }
-    }
-    own.contains(&false)
 }
