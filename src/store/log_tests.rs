@@ -331,30 +331,11 @@ fn schema_1_store_from_the_previous_layout_is_migrated() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }
 
-/// The store's sled database opened directly. A dropped `Store`'s sled
-/// threads release its file lock a moment later (CI saw WouldBlock under
-/// load), so the open is retried for a while, as `Store::open` does.
-fn raw_sled(dir: &Path) -> sled::Db {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match sled::Config::new().path(dir).open() {
-            Ok(db) => return db,
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("open {}: {e}", dir.display()),
-        }
-    }
-}
-
 /// Write a schema-1 store the way the previous code did: digests inside
 /// the `id_batches` values, schema_version 1.
 fn write_schema_1(dir: &Path, batches: u64, per: u64) {
     drop(Store::open(&cfg(dir)).unwrap());
-    let db = raw_sled(dir);
+    let db = super::tests::sled_open_retrying(dir);
     let meta = db.open_tree("meta").unwrap();
     meta.insert("schema_version", &1u32.to_be_bytes()).unwrap();
     meta.remove(keys::META_DIGEST_LOG).unwrap();
@@ -409,7 +390,7 @@ fn interrupted_migration_resumes() {
     write_schema_1(tmp.path(), 12, 25);
     {
         let _lock = lock::DirLock::acquire(tmp.path()).unwrap();
-        let db = raw_sled(tmp.path());
+        let db = super::tests::sled_open_retrying(tmp.path());
         let trees = api::Trees {
             meta: db.open_tree("meta").unwrap(),
             offsets: db.open_tree("offsets").unwrap(),
@@ -445,7 +426,7 @@ fn schema_1_batch_without_keys_migrates_its_digests() {
     let tmp = tempfile::tempdir().unwrap();
     write_schema_1(tmp.path(), 3, 20);
     {
-        let db = raw_sled(tmp.path());
+        let db = super::tests::sled_open_retrying(tmp.path());
         let kt = db.open_tree("id_keys").unwrap();
         kt.remove(keys::seq_key(1)).unwrap();
         db.flush().unwrap();

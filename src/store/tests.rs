@@ -564,7 +564,7 @@ fn concurrent_readers_and_group_commits() {
 /// sled releases its `db` file lock from background threads a moment after the
 /// last handle drops; under a loaded test run an immediate re-open can lose
 /// that race. Retry briefly instead of failing spuriously.
-fn sled_open_retrying(path: &std::path::Path) -> sled::Db {
+pub(super) fn sled_open_retrying(path: &std::path::Path) -> sled::Db {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         match sled::open(path) {
