@@ -46,14 +46,7 @@ impl FileSink {
     /// Open (or create) the output file. A torn last line left by a crash
     /// mid-write was never acknowledged, so it is cut off before appending.
     pub fn open(path: &Path, page_cache: PageCache) -> Result<FileSink, FileSinkError> {
-        let file = writer::open_repaired(path)?;
-        let len = file
-            .metadata()
-            .map_err(|source| FileSinkError::Open {
-                path: path.to_path_buf(),
-                source,
-            })?
-            .len();
+        let (file, len) = writer::open_repaired(path)?;
         let pages = page_cache::Dropper::new(page_cache, len);
         let (tx, rx) = mpsc::channel(256);
         let spares = Arc::new(spare::Spares::default());

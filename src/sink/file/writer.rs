@@ -11,7 +11,8 @@ use super::page_cache::Dropper;
 use super::spare::Spares;
 use super::{FileSinkError, SinkError, WriteRequest};
 
-pub(super) fn open_repaired(path: &Path) -> Result<File, FileSinkError> {
+/// The file, open for appending, and its length after the repair.
+pub(super) fn open_repaired(path: &Path) -> Result<(File, u64), FileSinkError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| FileSinkError::Open {
             path: path.to_path_buf(),
@@ -42,7 +43,7 @@ pub(super) fn open_repaired(path: &Path) -> Result<File, FileSinkError> {
         file.set_len(keep).map_err(repair)?;
         file.sync_all().map_err(repair)?;
     }
-    Ok(file)
+    Ok((file, keep))
 }
 
 /// Length of the file up to and including its last newline.
