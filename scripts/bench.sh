@@ -91,6 +91,9 @@ KT="$ROOT/tests/support/kafka_tool.py"
 # BENCH_TALLY: the tally binary of the tally rows (default: the release build
 # made above), e.g. the shipped musl binary from scripts/build-static.sh.
 TALLY="${BENCH_TALLY:-$ROOT/target/release/tally}"
+# Absolute: the Kill Bill row's driver starts tally from its own directory.
+TALLY="$(realpath -m "$TALLY")"
+[[ -n "${BENCH_BASE_TALLY:-}" ]] && BENCH_BASE_TALLY="$(realpath -m "$BENCH_BASE_TALLY")"
 FETCH="$ROOT/target/release/examples/raw_rskafka_fetch"
 KB_BENCH="$ROOT/target/release/examples/bench_killbill"
 TIME=/usr/bin/time
