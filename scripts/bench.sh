@@ -322,7 +322,7 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     # The watcher reports epoch times of the first and of the last expected
     # line, and tally's CPU and peak RSS at that moment.
     poll=$("$PY" - "$dir/delivered.jsonl" "$DISTINCT" "$TIME_PID" 900 "$admin_port" "${WATCH:-${BENCH_WATCH:-size}}" <<'EOF'
-import http.client, json, os, re, sys, time
+import http.client, json, os, re, resource, sys, time
 path, want, pid, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 port, watch = int(sys.argv[5]), sys.argv[6]
 deadline = time.time() + timeout
@@ -416,6 +416,8 @@ while True:
         break
     time.sleep(0.005 if watch != "lines" else 0.01)
 last = time.time()
+ru = resource.getrusage(resource.RUSAGE_SELF)
+watcher_cpu = ru.ru_utime + ru.ru_stime
 cpu, rss = sample(child)
 if watch != "lines":
     # The last expected line's moment: the first sample whose size covers it.
@@ -425,7 +427,7 @@ if watch != "lines":
         hit = next((x for x in samples if x[1] >= end), None)
         if hit is not None:
             last, cpu, rss = hit[0], hit[2], hit[3]
-print(json.dumps({"lines": lines, "first": first, "last": last, "tally_pid": child, "cpu_at_last": cpu, "rss_kb_at_last": rss}))
+print(json.dumps({"lines": lines, "first": first, "last": last, "tally_pid": child, "cpu_at_last": cpu, "rss_kb_at_last": rss, "watcher_cpu": watcher_cpu}))
 EOF
 )
     TALLY_PID=$(json_get tally_pid <<<"$poll")
@@ -460,7 +462,7 @@ ok = n == want and len(keys) == want
 print(f"bench.sh: sink check: {n} lines, {len(keys)} distinct dedupe keys, expected {want}: {'ok' if ok else 'WRONG'}", file=sys.stderr)
 sys.exit(0 if ok else 1)
 EOF
-    echo "$name $DISTINCT $wall $cpu $rss $(elapsed "$b0" "$b1") first_line_after_${startup}_s;_CPU/RSS_at_last_line;_whole_process_incl._drain:_${cpu_total}_s_CPU,_$((rss_total / 1024))_MB" >>"$RESULTS"
+    echo "$name $DISTINCT $wall $cpu $rss $(elapsed "$b0" "$b1") first_line_after_${startup}_s;_CPU/RSS_at_last_line;_whole_process_incl._drain:_${cpu_total}_s_CPU,_$((rss_total / 1024))_MB;_watcher_CPU_$(printf %.2f "$(json_get watcher_cpu <<<"$poll")")_s" >>"$RESULTS"
 }
 
 row_tally_backlog() {
