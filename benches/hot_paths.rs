@@ -111,9 +111,12 @@ fn commit(c: &mut Criterion) {
         Ok(s) => s,
         Err(e) => panic!("store open: {e}"),
     };
+    // One store for both sizes: offsets keep moving forward (a commit may
+    // never move a partition's offset back) and the seeds never repeat (a
+    // repeated digest would be skipped as a duplicate, not written).
+    let mut next = 0i64;
+    let mut seed = 0u64;
     for per_batch in [100usize, 1000] {
-        let mut next = 0i64;
-        let mut seed = 0u64;
         g.throughput(Throughput::Elements(per_batch as u64));
         g.bench_function(format!("durable/{per_batch}_ids"), |b| {
             b.iter_batched(
