@@ -93,7 +93,9 @@ KT="$ROOT/tests/support/kafka_tool.py"
 TALLY="${BENCH_TALLY:-$ROOT/target/release/tally}"
 # Absolute: the Kill Bill row's driver starts tally from its own directory.
 TALLY="$(realpath -m "$TALLY")"
-[[ -n "${BENCH_BASE_TALLY:-}" ]] && BENCH_BASE_TALLY="$(realpath -m "$BENCH_BASE_TALLY")"
+if [[ -n "${BENCH_BASE_TALLY:-}" ]]; then
+    BENCH_BASE_TALLY="$(realpath -m "$BENCH_BASE_TALLY")"
+fi
 FETCH="$ROOT/target/release/examples/raw_rskafka_fetch"
 KB_BENCH="$ROOT/target/release/examples/bench_killbill"
 TIME=/usr/bin/time
@@ -685,7 +687,7 @@ done
 # ---------------------------------------------------------------- report
 
 TABLE=$("$PY" - "$RESULTS" <<'EOF'
-import re, sys
+import re, statistics, sys
 labels = {
     "raw": "raw rskafka fetch loop",
     "tally-fetch": "tally fetch loop (PartitionConsumer)",
@@ -707,10 +709,7 @@ rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 # one raw row, taken first, made every ratio follow that row's luck; raw
 # rows interleaved with the others and their median follow the box's drift.
 raw_rates = sorted(float(r[1]) / float(r[2]) for r in rows if r[0] == "raw" and float(r[2]) > 0)
-base = None
-if raw_rates:
-    mid = len(raw_rates) // 2
-    base = raw_rates[mid] if len(raw_rates) % 2 else (raw_rates[mid - 1] + raw_rates[mid]) / 2
+base = statistics.median(raw_rates) if raw_rates else None
 print("| row | records | wall s | records/s | ratio to raw (median) | CPU s (user+sys) | CPU µs/record | peak RSS MB | broker CPU s | note |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 for name, recs, wall, cpu, rss, bcpu, note in rows:

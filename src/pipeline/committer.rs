@@ -75,28 +75,30 @@ async fn run(
         let outcome = tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
             // Where a commit's time goes (TALLY_LOG=tally::pipeline::committer=debug).
-            let result = store.commit(&batches).map(|stats| {
-                tracing::debug!(
-                    batches = stats.batches,
-                    ids = stats.ids_written,
-                    bytes = stats.bytes_written,
-                    log_ms = stats.log_time.as_secs_f64() * 1e3,
-                    txn_ms = stats.txn_time.as_secs_f64() * 1e3,
-                    flush_ms = stats.flush_time.as_secs_f64() * 1e3,
-                    total_ms = started.elapsed().as_secs_f64() * 1e3,
-                    "store commit"
-                );
-            });
-            let result = result.map_err(|e| {
-                CommitFailed(if e.is_disk_full() {
-                    format!(
-                        "{e} — disk full (ENOSPC) on the store's filesystem: free space there, \
-                             then start tally again (nothing past the last commit was acknowledged)"
-                    )
-                } else {
-                    e.to_string()
+            let result = store
+                .commit(&batches)
+                .map(|stats| {
+                    tracing::debug!(
+                        batches = stats.batches,
+                        ids = stats.ids_written,
+                        bytes = stats.bytes_written,
+                        log_ms = stats.log_time.as_secs_f64() * 1e3,
+                        txn_ms = stats.txn_time.as_secs_f64() * 1e3,
+                        flush_ms = stats.flush_time.as_secs_f64() * 1e3,
+                        total_ms = started.elapsed().as_secs_f64() * 1e3,
+                        "store commit"
+                    );
                 })
-            });
+                .map_err(|e| {
+                    CommitFailed(if e.is_disk_full() {
+                        format!(
+                            "{e} — disk full (ENOSPC) on the store's filesystem: free space there, \
+                             then start tally again (nothing past the last commit was acknowledged)"
+                        )
+                    } else {
+                        e.to_string()
+                    })
+                });
             latency.observe(started.elapsed().as_secs_f64());
             (result, batches)
         })
